@@ -1,0 +1,73 @@
+"""Input validation shared by every entry point.
+
+Each check runs once, at the boundary of a public function, never inside a step loop. Messages
+name the problem and the fix (docs/conventions.md, "Bad input").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+Grid = tuple[float, ...]
+
+
+def as_grid(sigmas: Tensor | Sequence[float], *, name: str = "sigmas") -> Grid:
+    """Validate a noise-level grid and return it as a tuple of Python floats.
+
+    A grid is a strictly decreasing, non-empty sequence of finite sigmas >= 0 (it may end in 0
+    and may start anywhere). Converting once here keeps device tensors out of the step loop.
+    """
+    if isinstance(sigmas, Tensor):
+        if sigmas.ndim != 1:
+            raise ValueError(f"{name} must be a 1-D tensor of noise levels; got shape {tuple(sigmas.shape)}.")
+        values = [float(v) for v in sigmas.detach().to("cpu", torch.float64).tolist()]
+    else:
+        try:
+            values = [float(v) for v in sigmas]
+        except TypeError as exc:
+            raise TypeError(
+                f"{name} must be a 1-D tensor or a sequence of floats; got {type(sigmas).__name__}."
+            ) from exc
+    if not values:
+        raise ValueError(f"{name} is empty; pass at least one noise level (two for one step).")
+    for i, s in enumerate(values):
+        if not math.isfinite(s):
+            raise ValueError(f"{name}[{i}] = {s} is not finite; every noise level must be a finite float.")
+        if s < 0.0:
+            raise ValueError(f"{name}[{i}] = {s} is negative; noise levels are standard deviations >= 0.")
+    for i in range(len(values) - 1):
+        if not values[i + 1] < values[i]:
+            raise ValueError(
+                f"{name} must be strictly decreasing; {name}[{i}] = {values[i]!r} is followed by "
+                f"{name}[{i + 1}] = {values[i + 1]!r}. Sort it descending and remove repeats."
+            )
+    return tuple(values)
+
+
+def check_state(x: Tensor, *, name: str = "x") -> None:
+    """A state must be a floating-point tensor with a batch dimension and only finite values."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}.")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must have a floating-point dtype; got {x.dtype}. Convert it with x.float().")
+    if x.ndim < 1:
+        raise ValueError(f"{name} must have a batch dimension [B, ...]; got a 0-d tensor.")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or infinite values; check the initial noise or the input image.")
+
+
+def state_dtype(x_dtype: torch.dtype, requested: torch.dtype | None) -> torch.dtype:
+    """The dtype solver state is kept in (docs/conventions.md, "dtype policy").
+
+    float32 by default; float64 when requested or when the input already is float64. Half-precision
+    inputs are promoted: their rounding error would swamp any solver's truncation error.
+    """
+    if requested is not None:
+        if requested not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype must be torch.float32 or torch.float64 for solver state; got {requested}.")
+        return requested
+    return torch.float64 if x_dtype == torch.float64 else torch.float32

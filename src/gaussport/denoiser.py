@@ -1,0 +1,78 @@
+"""The denoiser protocol and the one place where solvers meet the model.
+
+A *denoiser* is any callable ``D(x, sigma) -> x0_hat`` in VE coordinates: ``x = x0 + sigma * eps``,
+``x`` of shape ``[B, ...]`` and ``sigma`` a tensor of shape ``[B]`` (the k-diffusion/EDM convention).
+It returns the posterior mean ``E[x0 | x]`` with the shape of ``x``. See docs/conventions.md.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+__all__ = ["Denoiser", "FlowMap", "DenoiserCall"]
+
+
+@runtime_checkable
+class Denoiser(Protocol):
+    """``D(x, sigma) -> E[x0 | x_sigma = x]``.
+
+    Args:
+        x: noisy state, shape ``[B, *sample_shape]``, VE coordinates.
+        sigma: noise level per sample, shape ``[B]``.
+
+    Returns:
+        The denoised estimate, same shape as ``x``. Conditioning (labels, prompts, guidance) is bound
+        at construction, e.g. with ``functools.partial`` or an adapter, not passed per call.
+    """
+
+    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class FlowMap(Protocol):
+    """An exact (closed-form) transport of the probability-flow ODE, e.g. ``analytic.Gaussian``."""
+
+    def flow(self, x: Tensor, sigma_from: float, sigma_to: float) -> Tensor: ...
+
+
+class DenoiserCall:
+    """A denoiser as solvers see it: float sigma in, state-dtype tensor out, evaluations counted.
+
+    This is the only cast boundary of a solve (docs/conventions.md): the state is cast to
+    ``model_dtype`` before the call and the result back to ``state_dtype``. Sigma is broadcast to a
+    ``[B]`` tensor on ``x``'s device with ``torch.full`` (no host synchronisation).
+
+    Attributes:
+        nfe: number of denoiser evaluations made through this object.
+    """
+
+    __slots__ = ("denoiser", "model_dtype", "state_dtype", "sigma_dtype", "nfe")
+
+    def __init__(self, denoiser: Denoiser, *, model_dtype: torch.dtype, state_dtype: torch.dtype) -> None:
+        if not callable(denoiser):
+            raise TypeError(
+                f"denoiser must be callable as D(x, sigma) -> x0; got {type(denoiser).__name__}."
+            )
+        self.denoiser = denoiser
+        self.model_dtype = model_dtype
+        self.state_dtype = state_dtype
+        # Half-precision sigmas lose digits that matter (0.0292 vs 0.0293); never go below float32.
+        self.sigma_dtype = torch.promote_types(model_dtype, torch.float32)
+        self.nfe = 0
+
+    def __call__(self, x: Tensor, sigma: float) -> Tensor:
+        sigma_batch = torch.full((x.shape[0],), sigma, dtype=self.sigma_dtype, device=x.device)
+        out = self.denoiser(x.to(self.model_dtype), sigma_batch)
+        if not isinstance(out, Tensor):
+            raise TypeError(f"the denoiser returned {type(out).__name__}; it must return a torch.Tensor.")
+        if out.shape != x.shape:
+            raise ValueError(
+                f"the denoiser returned shape {tuple(out.shape)} for an input of shape {tuple(x.shape)}; "
+                "a denoiser must return E[x0 | x] with the shape of x (wrap models that predict "
+                "noise, v or velocity with gaussport.schedules / gaussport.adapters)."
+            )
+        self.nfe += 1
+        return out.to(self.state_dtype)

@@ -1,0 +1,28 @@
+"""Probability-flow-ODE solvers behind one denoiser protocol.
+
+Every module in this package is imported here, so a new solver is one file with a
+:func:`register`-ed class. ``available()`` lists them; ``get(name, **options)`` builds one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from .base import History, SingleEvaluationSolver, Solver, Step
+from .registry import available, get, register, solver_class
+
+__all__ = [
+    "History",
+    "SingleEvaluationSolver",
+    "Solver",
+    "Step",
+    "available",
+    "get",
+    "register",
+    "solver_class",
+]
+
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_") and _module.name not in {"base", "registry"}:
+        importlib.import_module(f"{__name__}.{_module.name}")

@@ -1,0 +1,87 @@
+"""The solver registry: names front-ends and configs can select solvers by.
+
+A solver module registers its class (and named presets of it) with :func:`register`; every module
+in ``gaussport/solvers/`` is imported automatically, and third-party packages can add solvers
+through the ``gaussport.solvers`` entry-point group, so a new solver is one file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Any, TypeVar
+
+from .base import Solver
+
+__all__ = ["register", "get", "available", "solver_class"]
+
+_T = TypeVar("_T", bound=type)
+_REGISTRY: dict[str, tuple[type[Solver], dict[str, Any]]] = {}
+_PLUGINS_LOADED = False
+
+
+def register(name: str, /, **preset: Any) -> Callable[[_T], _T]:
+    """Class decorator registering a solver under ``name`` with preset options.
+
+    One class may be registered under several names with different presets, e.g.
+    ``@register("dpmpp_2m", order=2)`` and ``@register("dpmpp_3m", order=3)``.
+
+    Raises:
+        ValueError: if ``name`` is already registered.
+    """
+
+    def decorator(cls: _T) -> _T:
+        if not (isinstance(cls, type) and issubclass(cls, Solver)):
+            raise TypeError(f"@register({name!r}) must decorate a Solver subclass; got {cls!r}.")
+        if name in _REGISTRY:
+            raise ValueError(f"a solver named {name!r} is already registered ({_REGISTRY[name][0].__qualname__}).")
+        _REGISTRY[name] = (cls, dict(preset))
+        return cls
+
+    return decorator
+
+
+def _load_plugins() -> None:
+    global _PLUGINS_LOADED
+    if _PLUGINS_LOADED:
+        return
+    _PLUGINS_LOADED = True
+    for entry in entry_points(group="gaussport.solvers"):
+        entry.load()  # importing the module runs its @register decorators
+
+
+def available() -> tuple[str, ...]:
+    """The names of all registered solvers, sorted."""
+    _load_plugins()
+    return tuple(sorted(_REGISTRY))
+
+
+def solver_class(name: str) -> tuple[type[Solver], dict[str, Any]]:
+    """The class registered under ``name`` and its preset options."""
+    _load_plugins()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _REGISTRY, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(
+            f"unknown solver {name!r}.{hint} Available solvers: {', '.join(available())}."
+        ) from None
+
+
+def get(name: str, /, **options: Any) -> Solver:
+    """Build the solver registered as ``name``; ``options`` override its preset.
+
+    Raises:
+        ValueError: for an unknown name (the message lists the available ones).
+        TypeError: for an option the solver does not have (the message lists the ones it has).
+    """
+    cls, preset = solver_class(name)
+    fields = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        accepted = ", ".join(sorted(fields)) or "none"
+        raise TypeError(f"solver {name!r} has no option(s) {', '.join(map(repr, unknown))}; its options are: {accepted}.")
+    return cls(**{**preset, **options})
