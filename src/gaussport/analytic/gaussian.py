@@ -247,7 +247,8 @@ class Gaussian:
         return self._mean_copies[key]
 
     def _sigma2(self, sigma: Tensor | float, batch: int, like: Tensor) -> Tensor:
-        s = torch.as_tensor(sigma, device=like.device).to(factor_dtype(like.device))
+        # Python floats go straight to float64 (as_tensor alone would round them to float32 first).
+        s = torch.as_tensor(sigma, dtype=factor_dtype(like.device), device=like.device)
         if s.ndim == 0:
             s = s.expand(batch)
         if s.shape != (batch,):
