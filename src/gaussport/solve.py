@@ -14,7 +14,7 @@ from tqdm.auto import trange
 from . import grids as _grids
 from ._checks import Grid, as_grid, check_state, state_dtype
 from .denoiser import Denoiser, DenoiserCall
-from .solvers import Solver
+from .solvers import Solver, WarmStart
 from .solvers import get as get_solver
 
 __all__ = ["solve", "sample", "Solution", "StepInfo", "Callback"]
@@ -87,10 +87,11 @@ def _integrate(
     callback: Callback | None,
     disable: bool | None,
     index_offset: int = 0,
+    warm_start: WarmStart | None = None,
 ) -> tuple[Tensor, Any]:
     """The one step loop: thread ``x`` and the solver state through ``solver.step``."""
     if state is None:
-        state = solver.init(x, grid)
+        state = solver.init(x, grid, warm_start)
     for i in trange(len(grid) - 1, disable=disable, desc=type(solver).__name__, unit="step"):
         step = solver.step(call, x, grid, i, state)
         if callback is not None:
@@ -247,5 +248,6 @@ def sample(
             callback(StepInfo(i, grid[i], grid[i + 1], x_i, warm_start(x_i, sigma_i).to(work), teleported=True))
     x_start = warm_start.flow(x0, grid[0], start) if start < grid[0] else x0
     logger.debug("teleported from sigma=%g to sigma=%g; %d solver steps follow", grid[0], start, len(solver_grid) - 1)
-    x_end, state = _integrate(call, solver_obj, x_start, solver_grid, None, callback, disable, covered)
+    handover = WarmStart(warm_start, grid[0], x0, start) if start < grid[0] else None
+    x_end, state = _integrate(call, solver_obj, x_start, solver_grid, None, callback, disable, covered, handover)
     return Solution(_finish(x_end, x.dtype, check_finite), call.nfe, solver_grid, state, (grid[0], start))

@@ -18,7 +18,7 @@ from torch import Tensor
 from .._checks import Grid
 from ..denoiser import DenoiserCall
 
-__all__ = ["Solver", "SingleEvaluationSolver", "Step", "History"]
+__all__ = ["Solver", "SingleEvaluationSolver", "Step", "History", "WarmStart"]
 
 S = TypeVar("S")
 
@@ -36,6 +36,27 @@ class Step(Generic[S]):
     x: Tensor
     denoised: Tensor
     state: S
+
+
+@dataclass(frozen=True, slots=True)
+class WarmStart:
+    """What :func:`gaussport.sample` tells a solver about the analytic warm start before a run.
+
+    Solvers may use it in :meth:`Solver.init`, e.g. to seed multistep history with the Gaussian's
+    denoised values at levels above the teleport, or to build statistics from the Gaussian.
+
+    Attributes:
+        model: the warm-start model (normally a :class:`gaussport.analytic.Gaussian`; it has
+            ``flow(x, sigma_from, sigma_to)`` and is a denoiser).
+        sigma_from: the level the teleport started at (the caller's ``sigmas[0]``).
+        x_from: the state at ``sigma_from``, in solver precision.
+        sigma_to: the teleport level, where the solver starts.
+    """
+
+    model: Any
+    sigma_from: float
+    x_from: Tensor
+    sigma_to: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +105,11 @@ class Solver(ABC, Generic[S]):
     def evaluations(self, sigmas: Grid) -> int:
         """Number of denoiser evaluations a run over ``sigmas`` makes (checked by the test suite)."""
 
-    def init(self, x: Tensor, sigmas: Grid) -> S:
-        """The state for a run over ``sigmas`` starting from ``x`` (``None`` for stateless solvers)."""
+    def init(self, x: Tensor, sigmas: Grid, warm_start: WarmStart | None = None) -> S:
+        """The state for a run over ``sigmas`` starting from ``x`` (``None`` for stateless solvers).
+
+        ``warm_start`` is given when the run follows an analytic teleport (:func:`gaussport.sample`).
+        """
         return None  # type: ignore[return-value]
 
     @abstractmethod
