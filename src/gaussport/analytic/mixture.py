@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .covariance import Dense, LowRankPlusIsotropic
+from .covariance import Dense, LowRankPlusIsotropic, factor_dtype
 from .gaussian import Gaussian
 
 __all__ = ["GaussianMixture", "anisotropic_mixture"]
@@ -45,6 +45,7 @@ class GaussianMixture:
         self.components = comps
         self.weights = w / w.sum()
         self._shape = shape
+        self._stacked = _Stacked.build(comps)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -67,6 +68,8 @@ class GaussianMixture:
 
     def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
         """The exact posterior mean ``sum_k w_k(x, sigma) D_k(x, sigma)``."""
+        if self._stacked is not None:
+            return self._stacked.denoise(self, x, sigma)
         work = torch.promote_types(x.dtype, torch.float32)
         resp = self._responsibilities(x, sigma).to(work)
         out = torch.zeros_like(x, dtype=work)
@@ -112,6 +115,65 @@ class GaussianMixture:
             if idx.numel():
                 out[idx] = c.sample(int(idx.numel()), sigma, generator, device=device, dtype=dtype)
         return out
+
+
+class _Stacked:
+    """All components' parameters stacked, for one batched evaluation of the denoiser.
+
+    Applies when every component is :class:`Dense` or every one is :class:`LowRankPlusIsotropic` of
+    one rank (a dense covariance is the rank-``d`` case with no residual). Same formulas as the
+    per-component path, without a Python loop over components.
+    """
+
+    def __init__(self, means: Tensor, lam: Tensor, basis: Tensor, residual: Tensor) -> None:
+        self.means, self.lam, self.basis, self.residual = means, lam, basis, residual  # [K,d] [K,r] [K,d,r] [K]
+        self._copies: dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor]] = {}
+
+    @classmethod
+    def build(cls, comps: tuple[Gaussian, ...]) -> _Stacked | None:
+        covs = [c.cov for c in comps]
+        if all(isinstance(c, Dense) for c in covs):
+            residual = torch.zeros(len(comps), dtype=torch.float64)
+        elif all(isinstance(c, LowRankPlusIsotropic) for c in covs) and len({c.rank for c in covs}) == 1:
+            residual = torch.tensor([c.residual for c in covs], dtype=torch.float64)
+        else:
+            return None
+        means = torch.stack([c.mean.reshape(-1) for c in comps])
+        lam = torch.stack([c.eigenvalues for c in covs])  # type: ignore[attr-defined]
+        basis = torch.stack([c.eigenvectors for c in covs])  # type: ignore[attr-defined]
+        return cls(means, lam, basis, residual)
+
+    def _on(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        key = (like.device, like.dtype)
+        if key not in self._copies:
+            self._copies[key] = (self.means.to(like.device, like.dtype), self.basis.to(like.device, like.dtype))
+        return self._copies[key]
+
+    def denoise(self, mixture: GaussianMixture, x: Tensor, sigma: Tensor) -> Tensor:
+        work = torch.promote_types(x.dtype, torch.float32)
+        v = x.reshape(x.shape[0], -1).to(work)
+        means, basis = self._on(v)
+        fdt = factor_dtype(v.device)
+        s = torch.as_tensor(sigma, dtype=fdt, device=v.device).expand(v.shape[0])[:, None, None]  # [B,1,1]
+        s2 = s * s
+        lam = self.lam.to(v.device, fdt)[None]  # [1,K,r]
+        res = self.residual.to(v.device, fdt)[None, :, None]  # [1,K,1]
+        diff = v[:, None, :] - means[None]  # [B,K,d]
+        coeffs = torch.einsum("bkd,kdr->bkr", diff, basis)  # [B,K,r]
+        d, r = diff.shape[-1], lam.shape[-1]
+        maha = (coeffs.to(fdt) ** 2 / (lam + s2)).sum(-1)  # [B,K]
+        logdet = torch.log(lam + s2).sum(-1)
+        perp = diff - torch.einsum("bkr,kdr->bkd", coeffs, basis) if r < d else None
+        if perp is not None:
+            maha = maha + (perp.to(fdt) ** 2).sum(-1) / (res + s2)[..., 0]
+            logdet = logdet + (d - r) * torch.log(res + s2)[..., 0]
+        log_w = mixture.weights.to(v.device, fdt).log()
+        resp = torch.softmax(log_w - 0.5 * (logdet + maha), dim=-1).to(work)  # [B,K]
+        shrunk = coeffs * (lam / (lam + s2)).to(work)
+        out = torch.einsum("bk,kd->bd", resp, means) + torch.einsum("bkr,kdr->bd", resp[..., None] * shrunk, basis)
+        if perp is not None:
+            out = out + torch.einsum("bk,bkd->bd", resp * (res / (res + s2))[..., 0].to(work), perp)
+        return out.reshape(x.shape).to(x.dtype)
 
 
 def anisotropic_mixture(
