@@ -24,6 +24,7 @@ from . import grids
 from .analytic import GaussianMixture, anisotropic_mixture
 from .reference import reference_solve
 from .solve import sample, solve
+from .solvers import get as get_solver
 
 __all__ = ["DemoRow", "demo_target", "run_mixture_demo", "format_table", "plot_rows"]
 
@@ -64,6 +65,7 @@ def run_mixture_demo(
     disable: bool | None = None,
 ) -> list[DemoRow]:
     """Run the demo and return its table rows (see the module docstring)."""
+    get_solver(solver)  # an unknown name fails here, before the reference solve
     target = demo_target()
     gaussian = target.moments()
     x = target.sample(batch, SIGMA_MAX, torch.Generator().manual_seed(seed), dtype=torch.float64)

@@ -17,18 +17,23 @@ __all__ = ["Denoiser", "FlowMap", "DenoiserCall"]
 
 @runtime_checkable
 class Denoiser(Protocol):
-    """``D(x, sigma) -> E[x0 | x_sigma = x]``.
+    """``D(x, sigma) -> E[x0 | x_sigma = x]`` in VE coordinates (docs/conventions.md).
 
-    Args:
-        x: noisy state, shape ``[B, *sample_shape]``, VE coordinates.
-        sigma: noise level per sample, shape ``[B]``.
-
-    Returns:
-        The denoised estimate, same shape as ``x``. Conditioning (labels, prompts, guidance) is bound
-        at construction, e.g. with ``functools.partial`` or an adapter, not passed per call.
+    Conditioning (labels, prompts, guidance) is bound at construction, e.g. with
+    ``functools.partial`` or an adapter, not passed per call.
     """
 
-    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor: ...
+    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """Denoise.
+
+        Args:
+            x: noisy state, shape ``[B, *sample_shape]``, VE coordinates.
+            sigma: noise level per sample, shape ``[B]``.
+
+        Returns:
+            The denoised estimate, same shape as ``x``.
+        """
+        ...
 
 
 @runtime_checkable

@@ -193,7 +193,11 @@ def sample(
             covered by the teleport are reported too (``teleported=True``, the state on the exact
             Gaussian path and the Gaussian's denoised value); with a respaced grid, once per
             interval of the new grid.
-        disable, dtype, model_dtype, check_finite, **options: as in :func:`solve`.
+        disable: disables the progress bar (as in :func:`solve`).
+        dtype: solver-state dtype (as in :func:`solve`).
+        model_dtype: the dtype the denoiser receives (as in :func:`solve`).
+        check_finite: raise ``FloatingPointError`` if the result is not finite.
+        **options: solver options, when ``solver`` is a name.
 
     Returns:
         A :class:`Solution`; ``sigmas`` is the grid the solver integrated and ``teleport`` the

@@ -174,7 +174,8 @@ class Gaussian:
                 residual is the mean discarded eigenvalue, keeping the trace).
             rank: number of eigenpairs kept by ``"lowrank"``.
             batch_size: chunk size when ``data`` is one tensor.
-            scale, source: metadata stored with the statistics.
+            scale: the data units, stored as metadata (e.g. ``"[-1, 1]"``).
+            source: provenance, stored as metadata.
 
         The covariance is divided by ``N - 1``. ``"dense"`` and ``"lowrank"`` form the full
         ``d x d`` matrix (fine up to d ~ 20,000); beyond that, compute top eigenpairs elsewhere
