@@ -170,7 +170,8 @@ def edm_sample(
     """Sample an EDM net as EDM's ``edm_sampler`` does (without churn), with any solver and a warm start.
 
     ``x = latents * sigmas[0]`` (float64 by default, as EDM), then the solver over the rounded grid;
-    with ``warm_start``, the exact Gaussian flow to ``round_sigma(sigma_skip)`` first.
+    with ``warm_start``, the exact Gaussian flow to ``round_sigma(sigma_skip)`` first. Runs under
+    ``torch.no_grad()`` (as k-diffusion's samplers): no autograd graph is kept across evaluations.
 
     Args:
         net: an EDM-interface network (or an :class:`EDMDenoiser`).
@@ -193,6 +194,15 @@ def edm_sample(
     Returns:
         A :class:`~gaussport.Solution`; ``sigmas`` is the rounded grid the solver integrated.
     """
+    with torch.no_grad():
+        return _edm_sample(net, latents, class_labels, num_steps, sigma_min, sigma_max, rho, sigmas, solver,
+                           warm_start, sigma_skip, schedule, callback, disable, dtype, model_dtype, options)
+
+
+def _edm_sample(net: Any, latents: Tensor, class_labels: Tensor | None, num_steps: int, sigma_min: float,
+                sigma_max: float, rho: float, sigmas: Any, solver: Solver | str, warm_start: Any,
+                sigma_skip: float | None, schedule: str, callback: Callback | None, disable: bool | None,
+                dtype: torch.dtype, model_dtype: torch.dtype, options: dict[str, Any]) -> Solution:
     denoiser = net if isinstance(net, EDMDenoiser) else EDMDenoiser(net, class_labels)
     if isinstance(net, EDMDenoiser) and class_labels is not None:
         denoiser = EDMDenoiser(net.net, class_labels, **net.model_kwargs)
