@@ -95,12 +95,12 @@ class TinyEDMNet(nn.Module):
     (Karras et al. 2022, Table 1). ``F`` is a small random conv net, or -- with ``gaussians`` -- the
     exact ``F`` for Gaussian data (one Gaussian per class for conditional nets), so ``D`` is the
     exact posterior mean. ``levels`` makes ``round_sigma`` snap to a discrete table (as iDDPM nets
-    do); every sigma the net is called with is recorded in ``seen``.
+    do); every sigma the net is called with is recorded in ``seen`` (unless ``record=False``).
     """
 
     def __init__(self, channels: int = 2, resolution: int = 4, label_dim: int = 0, *, sigma_min: float = 0.0,
                  sigma_max: float = math.inf, sigma_data: float = 0.5, levels: Tensor | None = None,
-                 gaussians: list[Gaussian] | None = None, seed: int = 0) -> None:
+                 gaussians: list[Gaussian] | None = None, seed: int = 0, record: bool = True) -> None:
         super().__init__()
         self.img_resolution = resolution
         self.img_channels = channels
@@ -112,6 +112,7 @@ class TinyEDMNet(nn.Module):
         self.levels = None if levels is None else torch.as_tensor(levels, dtype=torch.float64).sort().values
         self.gaussians = gaussians
         self.seen: list[float] = []
+        self.record = record  # reading sigmas back synchronises with a GPU: off for the sync tests
         gen = torch.Generator().manual_seed(seed)
         self.conv1 = nn.Conv2d(channels + 1 + label_dim, 8, 3, padding=1)
         self.conv2 = nn.Conv2d(8, channels, 3, padding=1)
@@ -130,7 +131,8 @@ class TinyEDMNet(nn.Module):
                 **model_kwargs: Any) -> Tensor:
         x = x.to(torch.float32)
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1, 1, 1, 1)
-        self.seen.extend(sigma.flatten().tolist())
+        if self.record:
+            self.seen.extend(sigma.flatten().tolist())
         labels = None if self.label_dim == 0 else (
             torch.zeros(x.shape[0], self.label_dim, device=x.device) if class_labels is None
             else class_labels.to(torch.float32).reshape(-1, self.label_dim))

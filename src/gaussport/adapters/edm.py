@@ -73,6 +73,7 @@ class EDMDenoiser:
         self.label_dim = int(getattr(net, "label_dim", 0) or 0)
         self.class_labels = self._one_hot(class_labels)
         self.model_kwargs = model_kwargs
+        self._labels_on: dict[torch.device, Tensor] = {}
 
     def _one_hot(self, labels: Tensor | None) -> Tensor | None:
         if labels is None:
@@ -86,9 +87,15 @@ class EDMDenoiser:
         return t
 
     def __call__(self, x: Tensor, sigma: Tensor, **extra: Any) -> Tensor:
-        labels = self.class_labels
         if "class_labels" in extra:
             labels = self._one_hot(extra.pop("class_labels"))
+            labels = None if labels is None else labels.to(x.device)
+        elif self.class_labels is not None:
+            labels = self._labels_on.get(x.device)
+            if labels is None:  # one host-to-device copy per device, not one per call
+                labels = self._labels_on.setdefault(x.device, self.class_labels.to(x.device))
+        else:
+            labels = None
         if self.label_dim and labels is None:
             raise ValueError(
                 f"this EDM net is class-conditional (label_dim={self.label_dim}); pass class_labels (one-hot "
@@ -96,8 +103,6 @@ class EDMDenoiser:
             )
         if labels is not None and labels.shape[0] != x.shape[0]:
             raise ValueError(f"{labels.shape[0]} class labels for a batch of {x.shape[0]}; pass one label per sample.")
-        if labels is not None:
-            labels = labels.to(x.device)
         return self.net(x, sigma, labels, **self.model_kwargs, **extra)
 
     # ------------------------------------------------------------------ sigma range and rounding
