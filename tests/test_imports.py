@@ -27,7 +27,8 @@ def test_adapter_modules_import_no_third_party_package() -> None:
     code = (
         "import sys, gaussport.adapters.k_diffusion, gaussport.adapters.edm, gaussport.adapters.flow, "
         "gaussport.adapters.guidance, gaussport.adapters.diffusers;"
-        "heavy = [m for m in ('k_diffusion', 'diffusers', 'transformers', 'scipy', 'matplotlib') if m in sys.modules];"
+        "heavy = [m for m in ('k_diffusion', 'diffusers', 'transformers', 'scipy', 'matplotlib') "
+        "if m in sys.modules];"
         "print(','.join(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -20,8 +20,9 @@ from gaussport import schedules
 from gaussport.analytic import Dense, Gaussian
 
 
-def gaussian_of_shape(shape: tuple[int, ...], *, seed: int = 0, high: float = 2.0, low: float = 1e-3,
-                      mean_scale: float = 0.3) -> Gaussian:
+def gaussian_of_shape(
+    shape: tuple[int, ...], *, seed: int = 0, high: float = 2.0, low: float = 1e-3, mean_scale: float = 0.3
+) -> Gaussian:
     """A float64 Gaussian with a random basis, log-spaced spectrum in [low, high] and a random mean."""
     d = math.prod(shape)
     gen = torch.Generator().manual_seed(seed)
@@ -45,8 +46,13 @@ class ExactForward:
     signature accepts what diffusers pipelines pass to UNets and transformers.
     """
 
-    def __init__(self, native: Callable[[Tensor, Tensor], Tensor], *, at_pure_noise: Callable[[Tensor], Tensor] | None = None,
-                 time_scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        native: Callable[[Tensor, Tensor], Tensor],
+        *,
+        at_pure_noise: Callable[[Tensor], Tensor] | None = None,
+        time_scale: float = 1.0,
+    ) -> None:
         self.native = native
         self.at_pure_noise = at_pure_noise
         self.time_scale = time_scale
@@ -54,15 +60,26 @@ class ExactForward:
         self.batches: list[int] = []
         self.timesteps: list[float] = []
 
-    def __call__(self, sample: Tensor | None = None, timestep: Any = None, *args: Any, hidden_states: Tensor | None = None,
-                 return_dict: bool = True, **kwargs: Any) -> Any:
+    def __call__(
+        self,
+        sample: Tensor | None = None,
+        timestep: Any = None,
+        *args: Any,
+        hidden_states: Tensor | None = None,
+        return_dict: bool = True,
+        **kwargs: Any,
+    ) -> Any:
         x = (sample if sample is not None else hidden_states).to(torch.float64)
         self.calls += 1
         self.batches.append(x.shape[0])
         t = torch.as_tensor(timestep, dtype=torch.float64, device=x.device).expand(x.shape[0])
         self.timesteps.append(float(t[0]))
         out = torch.empty_like(x)
-        noise = t / self.time_scale >= 1.0 if self.at_pure_noise is not None else torch.zeros_like(t, dtype=torch.bool)
+        noise = (
+            t / self.time_scale >= 1.0
+            if self.at_pure_noise is not None
+            else torch.zeros_like(t, dtype=torch.bool)
+        )
         if bool(noise.any()):
             out[noise] = self.at_pure_noise(x[noise])
         if bool((~noise).any()):
@@ -98,9 +115,20 @@ class TinyEDMNet(nn.Module):
     do); every sigma the net is called with is recorded in ``seen`` (unless ``record=False``).
     """
 
-    def __init__(self, channels: int = 2, resolution: int = 4, label_dim: int = 0, *, sigma_min: float = 0.0,
-                 sigma_max: float = math.inf, sigma_data: float = 0.5, levels: Tensor | None = None,
-                 gaussians: list[Gaussian] | None = None, seed: int = 0, record: bool = True) -> None:
+    def __init__(
+        self,
+        channels: int = 2,
+        resolution: int = 4,
+        label_dim: int = 0,
+        *,
+        sigma_min: float = 0.0,
+        sigma_max: float = math.inf,
+        sigma_data: float = 0.5,
+        levels: Tensor | None = None,
+        gaussians: list[Gaussian] | None = None,
+        seed: int = 0,
+        record: bool = True,
+    ) -> None:
         super().__init__()
         self.img_resolution = resolution
         self.img_channels = channels
@@ -127,15 +155,27 @@ class TinyEDMNet(nn.Module):
         index = (sigma.to(torch.float64).reshape(-1, 1) - self.levels.reshape(1, -1)).abs().argmin(1)
         return self.levels[index].reshape(sigma.shape).to(sigma.dtype)
 
-    def forward(self, x: Tensor, sigma: Tensor, class_labels: Tensor | None = None, force_fp32: bool = False,
-                **model_kwargs: Any) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        sigma: Tensor,
+        class_labels: Tensor | None = None,
+        force_fp32: bool = False,
+        **model_kwargs: Any,
+    ) -> Tensor:
         x = x.to(torch.float32)
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1, 1, 1, 1)
         if self.record:
             self.seen.extend(sigma.flatten().tolist())
-        labels = None if self.label_dim == 0 else (
-            torch.zeros(x.shape[0], self.label_dim, device=x.device) if class_labels is None
-            else class_labels.to(torch.float32).reshape(-1, self.label_dim))
+        labels = (
+            None
+            if self.label_dim == 0
+            else (
+                torch.zeros(x.shape[0], self.label_dim, device=x.device)
+                if class_labels is None
+                else class_labels.to(torch.float32).reshape(-1, self.label_dim)
+            )
+        )
         sd = self.sigma_data
         c_skip = sd**2 / (sigma**2 + sd**2)
         c_out = sigma * sd / (sigma**2 + sd**2).sqrt()

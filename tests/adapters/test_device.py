@@ -31,10 +31,20 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 
 def _denoisers(device: str, diffusers_pkg: Any) -> dict[str, Any]:
     torch.manual_seed(0)
-    unet = diffusers_pkg.UNet2DModel(
-        block_out_channels=(4, 8), layers_per_block=1, norm_num_groups=4, sample_size=8, in_channels=3,
-        out_channels=3, down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-    ).eval().to(device)
+    unet = (
+        diffusers_pkg.UNet2DModel(
+            block_out_channels=(4, 8),
+            layers_per_block=1,
+            norm_num_groups=4,
+            sample_size=8,
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+            up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        )
+        .eval()
+        .to(device)
+    )
     from gaussport.adapters.diffusers import DiffusersDenoiser
 
     sched = diffusers_pkg.EulerDiscreteScheduler()
@@ -44,9 +54,15 @@ def _denoisers(device: str, diffusers_pkg: Any) -> dict[str, Any]:
         "diffusers-quantized": DiffusersDenoiser(unet, sched, quantize=True),
         "edm": EDMDenoiser(net, torch.tensor([0, 1])),
         "flow": RectifiedFlowDenoiser(lambda x, t: unet(x, t * 999).sample),
-        "cfg": ClassifierFreeGuidance(lambda x, s, c: x * c, 3.0, {"c": torch.ones(2, 1, 1, 1, device=device)},
-                                      {"c": torch.zeros(2, 1, 1, 1, device=device)}),
-        "k-diffusion": KDiffusionDenoiser(lambda x, s, scale: x / (1 + s[:, None, None, None] ** 2) * scale, {"scale": 2.0}),
+        "cfg": ClassifierFreeGuidance(
+            lambda x, s, c: x * c,
+            3.0,
+            {"c": torch.ones(2, 1, 1, 1, device=device)},
+            {"c": torch.zeros(2, 1, 1, 1, device=device)},
+        ),
+        "k-diffusion": KDiffusionDenoiser(
+            lambda x, s, scale: x / (1 + s[:, None, None, None] ** 2) * scale, {"scale": 2.0}
+        ),
     }
 
 
@@ -93,17 +109,28 @@ def test_scheduler_steps_never_synchronise(diffusers_pkg: Any) -> None:
     from gaussport.adapters.diffusers import GaussportScheduler
 
     torch.manual_seed(0)
-    unet = diffusers_pkg.UNet2DModel(
-        block_out_channels=(4, 8), layers_per_block=1, norm_num_groups=4, sample_size=8, in_channels=3,
-        out_channels=3, down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-    ).eval().to("cuda")
+    unet = (
+        diffusers_pkg.UNet2DModel(
+            block_out_channels=(4, 8),
+            layers_per_block=1,
+            norm_num_groups=4,
+            sample_size=8,
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+            up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        )
+        .eval()
+        .to("cuda")
+    )
     sched = GaussportScheduler(sigma_skip=2.0)
     sched.set_warm_start(gaussian_of_shape((3, 8, 8), seed=0))
     sched.set_timesteps(12, device="cuda")
     x = torch.randn(2, 3, 8, 8, device="cuda") * sched.init_noise_sigma
     with torch.no_grad():
         for k, t in enumerate(sched.timesteps):
-            def one_step(x: Tensor) -> Tensor:
+
+            def one_step(x: Tensor, t: Tensor = t) -> Tensor:
                 return sched.step(unet(sched.scale_model_input(x, t), t).sample, t, x).prev_sample
 
             if k == 0:  # the teleport: one-time Gaussian set-up on the device

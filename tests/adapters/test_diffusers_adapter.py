@@ -46,7 +46,9 @@ def _w2(samples: Tensor, g: Gaussian) -> float:
 @pytest.mark.reference
 @pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
 @pytest.mark.parametrize("quantize", [False, True])
-def test_denoiser_matches_k_diffusion_discrete_wrappers(tiny_unet: Any, prediction: str, quantize: bool) -> None:
+def test_denoiser_matches_k_diffusion_discrete_wrappers(
+    tiny_unet: Any, prediction: str, quantize: bool
+) -> None:
     external = pytest.importorskip("k_diffusion.external")
     sched = diffusers.EulerDiscreteScheduler(prediction_type=prediction)
     wrap = external.DiscreteEpsDDPMDenoiser if prediction == "epsilon" else external.DiscreteVDDPMDenoiser
@@ -55,7 +57,10 @@ def test_denoiser_matches_k_diffusion_discrete_wrappers(tiny_unet: Any, predicti
     x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     sigma = torch.tensor([0.05, 0.7, 5.0, 14.0])
     with torch.no_grad():
-        assert _rel(ours(x * sigma[:, None, None, None], sigma), theirs(x * sigma[:, None, None, None], sigma)) < 1e-5
+        assert (
+            _rel(ours(x * sigma[:, None, None, None], sigma), theirs(x * sigma[:, None, None, None], sigma))
+            < 1e-5
+        )
         # A whole k-diffusion Euler run through each wrapper.
         ks = pytest.importorskip("k_diffusion.sampling")
         sigmas = ks.get_sigmas_karras(8, float(theirs.sigma_min), float(theirs.sigma_max))
@@ -70,9 +75,12 @@ def test_denoiser_matches_k_diffusion_discrete_wrappers(tiny_unet: Any, predicti
 def test_every_prediction_type_gives_the_exact_denoiser_of_a_gaussian(prediction: str) -> None:
     # A model built from a Gaussian predicts eps, v or x0 exactly; converted back, all three are D_G.
     g = gaussian_of_shape((2, 3), seed=4)
-    sched = diffusers.DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                                    prediction_type=prediction)
-    native = schedules.NativeModel(g, schedules.VPDiscrete(sched.alphas_cumprod), schedules.PREDICTION_ALIASES[prediction])
+    sched = diffusers.DDPMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type=prediction
+    )
+    native = schedules.NativeModel(
+        g, schedules.VPDiscrete(sched.alphas_cumprod), schedules.PREDICTION_ALIASES[prediction]
+    )
     den = DiffusersDenoiser(lambda x, timestep: native(x, timestep), sched)
     x = g.sample(3, 3.0, torch.Generator().manual_seed(1), dtype=torch.float64)
     sigma = torch.tensor([0.1, 1.0, 10.0], dtype=torch.float64)
@@ -102,14 +110,22 @@ def test_denoiser_bad_input(tiny_unet: Any) -> None:
     # Learned-variance outputs (twice the channels) keep the first half, as diffusers' pipelines do.
     eps = lambda x, timestep: torch.cat([x * 0.1, torch.full_like(x, 9.0)], 1)  # noqa: E731
     plain = lambda x, timestep: x * 0.1  # noqa: E731
-    assert torch.equal(DiffusersDenoiser(eps, sched)(x, torch.ones(2)), DiffusersDenoiser(plain, sched)(x, torch.ones(2)))
+    assert torch.equal(
+        DiffusersDenoiser(eps, sched)(x, torch.ones(2)), DiffusersDenoiser(plain, sched)(x, torch.ones(2))
+    )
 
 
 def test_guidance_on_denoised_equals_the_pipelines_guidance_on_eps(tiny_cond_unet: Any) -> None:
-    sched = diffusers.EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    sched = diffusers.EulerDiscreteScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012
+    )
     pe, ne = torch.randn(2, 3, 8), torch.zeros(2, 3, 8)
-    guided = ClassifierFreeGuidance(DiffusersDenoiser(tiny_cond_unet, sched), 7.5, {"encoder_hidden_states": pe},
-                                    {"encoder_hidden_states": ne})
+    guided = ClassifierFreeGuidance(
+        DiffusersDenoiser(tiny_cond_unet, sched),
+        7.5,
+        {"encoder_hidden_states": pe},
+        {"encoder_hidden_states": ne},
+    )
     sigma = torch.tensor([3.0, 3.0])
     x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 3.0
     t = DiffusersDenoiser(tiny_cond_unet, sched).timestep(sigma)
@@ -117,7 +133,9 @@ def test_guidance_on_denoised_equals_the_pipelines_guidance_on_eps(tiny_cond_une
         scaled = x / math.sqrt(3.0**2 + 1)
         eps_u = tiny_cond_unet(scaled, t, encoder_hidden_states=ne).sample
         eps_c = tiny_cond_unet(scaled, t, encoder_hidden_states=pe).sample
-        expected = x - 3.0 * (eps_u + 7.5 * (eps_c - eps_u))  # StableDiffusionPipeline's formula, then Euler's x0
+        expected = x - 3.0 * (
+            eps_u + 7.5 * (eps_c - eps_u)
+        )  # StableDiffusionPipeline's formula, then Euler's x0
         assert _rel(guided(x, sigma), expected) < 1e-5
 
 
@@ -126,11 +144,19 @@ def test_guidance_on_denoised_equals_the_pipelines_guidance_on_eps(tiny_cond_une
 
 @pytest.fixture()
 def sd_pipe(tiny_cond_unet: Any, tiny_vae: Any) -> Any:
-    base = diffusers.EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                                            steps_offset=1)
-    pipe = diffusers.StableDiffusionPipeline(vae=tiny_vae, unet=tiny_cond_unet, scheduler=base, text_encoder=None,
-                                             tokenizer=None, safety_checker=None, feature_extractor=None,
-                                             requires_safety_checker=False)
+    base = diffusers.EulerDiscreteScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1
+    )
+    pipe = diffusers.StableDiffusionPipeline(
+        vae=tiny_vae,
+        unet=tiny_cond_unet,
+        scheduler=base,
+        text_encoder=None,
+        tokenizer=None,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -138,14 +164,22 @@ def sd_pipe(tiny_cond_unet: Any, tiny_vae: Any) -> Any:
 def _sd_run(pipe: Any, scheduler: Any, n: int, latents: Tensor, guidance: float = 1.0) -> Tensor:
     pipe.scheduler = scheduler
     pe = torch.randn(latents.shape[0], 3, 8, generator=torch.Generator().manual_seed(5))
-    return pipe(prompt_embeds=pe, negative_prompt_embeds=torch.zeros_like(pe), latents=latents.clone(),
-                num_inference_steps=n, guidance_scale=guidance, output_type="latent").images
+    return pipe(
+        prompt_embeds=pe,
+        negative_prompt_embeds=torch.zeros_like(pe),
+        latents=latents.clone(),
+        num_inference_steps=n,
+        guidance_scale=guidance,
+        output_type="latent",
+    ).images
 
 
 def test_sd_pipeline_without_teleport_equals_eulers_karras_run(sd_pipe: Any) -> None:
     z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     base = sd_pipe.scheduler
-    theirs = _sd_run(sd_pipe, diffusers.EulerDiscreteScheduler.from_config(base.config, use_karras_sigmas=True), 6, z, 3.0)
+    theirs = _sd_run(
+        sd_pipe, diffusers.EulerDiscreteScheduler.from_config(base.config, use_karras_sigmas=True), 6, z, 3.0
+    )
     ours = _sd_run(sd_pipe, GaussportScheduler.from_config(base.config), 6, z, 3.0)
     assert _rel(ours, theirs) < 1e-4
 
@@ -166,7 +200,9 @@ def test_sd_pipeline_with_teleport(sd_pipe: Any, tmp_path: Any) -> None:
     assert calls == len(ours.timesteps) < 16  # the teleported steps cost nothing
     assert exact_model.batches[0] == 4  # the first call sees the CFG-doubled batch, teleported
     exact_model.calls = 0
-    euler = _sd_run(sd_pipe, diffusers.EulerDiscreteScheduler.from_config(base.config, use_karras_sigmas=True), calls, z)
+    euler = _sd_run(
+        sd_pipe, diffusers.EulerDiscreteScheduler.from_config(base.config, use_karras_sigmas=True), calls, z
+    )
     assert exact_model.calls == calls
     assert _rel(out, exact) < 0.6 * _rel(euler, exact)
     # The config is JSON with the statistics path, never the statistics.
@@ -188,9 +224,16 @@ def test_statistics_of_the_wrong_shape_fail_clearly(sd_pipe: Any) -> None:
 @pytest.fixture()
 def ddpm_setup(diffusers_pkg: Any) -> tuple[Any, ExactForward, Gaussian]:
     torch.manual_seed(0)
-    unet = diffusers.UNet2DModel(block_out_channels=(4, 8), layers_per_block=1, norm_num_groups=4, sample_size=4,
-                                 in_channels=1, out_channels=1, down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-                                 up_block_types=("AttnUpBlock2D", "UpBlock2D"))
+    unet = diffusers.UNet2DModel(
+        block_out_channels=(4, 8),
+        layers_per_block=1,
+        norm_num_groups=4,
+        sample_size=4,
+        in_channels=1,
+        out_channels=1,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+    )
     # Data well inside [-1, 1], so the pipeline's final clamp does not matter.
     g = gaussian_of_shape((1, 4, 4), seed=2, high=0.05, low=1e-3, mean_scale=0.1)
     base = diffusers.DDPMScheduler()
@@ -203,7 +246,9 @@ def ddpm_setup(diffusers_pkg: Any) -> tuple[Any, ExactForward, Gaussian]:
 
 def _ddpm_run(pipe: Any, scheduler: Any, n: int, batch: int = 2000) -> Tensor:
     pipe.scheduler = scheduler
-    images = pipe(batch_size=batch, num_inference_steps=n, output_type="pt", generator=torch.Generator().manual_seed(0)).images
+    images = pipe(
+        batch_size=batch, num_inference_steps=n, output_type="pt", generator=torch.Generator().manual_seed(0)
+    ).images
     return images * 2 - 1  # output_type="pt" keeps [B, C, H, W]
 
 
@@ -216,15 +261,18 @@ def test_ddpm_pipeline(ddpm_setup: tuple[Any, ExactForward, Gaussian], tmp_path:
     plain = GaussportScheduler.from_config(base.config, teleport_at="step")
     _ddpm_run(pipe, plain, 10, batch=2)
     assert exact.calls - 1 == len(plain.timesteps) == 10  # (the first call above raised after its model call)
-    tele = GaussportScheduler.from_config(base.config, teleport_at="step", statistics_path=str(tmp_path / "stats.npz"),
-                                          sigma_skip=1.0)
+    tele = GaussportScheduler.from_config(
+        base.config, teleport_at="step", statistics_path=str(tmp_path / "stats.npz"), sigma_skip=1.0
+    )
     exact.calls = 0
     ours = _ddpm_run(pipe, tele, 24)
     calls = exact.calls
     full = GaussportScheduler.from_config(base.config, teleport_at="step")
     full.set_timesteps(24)
     below = sum(1 for s in full.sigmas[:-1].tolist() if s < 1.0)
-    assert calls == len(tele.timesteps) == 1 + 1 + below  # the discarded call on the raw noise, 1.0, then the rest
+    assert (
+        calls == len(tele.timesteps) == 1 + 1 + below
+    )  # the discarded call on the raw noise, 1.0, then the rest
     assert tele.timesteps[0] == pytest.approx(999.0)
     exact.calls = 0
     ddpm = _ddpm_run(pipe, diffusers.DDPMScheduler.from_config(base.config), calls)
@@ -234,10 +282,16 @@ def test_ddpm_pipeline(ddpm_setup: tuple[Any, ExactForward, Gaussian], tmp_path:
 
 def test_ddim_pipeline_after_construction(ddpm_setup: tuple[Any, ExactForward, Gaussian]) -> None:
     pipe, _, _ = ddpm_setup
-    ddim = diffusers.DDIMPipeline(unet=pipe.unet, scheduler=pipe.scheduler)  # converts to DDIM in __init__ ...
+    ddim = diffusers.DDIMPipeline(
+        unet=pipe.unet, scheduler=pipe.scheduler
+    )  # converts to DDIM in __init__ ...
     ddim.set_progress_bar_config(disable=True)
-    ddim.scheduler = GaussportScheduler.from_config(pipe.scheduler.config, teleport_at="step")  # ... so assign after
-    out = ddim(batch_size=2, num_inference_steps=5, output_type="np", generator=torch.Generator().manual_seed(0))
+    ddim.scheduler = GaussportScheduler.from_config(
+        pipe.scheduler.config, teleport_at="step"
+    )  # ... so assign after
+    out = ddim(
+        batch_size=2, num_inference_steps=5, output_type="np", generator=torch.Generator().manual_seed(0)
+    )
     assert out.images.shape == (2, 4, 4, 1)
     with pytest.raises(ValueError, match="eta"):
         ddim(batch_size=2, num_inference_steps=5, eta=0.5, output_type="np")
@@ -245,32 +299,64 @@ def test_ddim_pipeline_after_construction(ddpm_setup: tuple[Any, ExactForward, G
 
 def test_flow_matching_pipeline(tiny_vae: Any, tmp_path: Any) -> None:
     torch.manual_seed(0)
-    transformer = diffusers.SD3Transformer2DModel(sample_size=8, patch_size=1, in_channels=4, num_layers=1,
-                                                  attention_head_dim=8, num_attention_heads=4, caption_projection_dim=32,
-                                                  joint_attention_dim=32, pooled_projection_dim=64, out_channels=4)
+    transformer = diffusers.SD3Transformer2DModel(
+        sample_size=8,
+        patch_size=1,
+        in_channels=4,
+        num_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        caption_projection_dim=32,
+        joint_attention_dim=32,
+        pooled_projection_dim=64,
+        out_channels=4,
+    )
     base = diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0)
-    pipe = diffusers.StableDiffusion3Pipeline(transformer=transformer, scheduler=base, vae=tiny_vae, text_encoder=None,
-                                              tokenizer=None, text_encoder_2=None, tokenizer_2=None, text_encoder_3=None,
-                                              tokenizer_3=None)
+    pipe = diffusers.StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=base,
+        vae=tiny_vae,
+        text_encoder=None,
+        tokenizer=None,
+        text_encoder_2=None,
+        tokenizer_2=None,
+        text_encoder_3=None,
+        tokenizer_3=None,
+    )
     pipe.set_progress_bar_config(disable=True)
     pe, pooled = torch.randn(2, 5, 32), torch.randn(2, 64)
     z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
 
     def run(scheduler: Any, n: int) -> Tensor:
         pipe.scheduler = scheduler
-        return pipe(prompt_embeds=pe, pooled_prompt_embeds=pooled, latents=z.clone(), num_inference_steps=n, height=16,
-                    width=16, guidance_scale=1.0, output_type="latent").images
+        return pipe(
+            prompt_embeds=pe,
+            pooled_prompt_embeds=pooled,
+            latents=z.clone(),
+            num_inference_steps=n,
+            height=16,
+            width=16,
+            guidance_scale=1.0,
+            output_type="latent",
+        ).images
 
     # Random transformer: without teleport our Euler is FlowMatch Euler (the same first-order update).
     with torch.no_grad():
-        assert _rel(run(GaussportScheduler.from_config(base.config), 6), run(diffusers.FlowMatchEulerDiscreteScheduler
-                                                                             .from_config(base.config), 6)) < 1e-4
+        assert (
+            _rel(
+                run(GaussportScheduler.from_config(base.config), 6),
+                run(diffusers.FlowMatchEulerDiscreteScheduler.from_config(base.config), 6),
+            )
+            < 1e-4
+        )
     g = gaussian_of_shape((4, 8, 8), seed=6)
     g.save(tmp_path / "stats.npz")
     model = flow_exact(g)
     transformer.forward = model
     exact = from_noise(g, z.double(), 0.0)  # the closed-form flow from pure noise to t = 0
-    ours = GaussportScheduler.from_config(base.config, statistics_path=str(tmp_path / "stats.npz"), sigma_skip=1.0)
+    ours = GaussportScheduler.from_config(
+        base.config, statistics_path=str(tmp_path / "stats.npz"), sigma_skip=1.0
+    )
     out = run(ours, 14)
     calls = model.calls
     assert calls == len(ours.timesteps) < 14 and model.timesteps[0] == pytest.approx(1000.0)
@@ -290,7 +376,7 @@ def test_scheduler_refuses_two_evaluation_solvers_and_bad_prediction_types() -> 
 
 @dataclasses.dataclass(frozen=True)
 class _TwoStep(SingleEvaluationSolver[History]):
-    """Test-only multistep solver: DPM-Solver++(2M) in VE (Lu et al. 2022, Algorithm 2), history in the state."""
+    """Test-only multistep solver: DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2), history in the state."""
 
     @property
     def order(self) -> int:
@@ -299,7 +385,9 @@ class _TwoStep(SingleEvaluationSolver[History]):
     def init(self, x: Tensor, sigmas: Any, warm_start: Any = None) -> History:
         return History()
 
-    def advance(self, x: Tensor, denoised: Tensor, sigmas: Any, i: int, state: History) -> tuple[Tensor, History]:
+    def advance(
+        self, x: Tensor, denoised: Tensor, sigmas: Any, i: int, state: History
+    ) -> tuple[Tensor, History]:
         s, s_next = sigmas[i], sigmas[i + 1]
         h = math.log(s / s_next)
         d = denoised
@@ -317,7 +405,9 @@ def two_step() -> Any:
 
 
 @pytest.mark.parametrize("solver", ["euler", "two_step"])
-def test_scheduler_steps_equal_gaussport_solve(solver: str, tiny_unet: Any, request: pytest.FixtureRequest) -> None:
+def test_scheduler_steps_equal_gaussport_solve(
+    solver: str, tiny_unet: Any, request: pytest.FixtureRequest
+) -> None:
     # A pipeline-style loop (scale_model_input -> model -> step) is the same integration as gaussport.solve
     # with DiffusersDenoiser; multistep history lives in the solver state the scheduler carries.
     name = request.getfixturevalue("two_step") if solver == "two_step" else solver
@@ -346,7 +436,9 @@ def test_fit_latent_gaussian(tiny_vae: Any) -> None:
     assert torch.allclose(fitted.mean, expected_mean.double().mean(0), atol=1e-6)
     assert torch.allclose(fitted.cov.dense(), torch.cov(expected_mean.double().reshape(96, -1).T), atol=1e-6)
     # Sampled latents add the posterior variance (law of total variance): a larger total variance.
-    sampled = fit_latent_gaussian(tiny_vae, [images[:50], images[50:]], generator=torch.Generator().manual_seed(1))
+    sampled = fit_latent_gaussian(
+        tiny_vae, [images[:50], images[50:]], generator=torch.Generator().manual_seed(1)
+    )
     assert sampled.cov.trace() > fitted.cov.trace()
     tiny_vae.register_to_config(shift_factor=0.25)
     shifted = encode_latents(tiny_vae, images[:4], latents="mean")

@@ -1,4 +1,4 @@
-"""EDM adapter: EDMPrecond-interface nets (our own TinyEDMNet), round_sigma on the whole grid, class labels."""
+"""EDM adapter: EDMPrecond-interface nets (our TinyEDMNet), round_sigma on the whole grid, class labels."""
 
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ def test_sigma_range_defaults_and_clamping() -> None:
     assert grid[0] == 80.0 and grid[-2] == pytest.approx(0.02) and grid[-1] == 0.0 and len(grid) == 19
 
     class EDM2Like(torch.nn.Module):  # no sigma_min / sigma_max / round_sigma attributes
-        def forward(self, x: torch.Tensor, sigma: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        def forward(
+            self, x: torch.Tensor, sigma: torch.Tensor, class_labels: torch.Tensor | None = None
+        ) -> torch.Tensor:
             return x
 
     edm2 = EDMDenoiser(EDM2Like())
@@ -42,12 +44,16 @@ def test_edm_heun_costs_2n_minus_1_and_matches_k_diffusion_heun() -> None:
     sol = edm_sample(net, latents, labels, num_steps=18, disable=True)
     assert sol.nfe == 35 and sol.x.dtype == torch.float64  # EDM's loop runs in float64
     sigmas = torch.tensor(sol.sigmas, dtype=torch.float64)
-    theirs = ks.sample_heun(net, latents.double() * sigmas[0], sigmas, extra_args={"class_labels": labels}, disable=True)
+    theirs = ks.sample_heun(
+        net, latents.double() * sigmas[0], sigmas, extra_args={"class_labels": labels}, disable=True
+    )
     assert _rel(sol.x, theirs) < 1e-6  # the net computes in float32 either way
 
 
 def test_round_sigma_is_applied_to_the_whole_grid_and_the_teleport_level() -> None:
-    table = torch.exp(torch.linspace(torch.log(torch.tensor(0.002)), torch.log(torch.tensor(80.0)), 40)).double()
+    table = torch.exp(
+        torch.linspace(torch.log(torch.tensor(0.002)), torch.log(torch.tensor(80.0)), 40)
+    ).double()
     net = TinyEDMNet(levels=table)
     latents = torch.randn(2, *SHAPE, generator=torch.Generator().manual_seed(1))
     sol = edm_sample(net, latents, num_steps=12, disable=True)
@@ -56,7 +62,7 @@ def test_round_sigma_is_applied_to_the_whole_grid_and_the_teleport_level() -> No
     assert set(sol.sigmas[:-1]) <= set(table.tolist()) and sol.sigmas[-1] == 0.0
     # A fine grid maps several Karras levels onto one table level: they are merged, never repeated.
     fine = EDMDenoiser(net).grid(120)
-    assert len(fine) < 121 and all(b < a for a, b in zip(fine, fine[1:]))
+    assert len(fine) < 121 and all(b < a for a, b in zip(fine, fine[1:], strict=False))
     # The teleport level is rounded too.
     g = gaussian_of_shape(SHAPE, seed=0, high=0.3)
     net.seen.clear()
@@ -88,9 +94,9 @@ def test_class_conditional_teleport_uses_the_nets_labels() -> None:
     grid = EDMDenoiser(net).grid(10)
     sol = edm_sample(net, latents, idx, num_steps=10, warm_start=per_class, sigma_skip=grid[-2], disable=True)
     for b, k in enumerate(idx.tolist()):
-        at_min = gs[k].flow(latents[b:b + 1] * grid[0], grid[0], grid[-2])
+        at_min = gs[k].flow(latents[b : b + 1] * grid[0], grid[0], grid[-2])
         expected = gs[k](at_min, torch.tensor([grid[-2]], dtype=torch.float64))
-        assert torch.allclose(sol.x[b:b + 1], expected, rtol=1e-5, atol=1e-5)  # the net is float32
+        assert torch.allclose(sol.x[b : b + 1], expected, rtol=1e-5, atol=1e-5)  # the net is float32
     with pytest.raises(ValueError, match="class labels"):
         edm_sample(net, latents, None, num_steps=10, warm_start=per_class, sigma_skip=1.0, disable=True)
     with pytest.raises(ValueError, match="class-conditional"):

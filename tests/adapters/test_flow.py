@@ -55,8 +55,11 @@ def test_denoiser_is_exact_for_every_prediction(problem: tuple[Gaussian, Tensor]
     x = g.sample(3, 2.0, torch.Generator().manual_seed(1), dtype=torch.float64)
     sigma = torch.tensor([0.3, 2.0, 9.0], dtype=torch.float64)
     for prediction in ("flow", "x0", "epsilon"):
-        den = RectifiedFlowDenoiser(schedules.NativeModel(g, rf, prediction, time_scale=1000.0), prediction=prediction,
-                                    time_scale=1000.0)
+        den = RectifiedFlowDenoiser(
+            schedules.NativeModel(g, rf, prediction, time_scale=1000.0),
+            prediction=prediction,
+            time_scale=1000.0,
+        )
         assert torch.allclose(den(x, sigma), g(x, sigma), rtol=1e-9, atol=1e-10)
 
 
@@ -72,10 +75,14 @@ def test_teleport_from_pure_noise_is_the_closed_form(problem: tuple[Gaussian, Te
         if t == 0.0:
             assert not calls and sol.nfe == 0
             assert torch.allclose(sol.x, _closed_form_from_noise(g, z, 0.0), rtol=1e-11, atol=1e-11)
-        assert torch.allclose(teleport_native(g, z, 1.0, t), _closed_form_from_noise(g, z, t), rtol=1e-11, atol=1e-11)
+        assert torch.allclose(
+            teleport_native(g, z, 1.0, t), _closed_form_from_noise(g, z, t), rtol=1e-11, atol=1e-11
+        )
 
 
-def test_native_teleport_from_finite_time_matches_integrating_the_ode(problem: tuple[Gaussian, Tensor]) -> None:
+def test_native_teleport_from_finite_time_matches_integrating_the_ode(
+    problem: tuple[Gaussian, Tensor],
+) -> None:
     g, z = problem
     x_t = _closed_form_from_noise(g, z, 0.8)
     ref = gaussport.reference_solve(g, x_t / (1 - 0.8), [ve_sigma(0.8), ve_sigma(0.3)], steps_per_unit=400)
@@ -83,8 +90,9 @@ def test_native_teleport_from_finite_time_matches_integrating_the_ode(problem: t
 
 
 @pytest.mark.parametrize("solver,order", [("euler", 1), ("heun", 2)])
-def test_teleport_then_solver_converges_to_the_closed_form(problem: tuple[Gaussian, Tensor], solver: str,
-                                                           order: int) -> None:
+def test_teleport_then_solver_converges_to_the_closed_form(
+    problem: tuple[Gaussian, Tensor], solver: str, order: int
+) -> None:
     g, z = problem
     den = _velocity_model(g)
     errors = []
@@ -92,12 +100,14 @@ def test_teleport_then_solver_converges_to_the_closed_form(problem: tuple[Gaussi
     for n in (16, 32, 64):
         # n solver steps uniform in log(sigma_ve) from t_skip = 0.6 down to t = 0.05 (no final step to 0,
         # whose first-order limit would add an n-independent error).
-        sig = torch.exp(torch.linspace(math.log(ve_sigma(0.6)), math.log(ve_sigma(0.05)), n + 1, dtype=torch.float64))
+        sig = torch.exp(
+            torch.linspace(math.log(ve_sigma(0.6)), math.log(ve_sigma(0.05)), n + 1, dtype=torch.float64)
+        )
         ts = [1.0] + (sig / (1 + sig)).tolist()
         sol = sample_rectified_flow(den, z, ts, solver, warm_start=g, t_skip=ts[1], disable=True)
         errors.append(_rel(sol.x, exact))
         assert sol.nfe == (n if solver == "euler" else 2 * n) and sol.teleport == (1.0, ts[1])
-    rates = [math.log2(a / b) for a, b in zip(errors, errors[1:])]
+    rates = [math.log2(a / b) for a, b in zip(errors, errors[1:], strict=False)]
     assert all(abs(r - order) < 0.3 for r in rates), (errors, rates)
 
 
@@ -111,12 +121,18 @@ def test_start_at_pure_noise_without_warm_start(problem: tuple[Gaussian, Tensor]
     assert sol.nfe == 8 and [s.i for s in seen] == list(range(8))
     assert seen[0].sigma == 1.0 and torch.equal(seen[0].x, z)
     assert [s.sigma for s in seen] == pytest.approx(ts[:-1])
-    errors = [_rel(sample_rectified_flow(den, z, torch.linspace(1.0, 0.0, n + 1).tolist(), "euler", disable=True).x, exact)
-              for n in (16, 32, 64)]
+    errors = [
+        _rel(
+            sample_rectified_flow(den, z, torch.linspace(1.0, 0.0, n + 1).tolist(), "euler", disable=True).x,
+            exact,
+        )
+        for n in (16, 32, 64)
+    ]
     assert errors[0] > errors[1] > errors[2] and math.log2(errors[1] / errors[2]) > 0.8
     # With the warm start at the same number of evaluations the error is smaller.
-    tele = sample_rectified_flow(den, z, [1.0] + torch.linspace(0.5, 0.0, 17).tolist(), "euler", warm_start=g,
-                                 t_skip=0.5, disable=True)
+    tele = sample_rectified_flow(
+        den, z, [1.0] + torch.linspace(0.5, 0.0, 17).tolist(), "euler", warm_start=g, t_skip=0.5, disable=True
+    )
     assert tele.nfe == 16 and _rel(tele.x, exact) < errors[0]
 
 

@@ -38,8 +38,12 @@ def test_cfg_formula_batched_and_unbatched() -> None:
     d_c, d_u = rec(x, sigma, cond), rec(x, sigma, uncond)
     assert torch.allclose(batched, d_u + 7.5 * (d_c - d_u)) and torch.allclose(unbatched, batched)
     rec.batches.clear()
-    assert torch.equal(ClassifierFreeGuidance(rec, 1.0, {"c": cond}, {"c": uncond})(x, sigma), rec(x, sigma, cond))
-    assert torch.equal(ClassifierFreeGuidance(rec, 0.0, {"c": cond}, {"c": uncond})(x, sigma), rec(x, sigma, uncond))
+    assert torch.equal(
+        ClassifierFreeGuidance(rec, 1.0, {"c": cond}, {"c": uncond})(x, sigma), rec(x, sigma, cond)
+    )
+    assert torch.equal(
+        ClassifierFreeGuidance(rec, 0.0, {"c": cond}, {"c": uncond})(x, sigma), rec(x, sigma, uncond)
+    )
     # extra keyword arguments per call (k-diffusion extra_args) reach both branches
     out = ClassifierFreeGuidance(rec, 2.0, {"c": cond}, {"c": uncond})(x, sigma, mode="b")
     assert torch.allclose(out, ClassifierFreeGuidance(rec, 2.0, {"c": cond}, {"c": uncond})(x, sigma) + 1.0)
@@ -64,13 +68,16 @@ def test_cfg_runs_inside_every_solver_unchanged() -> None:
         out[which == 0] = g_u(x[which == 0], sigma[which == 0])
         return out
 
-    cfg = ClassifierFreeGuidance(model, 3.0, {"which": torch.ones(2, dtype=torch.long)},
-                                 {"which": torch.zeros(2, dtype=torch.long)})
+    cfg = ClassifierFreeGuidance(
+        model, 3.0, {"which": torch.ones(2, dtype=torch.long)}, {"which": torch.zeros(2, dtype=torch.long)}
+    )
     x = torch.randn(2, 5, dtype=torch.float64) * 10
     sig = grids.karras(6, 0.05, 10.0)
     for name in gaussport.solvers.available():
         out = gaussport.solve(cfg, x, sig, name, disable=True).x
-        manual = gaussport.solve(lambda x, s: g_u(x, s) + 3.0 * (g_c(x, s) - g_u(x, s)), x, sig, name, disable=True).x
+        manual = gaussport.solve(
+            lambda x, s: g_u(x, s) + 3.0 * (g_c(x, s) - g_u(x, s)), x, sig, name, disable=True
+        ).x
         assert torch.allclose(out, manual, rtol=1e-12, atol=1e-12)
 
 
@@ -91,9 +98,9 @@ def test_per_class_rows_follow_their_own_gaussian(classes: ClassConditionalGauss
         noise = from_noise(per, x, 0.7)
         for b, k in enumerate(labels.tolist()):
             g = classes.gaussians[k]
-            assert torch.allclose(flowed[b], g.flow(x[b:b + 1], 5.0, 0.3)[0])
-            assert torch.allclose(denoised[b], g(x[b:b + 1], sigma[b:b + 1])[0])
-            assert torch.allclose(noise[b], from_noise(g, x[b:b + 1], 0.7)[0])
+            assert torch.allclose(flowed[b], g.flow(x[b : b + 1], 5.0, 0.3)[0])
+            assert torch.allclose(denoised[b], g(x[b : b + 1], sigma[b : b + 1])[0])
+            assert torch.allclose(noise[b], from_noise(g, x[b : b + 1], 0.7)[0])
 
 
 def test_fit_per_class(classes: ClassConditionalGaussian) -> None:
@@ -119,4 +126,6 @@ def test_class_labels_bad_input(classes: ClassConditionalGaussian) -> None:
     with pytest.raises(ValueError, match="fitted to samples of shape"):
         classes.select(torch.tensor([0, 1])).flow(torch.zeros(2, 5, dtype=torch.float64), 2.0, 1.0)
     with pytest.raises(ValueError, match="sample shape"):
-        ClassConditionalGaussian([Gaussian(torch.zeros(2), torch.eye(2)), Gaussian(torch.zeros(3), torch.eye(3))])
+        ClassConditionalGaussian(
+            [Gaussian(torch.zeros(2), torch.eye(2)), Gaussian(torch.zeros(3), torch.eye(3))]
+        )

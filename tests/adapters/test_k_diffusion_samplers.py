@@ -1,4 +1,4 @@
-"""k-diffusion drop-in samplers: parity with k-diffusion, callbacks, signatures, front-end calling conventions."""
+"""k-diffusion drop-in samplers: parity with k-diffusion, callbacks, signatures, front-end conventions."""
 
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ ks = K.sampling
 # Registered names whose k-diffusion namesake integrates something else (none so far). Each entry
 # must say why; the parity tests run over every other name both libraries have.
 KNOWN_DIFFERENT: dict[str, str] = {}
-SHARED = sorted(n for n in gaussport.solvers.available() if hasattr(ks, f"sample_{n}") and n not in KNOWN_DIFFERENT)
+SHARED = sorted(
+    n for n in gaussport.solvers.available() if hasattr(ks, f"sample_{n}") and n not in KNOWN_DIFFERENT
+)
 
 
 def _rel(a: Tensor, b: Tensor) -> float:
@@ -56,7 +58,9 @@ def test_generated_functions_cover_the_registry() -> None:
 
 @pytest.mark.reference
 @pytest.mark.parametrize("name", SHARED)
-def test_matches_k_diffusion_on_a_unet_called_as_k_diffusion_calls_it(name: str, tiny_unet: Any, diffusers_pkg: Any) -> None:
+def test_matches_k_diffusion_on_a_unet_called_as_k_diffusion_calls_it(
+    name: str, tiny_unet: Any, diffusers_pkg: Any
+) -> None:
     # Same model wrapper, same sigmas from get_sigmas_karras, x = noise * sigmas[0], float32 throughout.
     model, _ = _unet_denoiser(tiny_unet, diffusers_pkg)
     sigmas = ks.get_sigmas_karras(6, float(model.sigma_min), float(model.sigma_max))
@@ -68,10 +72,12 @@ def test_matches_k_diffusion_on_a_unet_called_as_k_diffusion_calls_it(name: str,
     assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
     assert _rel(ours, theirs) < 2e-5
     assert len(ours_cb) == len(theirs_cb) == len(sigmas) - 1
-    for mine, ref in zip(ours_cb, theirs_cb):
+    for mine, ref in zip(ours_cb, theirs_cb, strict=True):
         assert set(mine) == set(ref) == {"x", "i", "sigma", "sigma_hat", "denoised"}
         assert mine["i"] == ref["i"]
-        assert float(mine["sigma"]) == float(ref["sigma"]) and float(mine["sigma_hat"]) == float(ref["sigma_hat"])
+        assert float(mine["sigma"]) == float(ref["sigma"]) and float(mine["sigma_hat"]) == float(
+            ref["sigma_hat"]
+        )
         assert _rel(mine["denoised"], ref["denoised"]) < 2e-5 and _rel(mine["x"], ref["x"]) < 2e-5
 
 
@@ -80,8 +86,11 @@ def test_matches_k_diffusion_on_a_unet_called_as_k_diffusion_calls_it(name: str,
 @pytest.mark.parametrize("grid", ["karras", "not-ending-in-zero", "img2img"])
 def test_matches_k_diffusion_in_float64(name: str, grid: str) -> None:
     mixture = anisotropic_mixture(dim=8, n_components=3, seed=2)  # a nonlinear exact denoiser
-    sig = {"karras": grids.karras(9, 0.002, 80.0), "not-ending-in-zero": grids.exponential(7, 0.05, 14.6, append_zero=False),
-           "img2img": grids.karras(12, 0.002, 80.0)[5:]}[grid]
+    sig = {
+        "karras": grids.karras(9, 0.002, 80.0),
+        "not-ending-in-zero": grids.exponential(7, 0.05, 14.6, append_zero=False),
+        "img2img": grids.karras(12, 0.002, 80.0)[5:],
+    }[grid]
     sigmas = torch.tensor(sig, dtype=torch.float64)
     x = mixture.sample(4, sig[0], torch.Generator().manual_seed(1), dtype=torch.float64)
     theirs = getattr(ks, f"sample_{name}")(mixture, x.clone(), sigmas, disable=True)
@@ -89,11 +98,15 @@ def test_matches_k_diffusion_in_float64(name: str, grid: str) -> None:
     assert _rel(ours, theirs) < 1e-10
 
 
-@pytest.mark.parametrize("sigmas", [
-    torch.tensor(grids.karras(5, 0.01, 20.0), dtype=torch.float32),
-    list(grids.karras(5, 0.01, 20.0)),
-    torch.tensor(grids.karras(5, 0.01, 20.0), dtype=torch.float64),
-], ids=["float32-tensor", "list", "float64-tensor"])
+@pytest.mark.parametrize(
+    "sigmas",
+    [
+        torch.tensor(grids.karras(5, 0.01, 20.0), dtype=torch.float32),
+        list(grids.karras(5, 0.01, 20.0)),
+        torch.tensor(grids.karras(5, 0.01, 20.0), dtype=torch.float64),
+    ],
+    ids=["float32-tensor", "list", "float64-tensor"],
+)
 def test_sigma_containers_and_dtypes(sigmas: Any) -> None:
     g = gaussian_of_shape((6,), seed=3)
     x = g.sample(3, 20.0, torch.Generator().manual_seed(0))
@@ -146,7 +159,9 @@ def test_teleport_edge_cases_img2img_and_split_sigmas() -> None:
     # img2img: the grid starts below sigma_skip -> no teleport, identical to the plain solver.
     low = full[6:]
     x_low = g.sample(4, low[0], torch.Generator().manual_seed(1), dtype=torch.float64)
-    assert torch.equal(sampler(g, x_low, T(low), disable=True), gk.sample_heun(g, x_low, T(low), disable=True))
+    assert torch.equal(
+        sampler(g, x_low, T(low), disable=True), gk.sample_heun(g, x_low, T(low), disable=True)
+    )
     # SplitSigmas: a first pass ending above sigma_skip is teleported entirely (0 calls); the second pass
     # teleports on from there. Flow maps compose exactly, so two passes equal one.
     high, rest = T(full[:4]), T(full[3:])
@@ -166,8 +181,9 @@ def test_respace_keeps_the_number_of_steps() -> None:
     seen: list[dict[str, Any]] = []
     calls = []
     counted = lambda x, s: calls.append(1) or g(x, s)  # noqa: E731
-    gk.sample_euler(counted, x, sig, callback=seen.append, disable=True, warm_start=g, sigma_skip=4.0,
-                    schedule="respace")
+    gk.sample_euler(
+        counted, x, sig, callback=seen.append, disable=True, warm_start=g, sigma_skip=4.0, schedule="respace"
+    )
     assert len(calls) == len(seen) == len(sig) - 1
     assert float(seen[0]["sigma"]) == pytest.approx(4.0)
 
@@ -206,18 +222,23 @@ def test_class_conditional_teleport_uses_the_models_labels() -> None:
     x = torch.randn(4, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 20.0
 
     def model(x: Tensor, sigma: Tensor, y: Tensor) -> Tensor:  # class-conditional exact denoiser
-        return torch.stack([mixture.components[int(k)](x[b:b + 1], sigma[b:b + 1])[0] for b, k in enumerate(y)])
+        return torch.stack(
+            [mixture.components[int(k)](x[b : b + 1], sigma[b : b + 1])[0] for b, k in enumerate(y)]
+        )
 
     sig = torch.tensor(grids.karras(8, 0.01, 20.0), dtype=torch.float64)
-    out = gk.sample_euler(model, x, sig, extra_args={"y": labels}, warm_start=per_class, sigma_skip=float(sig[-2]),
-                          disable=True)
+    out = gk.sample_euler(
+        model, x, sig, extra_args={"y": labels}, warm_start=per_class, sigma_skip=float(sig[-2]), disable=True
+    )
     # Teleport to sigma_min with each sample's own class Gaussian, then the last step x = D(x, sigma_min).
     for b, k in enumerate(labels.tolist()):
         comp = mixture.components[k]
-        at_min = comp.flow(x[b:b + 1], 20.0, float(sig[-2]))
-        assert torch.allclose(out[b:b + 1], comp(at_min, sig[-2:-1]), rtol=1e-10, atol=1e-10)
+        at_min = comp.flow(x[b : b + 1], 20.0, float(sig[-2]))
+        assert torch.allclose(out[b : b + 1], comp(at_min, sig[-2:-1]), rtol=1e-10, atol=1e-10)
     with pytest.raises(ValueError, match="class labels"):
-        gk.sample_euler(model, x, sig, extra_args={"z": labels}, warm_start=per_class, sigma_skip=1.0, disable=True)
+        gk.sample_euler(
+            model, x, sig, extra_args={"z": labels}, warm_start=per_class, sigma_skip=1.0, disable=True
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,9 +264,13 @@ def test_solver_options_become_real_keyword_parameters() -> None:
     assert params["power"].kind is inspect.Parameter.KEYWORD_ONLY
     x = torch.ones(1, 2, dtype=torch.float64)
     zero = lambda x, s: torch.zeros_like(x)  # noqa: E731
-    assert torch.equal(sampler(zero, x, [4.0, 1.0], disable=True), torch.full((1, 2), 0.25 + 0.5, dtype=torch.float64))
-    assert torch.equal(sampler(zero, x, [4.0, 1.0], disable=True, power=2.0, offset=0.0),
-                       torch.full((1, 2), 1 / 16, dtype=torch.float64))
+    assert torch.equal(
+        sampler(zero, x, [4.0, 1.0], disable=True), torch.full((1, 2), 0.25 + 0.5, dtype=torch.float64)
+    )
+    assert torch.equal(
+        sampler(zero, x, [4.0, 1.0], disable=True, power=2.0, offset=0.0),
+        torch.full((1, 2), 1 / 16, dtype=torch.float64),
+    )
 
 
 # ---------------------------------------------------------------------------------------- front-ends
@@ -253,8 +278,15 @@ def test_solver_options_become_real_keyword_parameters() -> None:
 # (ecosystem.md §1.6); they are written from that description, not copied from either project.
 
 
-def a1111_call(func: Any, model_wrap: Any, x: Tensor, sigmas: Tensor, extra_args: dict[str, Any], callback: Any,
-               ui_options: dict[str, Any]) -> Tensor:
+def a1111_call(
+    func: Any,
+    model_wrap: Any,
+    x: Tensor,
+    sigmas: Tensor,
+    extra_args: dict[str, Any],
+    callback: Any,
+    ui_options: dict[str, Any],
+) -> Tensor:
     """A1111's KDiffusionSampler: options are passed only if the sampler's signature names them."""
     parameters = inspect.signature(func).parameters
     kwargs: dict[str, Any] = {}
@@ -275,12 +307,26 @@ class KSAMPLER:
         self.sampler_function = sampler_function
         self.extra_options = extra_options or {}
 
-    def sample(self, model_k: Any, sigmas: Tensor, extra_args: dict[str, Any], callback: Any, noise: Tensor,
-               disable_pbar: bool = True) -> Tensor:
+    def sample(
+        self,
+        model_k: Any,
+        sigmas: Tensor,
+        extra_args: dict[str, Any],
+        callback: Any,
+        noise: Tensor,
+        disable_pbar: bool = True,
+    ) -> Tensor:
         total_steps = len(sigmas) - 1
         k_callback = (lambda d: callback(d["i"], d["denoised"], d["x"], total_steps)) if callback else None
-        return self.sampler_function(model_k, noise * sigmas[0], sigmas, extra_args=extra_args, callback=k_callback,
-                                     disable=disable_pbar, **self.extra_options)
+        return self.sampler_function(
+            model_k,
+            noise * sigmas[0],
+            sigmas,
+            extra_args=extra_args,
+            callback=k_callback,
+            disable=disable_pbar,
+            **self.extra_options,
+        )
 
 
 def test_automatic1111_style_registration(tmp_path: Any) -> None:
@@ -290,21 +336,29 @@ def test_automatic1111_style_registration(tmp_path: Any) -> None:
     g.save(stats)
     teleport_euler = gk.as_k_diffusion_sampler("euler", warm_start=str(stats), sigma_skip=5.0)
     samplers_k_diffusion = [("Euler", "sample_euler", ["k_euler"], {})]
-    samplers_k_diffusion.append(("gaussport Euler + teleport", teleport_euler, ["gp_euler_tp"], {"scheduler": "karras"}))
+    samplers_k_diffusion.append(
+        ("gaussport Euler + teleport", teleport_euler, ["gp_euler_tp"], {"scheduler": "karras"})
+    )
     label, funcname, _, _ = samplers_k_diffusion[-1]
     assert callable(funcname)
 
     class CFGDenoiser:  # the front-end's guidance wrapper; extra_args carry cond/uncond/cond_scale
-        def __call__(self, x: Tensor, sigma: Tensor, cond: Tensor, uncond: Tensor, cond_scale: float) -> Tensor:
+        def __call__(
+            self, x: Tensor, sigma: Tensor, cond: Tensor, uncond: Tensor, cond_scale: float
+        ) -> Tensor:
             return g(x, sigma) + 0.0 * cond_scale * (cond - uncond).sum()
 
     steps: list[int] = []
     sigmas = ks.get_sigmas_karras(10, 0.03, 14.6)
     x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * sigmas[0]
     extra = {"cond": torch.ones(1), "uncond": torch.zeros(1), "cond_scale": 7.0}
-    out = a1111_call(funcname, CFGDenoiser(), x, sigmas, extra, lambda d: steps.append(d["i"]), ui_options={"s_churn": 1.0})
+    out = a1111_call(
+        funcname, CFGDenoiser(), x, sigmas, extra, lambda d: steps.append(d["i"]), ui_options={"s_churn": 1.0}
+    )
     assert steps == list(range(10))
-    assert torch.equal(out, teleport_euler(g, x, sigmas, disable=True))  # s_churn is not in our signature: not passed
+    assert torch.equal(
+        out, teleport_euler(g, x, sigmas, disable=True)
+    )  # s_churn is not in our signature: not passed
     out2 = a1111_call(funcname, CFGDenoiser(), x, sigmas, extra, None, ui_options={"sigma_skip": 2.0})
     assert torch.equal(out2, teleport_euler(g, x, sigmas, sigma_skip=2.0, disable=True))
 
@@ -328,7 +382,9 @@ def test_comfyui_style_ksampler() -> None:
     previews: list[tuple[int, int]] = []
     model_k = lambda x, sigma, **extra: g(x, sigma)  # noqa: E731  (extra: model_options, seed, ...)
     extra_args = {"model_options": {}, "seed": 0}
-    out = sampler.sample(model_k, sigmas, extra_args, lambda i, den, x, total: previews.append((i, total)), noise)
+    out = sampler.sample(
+        model_k, sigmas, extra_args, lambda i, den, x, total: previews.append((i, total)), noise
+    )
     assert previews == [(i, 8) for i in range(8)]
     exact = g.flow(noise.double() * float(sigmas[0]), float(sigmas[0]), 0.0)
     plain = KSAMPLER(gk.sample_euler).sample(model_k, sigmas, extra_args, None, noise)
@@ -336,7 +392,7 @@ def test_comfyui_style_ksampler() -> None:
 
 
 def test_comfyui_flow_models_start_at_pure_noise() -> None:
-    # ComfyUI CONST (SD3/Flux) models: x = (1 - sigma) x0 + sigma eps, sigma in [0, 1]; the denoiser returns x0.
+    # ComfyUI CONST (SD3/Flux) models: x = (1 - sigma) x0 + sigma eps, sigma in [0, 1]; D returns x0.
     g = gaussian_of_shape((6,), seed=9, high=1.0)
 
     def model_k(x: Tensor, sigma: Tensor) -> Tensor:  # exact x0 for the flow convention
@@ -348,8 +404,16 @@ def test_comfyui_flow_models_start_at_pure_noise() -> None:
     sigmas = torch.linspace(1.0, 0.0, 9, dtype=torch.float64)
     noise = torch.randn(3, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     seen: list[dict[str, Any]] = []
-    full = gk.sample_euler(model_k, noise, sigmas, parameterization="flow", warm_start=g, sigma_skip=0.0,
-                           callback=seen.append, disable=True)
+    full = gk.sample_euler(
+        model_k,
+        noise,
+        sigmas,
+        parameterization="flow",
+        warm_start=g,
+        sigma_skip=0.0,
+        callback=seen.append,
+        disable=True,
+    )
     exact = g.mean + g.cov.apply(noise, lambda lam: lam.sqrt())  # the exact flow from pure noise to t = 0
     assert torch.allclose(full, exact.reshape(full.shape), rtol=1e-10, atol=1e-10)
     assert [d["i"] for d in seen] == list(range(8))

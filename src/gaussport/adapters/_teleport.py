@@ -73,7 +73,9 @@ def sample_shape_of(warm_start: Any) -> tuple[int, ...] | None:
     return tuple(shape) if shape is not None else None
 
 
-def check_sample_shape(warm_start: Any, sample_shape: Sequence[int], *, what: str = "the model's samples") -> None:
+def check_sample_shape(
+    warm_start: Any, sample_shape: Sequence[int], *, what: str = "the model's samples"
+) -> None:
     """Raise a ValueError naming the fix if the statistics were fitted to another sample shape."""
     expected = sample_shape_of(warm_start)
     if expected is None or tuple(expected) == tuple(sample_shape):
@@ -112,7 +114,8 @@ def resolve_warm_start(warm_start: Any, arguments: Mapping[str, Any] | None = No
     if not callable(getattr(warm_start, "flow", None)):
         raise TypeError(
             "warm_start must be a statistics file path, a gaussport.analytic.Gaussian, a "
-            f"ClassConditionalGaussian or an object with flow(x, sigma_from, sigma_to); got {type(warm_start).__name__}."
+            "ClassConditionalGaussian or an object with flow(x, sigma_from, sigma_to); got "
+            f"{type(warm_start).__name__}."
         )
     return warm_start
 
@@ -131,7 +134,8 @@ def from_noise(warm_start: Any, z: Tensor, sigma: float) -> Tensor:
         return own(z, sigma)
     if not isinstance(warm_start, Gaussian):
         raise TypeError(
-            f"teleporting from pure noise needs a gaussport Gaussian (or an object with from_noise(z, sigma)); "
+            "teleporting from pure noise needs a gaussport Gaussian (or an object with from_noise(z, "
+            "sigma)); "
             f"got {type(warm_start).__name__}."
         )
     return gaussian_from_noise(warm_start, z, sigma)

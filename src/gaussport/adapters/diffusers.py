@@ -29,12 +29,18 @@ from torch import Tensor
 from .. import grids
 from .._checks import as_grid
 from ..analytic import Gaussian
-from ..schedules import NoiseSchedule, RectifiedFlow, VPDiscrete, canonical_prediction, to_denoised
+from ..schedules import NoiseSchedule, RectifiedFlow, VPDiscrete, to_denoised
 from ..solvers import SingleEvaluationSolver, WarmStart
 from ..solvers import get as get_solver
 from ._teleport import check_sample_shape, from_noise, load_statistics
 
-__all__ = ["DiffusersDenoiser", "GaussportScheduler", "fit_latent_gaussian", "encode_latents", "PREDICTION_TYPES"]
+__all__ = [
+    "DiffusersDenoiser",
+    "GaussportScheduler",  # noqa: F822  (built on first access: see __getattr__)
+    "fit_latent_gaussian",
+    "encode_latents",
+    "PREDICTION_TYPES",
+]
 
 logger = logging.getLogger("gaussport")
 
@@ -64,8 +70,11 @@ def _config_get(obj: Any, key: str, default: Any = None) -> Any:
 
 def _is_flow_scheduler(scheduler: Any) -> bool:
     name = type(scheduler).__name__
-    return (name.startswith("FlowMatch") or bool(_config_get(scheduler, "use_flow_sigmas", False))
-            or _config_get(scheduler, "prediction_type") == "flow_prediction")
+    return (
+        name.startswith("FlowMatch")
+        or bool(_config_get(scheduler, "use_flow_sigmas", False))
+        or _config_get(scheduler, "prediction_type") == "flow_prediction"
+    )
 
 
 def _model_output(out: Any, x: Tensor) -> Tensor:
@@ -75,15 +84,24 @@ def _model_output(out: Any, x: Tensor) -> Tensor:
     elif isinstance(out, (tuple, list)):
         out = out[0]
     if not isinstance(out, Tensor):
-        raise TypeError(f"the model returned {type(out).__name__}; expected a tensor or a diffusers output with .sample.")
-    if out.shape != x.shape and out.ndim == x.ndim and out.shape[1] == 2 * x.shape[1] \
-            and out.shape[2:] == x.shape[2:] and out.shape[0] == x.shape[0]:
+        raise TypeError(
+            f"the model returned {type(out).__name__}; expected a tensor or a diffusers output with .sample."
+        )
+    if (
+        out.shape != x.shape
+        and out.ndim == x.ndim
+        and out.shape[1] == 2 * x.shape[1]
+        and out.shape[2:] == x.shape[2:]
+        and out.shape[0] == x.shape[0]
+    ):
         # Learned-variance models (guided-diffusion, DeepFloyd, DiT) also output a variance: keep the mean.
         out = out[:, : x.shape[1]]
     if out.shape != x.shape:
         raise ValueError(
-            f"the model returned shape {tuple(out.shape)} for an input of shape {tuple(x.shape)}; a denoiser needs a "
-            "prediction with the input's shape (check the model's in_channels/out_channels and sample_size against "
+            f"the model returned shape {tuple(out.shape)} for an input of shape {tuple(x.shape)}; a denoiser "
+            "needs a "
+            "prediction with the input's shape (check the model's in_channels/out_channels and sample_size "
+            "against "
             "the latents; learned-variance outputs with twice the channels are split automatically)."
         )
     return out
@@ -137,32 +155,46 @@ class DiffusersDenoiser:
         if not callable(model):
             raise TypeError(f"model must be callable; got {type(model).__name__}.")
         self.model = model
-        flow = (scheduler is not None and _is_flow_scheduler(scheduler)) or prediction_type == "flow_prediction"
-        prediction_type = prediction_type or ("flow_prediction" if flow else _config_get(scheduler, "prediction_type",
-                                                                                        "epsilon"))
+        flow = (
+            scheduler is not None and _is_flow_scheduler(scheduler)
+        ) or prediction_type == "flow_prediction"
+        prediction_type = prediction_type or (
+            "flow_prediction" if flow else _config_get(scheduler, "prediction_type", "epsilon")
+        )
         self.prediction = _prediction(prediction_type)
         self.schedule: NoiseSchedule
         if flow:
             if self.prediction != "flow":
-                raise ValueError(f"a flow-matching scheduler implies prediction_type='flow_prediction'; got "
-                                 f"{prediction_type!r}.")
+                raise ValueError(
+                    f"a flow-matching scheduler implies prediction_type='flow_prediction'; got "
+                    f"{prediction_type!r}."
+                )
             self.schedule = RectifiedFlow()
             steps = _config_get(scheduler, "num_train_timesteps", 1000)
             self.time_scale = float(steps if time_scale is None else time_scale)
         else:
             if self.prediction == "flow":
-                raise ValueError("prediction_type='flow_prediction' needs a flow-matching schedule; pass the "
-                                 "FlowMatch scheduler instead of alphas_cumprod.")
-            table = alphas_cumprod if alphas_cumprod is not None else getattr(scheduler, "alphas_cumprod", None)
+                raise ValueError(
+                    "prediction_type='flow_prediction' needs a flow-matching schedule; pass the "
+                    "FlowMatch scheduler instead of alphas_cumprod."
+                )
+            table = (
+                alphas_cumprod if alphas_cumprod is not None else getattr(scheduler, "alphas_cumprod", None)
+            )
             if table is None:
-                raise ValueError("DiffusersDenoiser needs the noise schedule: pass the pipeline's scheduler (with "
-                                 "alphas_cumprod) or alphas_cumprod=.")
+                raise ValueError(
+                    "DiffusersDenoiser needs the noise schedule: pass the pipeline's scheduler (with "
+                    "alphas_cumprod) or alphas_cumprod=."
+                )
             self.schedule = VPDiscrete(torch.as_tensor(table))
             self.time_scale = 1.0 if time_scale is None else float(time_scale)
         # Quantisation applies to the timestep the model sees only; the input scaling and the output
         # conversion use the true noise level (as k-diffusion's DiscreteSchedule with quantize=True).
-        self._time_schedule = VPDiscrete(self.schedule.alphas_cumprod, quantize=True) if quantize and not flow \
+        self._time_schedule = (
+            VPDiscrete(self.schedule.alphas_cumprod, quantize=True)
+            if quantize and not flow
             else self.schedule
+        )
         self.model_dtype = model_dtype if model_dtype is not None else getattr(model, "dtype", None)
         if not isinstance(self.model_dtype, torch.dtype):
             self.model_dtype = None
@@ -199,14 +231,16 @@ class DiffusersDenoiser:
         return to_denoised(self.schedule, out, x_t, t, self.prediction).to(x.dtype)
 
     def __repr__(self) -> str:
-        return f"DiffusersDenoiser({type(self.model).__name__}, {type(self.schedule).__name__}, {self.prediction!r})"
+        schedule = type(self.schedule).__name__
+        return f"DiffusersDenoiser({type(self.model).__name__}, {schedule}, {self.prediction!r})"
 
 
 # ----------------------------------------------------------------------------- latent statistics
 
 
-def encode_latents(vae: Any, images: Tensor, *, latents: str = "sample",
-                   generator: torch.Generator | None = None) -> Tensor:
+def encode_latents(
+    vae: Any, images: Tensor, *, latents: str = "sample", generator: torch.Generator | None = None
+) -> Tensor:
     """Scaled latents of ``images`` (in [-1, 1]): ``(z - shift_factor) * scaling_factor``.
 
     ``latents="sample"`` draws ``z`` from ``vae.encode(images).latent_dist`` (what diffusers'
@@ -285,8 +319,14 @@ class _Plan:
     noise (flow matching at ``t = 1`` without warm start); ``"solve"`` -- solver interval ``j``.
     """
 
-    def __init__(self, kinds: list[tuple[str, int]], levels: list[float], grid: tuple[float, ...],
-                 start: float, teleport_first: bool) -> None:
+    def __init__(
+        self,
+        kinds: list[tuple[str, int]],
+        levels: list[float],
+        grid: tuple[float, ...],
+        start: float,
+        teleport_first: bool,
+    ) -> None:
         self.kinds = kinds
         self.levels = levels  # the VE level of the sample the pipeline holds at each call
         self.grid = grid  # the finite grid the solver integrates
@@ -375,25 +415,34 @@ def _build_scheduler_class() -> type:
                     betas = torch.tensor(trained_betas, dtype=torch.float64)
                     self._schedule = VPDiscrete(torch.cumprod(1 - betas, 0))
                 else:
-                    self._schedule = VPDiscrete.from_betas(beta_start, beta_end, num_train_timesteps, beta_schedule)
+                    self._schedule = VPDiscrete.from_betas(
+                        beta_start, beta_end, num_train_timesteps, beta_schedule
+                    )
                 self.alphas_cumprod = self._schedule.alphas_cumprod.to(torch.float32)
             mode = teleport_at or ("step" if self._flow else "scale_model_input")
             if mode not in ("scale_model_input", "step"):
                 raise ValueError(f"teleport_at must be 'scale_model_input' or 'step'; got {teleport_at!r}.")
             if self._flow and mode == "scale_model_input":
-                raise ValueError("flow-matching pipelines (SD3, Flux) do not call scale_model_input and start at t = 1 "
-                                 "(infinite VE noise); use teleport_at='step'.")
+                raise ValueError(
+                    "flow-matching pipelines (SD3, Flux) do not call scale_model_input and start at t = 1 "
+                    "(infinite VE noise); use teleport_at='step'."
+                )
             self._scaled = mode == "scale_model_input"
             self._solver = get_solver(solver, **(solver_options or {}))
             if not isinstance(self._solver, SingleEvaluationSolver):
                 raise ValueError(
-                    f"GaussportScheduler runs solvers that evaluate the model once per step (euler, the multistep "
-                    f"solvers); {solver!r} needs {type(self._solver).__name__}'s several evaluations per step, which a "
-                    "pipeline's one-call-per-timestep loop cannot provide. Use gaussport.sample(DiffusersDenoiser(...), "
+                    "GaussportScheduler runs solvers that evaluate the model once per step (euler, the "
+                    "multistep "
+                    f"solvers); {solver!r} needs {type(self._solver).__name__}'s several evaluations per "
+                    "step, which a "
+                    "pipeline's one-call-per-timestep loop cannot provide. Use "
+                    "gaussport.sample(DiffusersDenoiser(...), "
                     f"..., solver={solver!r}) instead."
                 )
             if sigma_schedule not in (None, "karras", "exponential", "linspace"):
-                raise ValueError(f"sigma_schedule must be 'karras', 'exponential' or 'linspace'; got {sigma_schedule!r}.")
+                raise ValueError(
+                    f"sigma_schedule must be 'karras', 'exponential' or 'linspace'; got {sigma_schedule!r}."
+                )
             self._warm: Any = None
             self.timesteps = torch.empty(0)
             self.sigmas = torch.empty(0)
@@ -404,10 +453,11 @@ def _build_scheduler_class() -> type:
         # ---------------------------------------------------------------- diffusers API
         @classmethod
         def from_config(cls, config: Any = None, return_unused_kwargs: bool = False, **kwargs: Any) -> Any:
-            """As diffusers' ``from_config``; a FlowMatch config implies ``prediction_type='flow_prediction'``."""
+            """As diffusers' ``from_config``; a FlowMatch config implies ``'flow_prediction'``."""
             source = dict(config or {})
             flow_config = str(source.get("_class_name", "")).startswith("FlowMatch") or (
-                "shift" in source and "beta_start" not in source and "prediction_type" not in source)
+                "shift" in source and "beta_start" not in source and "prediction_type" not in source
+            )
             if flow_config and "prediction_type" not in kwargs:
                 kwargs["prediction_type"] = "flow_prediction"
             return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
@@ -435,13 +485,13 @@ def _build_scheduler_class() -> type:
 
         @property
         def warm_start(self) -> Any:
-            """The warm-start Gaussian (loaded from ``statistics_path``, or attached with :meth:`set_warm_start`)."""
+            """The warm-start Gaussian (from ``statistics_path``, or attached with :meth:`set_warm_start`)."""
             if self._warm is None and self.config.statistics_path is not None:
                 self._warm = load_statistics(self.config.statistics_path)
             return self._warm
 
         def set_warm_start(self, gaussian: Any) -> None:
-            """Attach warm-start statistics directly (not saved with the config; prefer ``statistics_path``)."""
+            """Attach warm-start statistics directly (not saved in the config; prefer ``statistics_path``)."""
             self._warm = gaussian
 
         def _reset(self) -> None:
@@ -480,11 +530,15 @@ def _build_scheduler_class() -> type:
                 base = [float(s) for s in sigmas]
             if cfg.use_dynamic_shifting:
                 if mu is None:
-                    raise ValueError("use_dynamic_shifting needs mu (the pipeline passes it to set_timesteps).")
+                    raise ValueError(
+                        "use_dynamic_shifting needs mu (the pipeline passes it to set_timesteps)."
+                    )
                 return [_time_shift(mu, t, cfg.time_shift_type) for t in base]
             return [_flow_shift(t, cfg.shift) for t in base]
 
-        def _full_grid(self, n: int | None, sigmas: Any, timesteps: Any, mu: float | None) -> tuple[float, ...]:
+        def _full_grid(
+            self, n: int | None, sigmas: Any, timesteps: Any, mu: float | None
+        ) -> tuple[float, ...]:
             """The VE levels of a run without teleport, ending in 0 (flow matching may start at inf)."""
             cfg = self.config
             if self._flow:
@@ -497,8 +551,12 @@ def _build_scheduler_class() -> type:
                 if ts is not None:
                     if ts[-1] > 0:
                         ts.append(0.0)
-                    if not all(0.0 <= t <= 1.0 for t in ts) or any(b >= a for a, b in zip(ts, ts[1:])):
-                        raise ValueError(f"flow-matching times must decrease strictly within [0, 1]; got {ts}.")
+                    if not all(0.0 <= t <= 1.0 for t in ts) or any(
+                        b >= a for a, b in zip(ts, ts[1:], strict=False)
+                    ):
+                        raise ValueError(
+                            f"flow-matching times must decrease strictly within [0, 1]; got {ts}."
+                        )
                     return tuple(math.inf if t == 1.0 else t / (1 - t) for t in ts)
             if sigmas is not None:
                 values = [float(s) for s in sigmas]
@@ -510,12 +568,17 @@ def _build_scheduler_class() -> type:
             if n is None:
                 raise ValueError("pass num_inference_steps, sigmas or timesteps.")
             kind = cfg.sigma_schedule or ("linspace" if self._flow else "karras")
-            lo = cfg.sigma_min if cfg.sigma_min is not None else (
-                1 / (cfg.num_train_timesteps - 1) if self._flow else self._schedule.sigma_min)
+            lo = (
+                cfg.sigma_min
+                if cfg.sigma_min is not None
+                else (1 / (cfg.num_train_timesteps - 1) if self._flow else self._schedule.sigma_min)
+            )
             hi = cfg.sigma_max if cfg.sigma_max is not None else self._schedule.sigma_max
             if not math.isfinite(hi):
-                raise ValueError(f"sigma_schedule={kind!r} for flow matching needs a finite sigma_max (VE units) in the "
-                                 "config; or use sigma_schedule='linspace'.")
+                raise ValueError(
+                    f"sigma_schedule={kind!r} for flow matching needs a finite sigma_max (VE units) in the "
+                    "config; or use sigma_schedule='linspace'."
+                )
             if kind == "karras":
                 return grids.karras(n, lo, hi, cfg.rho)
             if kind == "exponential":
@@ -542,7 +605,9 @@ def _build_scheduler_class() -> type:
             skip = self.config.sigma_skip
             teleport = warm is not None and skip is not None and float(skip) < full[0]
             if warm is None and skip is not None and self.config.statistics_path is None:
-                logger.warning("GaussportScheduler: sigma_skip is set but no statistics are attached; not teleporting.")
+                logger.warning(
+                    "GaussportScheduler: sigma_skip is set but no statistics are attached; not teleporting."
+                )
             kinds: list[tuple[str, int]] = []
             levels: list[float] = []
             if teleport:
@@ -566,12 +631,20 @@ def _build_scheduler_class() -> type:
                 levels.append(grid[j])
             self._plan = _Plan(kinds, levels, tuple(grid), full[0], teleport_first)
             self.num_inference_steps = len(kinds)
-            self.timesteps = torch.tensor([self._native_time(v) for v in levels], dtype=torch.float32, device=device)
-            native = [(1.0 if math.isinf(v) else v / (1 + v)) if self._flow else v for v in levels + [grid[-1]]]
+            self.timesteps = torch.tensor(
+                [self._native_time(v) for v in levels], dtype=torch.float32, device=device
+            )
+            native = [
+                (1.0 if math.isinf(v) else v / (1 + v)) if self._flow else v for v in levels + [grid[-1]]
+            ]
             self.sigmas = torch.tensor(native, dtype=torch.float32)
             self._reset()
-            logger.debug("GaussportScheduler: %d model calls, grid %s, teleport %s", len(kinds), grid,
-                         (full[0], grid[0]) if teleport else None)
+            logger.debug(
+                "GaussportScheduler: %d model calls, grid %s, teleport %s",
+                len(kinds),
+                grid,
+                (full[0], grid[0]) if teleport else None,
+            )
 
         # ---------------------------------------------------------------- per-call maths
         def _index(self) -> int:
@@ -588,7 +661,9 @@ def _build_scheduler_class() -> type:
             warm = self.warm_start
             check_sample_shape(warm, x_ve.shape[1:], what="the pipeline's latents")
             if math.isinf(sigma_from):
-                return from_noise(warm, x_ve, sigma_to)  # here x_ve is the pure noise z (flow matching, t = 1)
+                return from_noise(
+                    warm, x_ve, sigma_to
+                )  # here x_ve is the pure noise z (flow matching, t = 1)
             return warm.flow(x_ve, sigma_from, sigma_to)
 
         def scale_model_input(self, sample: Tensor, timestep: Any = None) -> Tensor:
@@ -620,16 +695,22 @@ def _build_scheduler_class() -> type:
             (DDIMPipeline passes it); ``use_clipped_model_output`` is ignored.
             """
             if eta:
-                raise ValueError(f"GaussportScheduler integrates the probability-flow ODE (eta = 0); got eta={eta}.")
+                raise ValueError(
+                    f"GaussportScheduler integrates the probability-flow ODE (eta = 0); got eta={eta}."
+                )
             plan = self._require_plan()
             k = self._index()
             if k >= len(plan.kinds):
-                raise IndexError(f"step called {k + 1} times for {len(plan.kinds)} timesteps; call set_timesteps again.")
+                raise IndexError(
+                    f"step called {k + 1} times for {len(plan.kinds)} timesteps; call set_timesteps again."
+                )
             if self._scaled and self._scaled_index != k:
                 raise RuntimeError(
                     "GaussportScheduler(teleport_at='scale_model_input') needs the pipeline to call "
-                    "scheduler.scale_model_input before every model call, and this one does not (DDPM/DDIM/SD3/Flux "
-                    "pipelines). Use GaussportScheduler.from_config(config, teleport_at='step', ...); with a teleport "
+                    "scheduler.scale_model_input before every model call, and this one does not "
+                    "(DDPM/DDIM/SD3/Flux "
+                    "pipelines). Use GaussportScheduler.from_config(config, teleport_at='step', ...); with a "
+                    "teleport "
                     "it costs one extra model evaluation."
                 )
             kind, j = plan.kinds[k]
@@ -644,7 +725,9 @@ def _build_scheduler_class() -> type:
                 x_next = self._teleport(x_ve, level, plan.grid[0])
                 if not math.isinf(level):
                     self._handover = WarmStart(self.warm_start, level, x_ve, plan.grid[0])
-                denoised = self.warm_start(x_next, torch.full((batch,), plan.grid[0], dtype=work, device=x.device))
+                denoised = self.warm_start(
+                    x_next, torch.full((batch,), plan.grid[0], dtype=work, device=x.device)
+                )
                 prev = x_next * self._alpha(plan.grid[0])
             elif kind == "noise":  # flow matching at t = 1: x0 = z - v, x_ve(s1) = x0 + s1 z
                 t = torch.ones(batch, dtype=work, device=x.device)
@@ -711,4 +794,3 @@ def __getattr__(name: str) -> Any:
             _SCHEDULER_CLASS = _build_scheduler_class()
         return _SCHEDULER_CLASS
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-

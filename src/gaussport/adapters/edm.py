@@ -1,4 +1,4 @@
-"""EDM networks (Karras et al. 2022; the ``EDMPrecond``/``VPPrecond``/``VEPrecond``/``iDDPMPrecond`` interface).
+"""EDM networks (Karras et al. 2022): the interface of ``EDMPrecond``, ``VPPrecond``, ``iDDPMPrecond``...
 
 An EDM preconditioned network already is a VE denoiser: ``net(x, sigma, class_labels=None,
 force_fp32=False, **model_kwargs) -> D(x, sigma)`` in float32, with attributes ``sigma_min``,
@@ -9,7 +9,8 @@ does around it and k-diffusion samplers do not:
   network is only evaluated at levels it supports (iDDPM nets snap to 1000 discrete levels; identity
   for the others). The rounded grid is the one integrated and reported (``Solution.sigmas``);
 * class labels (one-hot ``[B, label_dim]`` as EDM expects, or indices) passed to every call, and the
-  same labels select the per-class Gaussian of a :class:`~gaussport.adapters.guidance.ClassConditionalGaussian`;
+  same labels select the per-class Gaussian of a
+  :class:`~gaussport.adapters.guidance.ClassConditionalGaussian`;
 * the sigma range: the net's ``sigma_min``/``sigma_max``, or 0.002/80 where it says 0/inf (EDMPrecond)
   or has none (EDM2).
 
@@ -66,7 +67,9 @@ class EDMDenoiser:
         ValueError: if a class-conditional net (``label_dim > 0``) gets no labels.
     """
 
-    def __init__(self, net: Callable[..., Tensor], class_labels: Tensor | None = None, **model_kwargs: Any) -> None:
+    def __init__(
+        self, net: Callable[..., Tensor], class_labels: Tensor | None = None, **model_kwargs: Any
+    ) -> None:
         if not callable(net):
             raise TypeError(f"net must be callable as net(x, sigma, class_labels); got {type(net).__name__}.")
         self.net = net
@@ -82,8 +85,10 @@ class EDMDenoiser:
         if t.ndim == 1 and not t.is_floating_point() and self.label_dim:
             return torch.nn.functional.one_hot(t.long(), self.label_dim).to(torch.float32)
         if self.label_dim and (t.ndim != 2 or t.shape[1] != self.label_dim):
-            raise ValueError(f"class_labels must be one-hot [B, {self.label_dim}] or indices [B] for this net; "
-                             f"got shape {tuple(t.shape)}.")
+            raise ValueError(
+                f"class_labels must be one-hot [B, {self.label_dim}] or indices [B] for this net; "
+                f"got shape {tuple(t.shape)}."
+            )
         return t
 
     def __call__(self, x: Tensor, sigma: Tensor, **extra: Any) -> Tensor:
@@ -102,7 +107,9 @@ class EDMDenoiser:
                 f"[B, {self.label_dim}] or indices [B]) to EDMDenoiser / edm_sample."
             )
         if labels is not None and labels.shape[0] != x.shape[0]:
-            raise ValueError(f"{labels.shape[0]} class labels for a batch of {x.shape[0]}; pass one label per sample.")
+            raise ValueError(
+                f"{labels.shape[0]} class labels for a batch of {x.shape[0]}; pass one label per sample."
+            )
         return self.net(x, sigma, labels, **self.model_kwargs, **extra)
 
     # ------------------------------------------------------------------ sigma range and rounding
@@ -129,20 +136,37 @@ class EDMDenoiser:
         if rounder is None:
             return grid
         positive = [s for s in grid if s > 0]
-        rounded = [float(v) for v in torch.as_tensor(rounder(torch.tensor(positive, dtype=torch.float64)))
-                   .detach().reshape(-1).to("cpu", torch.float64).tolist()] if positive else []
+        rounded = (
+            [
+                float(v)
+                for v in torch.as_tensor(rounder(torch.tensor(positive, dtype=torch.float64)))
+                .detach()
+                .reshape(-1)
+                .to("cpu", torch.float64)
+                .tolist()
+            ]
+            if positive
+            else []
+        )
         out: list[float] = []
         for s in rounded:
             if not out or s < out[-1]:
                 out.append(s)
         if len(out) < len(rounded):
-            logger.info("round_sigma merged %d grid levels that round to the same value", len(rounded) - len(out))
+            logger.info(
+                "round_sigma merged %d grid levels that round to the same value", len(rounded) - len(out)
+            )
         if grid[-1] == 0.0:
             out.append(0.0)
         return as_grid(out, name="rounded sigmas")
 
-    def grid(self, num_steps: int = 18, sigma_min: float = DEFAULT_SIGMA_MIN, sigma_max: float = DEFAULT_SIGMA_MAX,
-             rho: float = 7.0) -> Grid:
+    def grid(
+        self,
+        num_steps: int = 18,
+        sigma_min: float = DEFAULT_SIGMA_MIN,
+        sigma_max: float = DEFAULT_SIGMA_MAX,
+        rho: float = 7.0,
+    ) -> Grid:
         """EDM's time discretisation: Karras levels clamped to the net's range, rounded, then 0."""
         lo = max(float(sigma_min), self.sigma_min)
         hi = min(float(sigma_max), self.sigma_max)
@@ -200,18 +224,54 @@ def edm_sample(
         A :class:`~gaussport.Solution`; ``sigmas`` is the rounded grid the solver integrated.
     """
     with torch.no_grad():
-        return _edm_sample(net, latents, class_labels, num_steps, sigma_min, sigma_max, rho, sigmas, solver,
-                           warm_start, sigma_skip, schedule, callback, disable, dtype, model_dtype, options)
+        return _edm_sample(
+            net,
+            latents,
+            class_labels,
+            num_steps,
+            sigma_min,
+            sigma_max,
+            rho,
+            sigmas,
+            solver,
+            warm_start,
+            sigma_skip,
+            schedule,
+            callback,
+            disable,
+            dtype,
+            model_dtype,
+            options,
+        )
 
 
-def _edm_sample(net: Any, latents: Tensor, class_labels: Tensor | None, num_steps: int, sigma_min: float,
-                sigma_max: float, rho: float, sigmas: Any, solver: Solver | str, warm_start: Any,
-                sigma_skip: float | None, schedule: str, callback: Callback | None, disable: bool | None,
-                dtype: torch.dtype, model_dtype: torch.dtype, options: dict[str, Any]) -> Solution:
+def _edm_sample(
+    net: Any,
+    latents: Tensor,
+    class_labels: Tensor | None,
+    num_steps: int,
+    sigma_min: float,
+    sigma_max: float,
+    rho: float,
+    sigmas: Any,
+    solver: Solver | str,
+    warm_start: Any,
+    sigma_skip: float | None,
+    schedule: str,
+    callback: Callback | None,
+    disable: bool | None,
+    dtype: torch.dtype,
+    model_dtype: torch.dtype,
+    options: dict[str, Any],
+) -> Solution:
     denoiser = net if isinstance(net, EDMDenoiser) else EDMDenoiser(net, class_labels)
     if isinstance(net, EDMDenoiser) and class_labels is not None:
         denoiser = EDMDenoiser(net.net, class_labels, **net.model_kwargs)
-    grid = denoiser.round_sigma(sigmas) if sigmas is not None else denoiser.grid(num_steps, sigma_min, sigma_max, rho)
+    grid = (
+        denoiser.round_sigma(sigmas)
+        if sigmas is not None
+        else denoiser.grid(num_steps, sigma_min, sigma_max, rho)
+    )
     if isinstance(warm_start, ClassConditionalGaussian):
         labels = denoiser.class_labels
         warm = warm_start.select(labels)
@@ -221,11 +281,32 @@ def _edm_sample(net: Any, latents: Tensor, class_labels: Tensor | None, num_step
     if warm is None:
         if sigma_skip is not None:
             raise ValueError("sigma_skip was given without warm_start; pass the statistics to teleport with.")
-        return solve(denoiser, x, grid, solver, callback=callback, disable=disable, dtype=dtype,
-                     model_dtype=model_dtype, **options)
+        return solve(
+            denoiser,
+            x,
+            grid,
+            solver,
+            callback=callback,
+            disable=disable,
+            dtype=dtype,
+            model_dtype=model_dtype,
+            **options,
+        )
     if sigma_skip is None:
         raise ValueError("warm_start needs sigma_skip, the noise level to teleport to.")
     check_sample_shape(warm, latents.shape[1:])
     skip = denoiser.round_sigma([float(sigma_skip)])[0] if float(sigma_skip) > 0 else 0.0
-    return sample(denoiser, x, grid, solver, warm_start=warm, sigma_skip=min(skip, grid[0]), schedule=schedule,
-                  callback=callback, disable=disable, dtype=dtype, model_dtype=model_dtype, **options)
+    return sample(
+        denoiser,
+        x,
+        grid,
+        solver,
+        warm_start=warm,
+        sigma_skip=min(skip, grid[0]),
+        schedule=schedule,
+        callback=callback,
+        disable=disable,
+        dtype=dtype,
+        model_dtype=model_dtype,
+        **options,
+    )

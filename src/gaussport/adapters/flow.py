@@ -69,14 +69,22 @@ class RectifiedFlowDenoiser:
         **model_kwargs: conditioning bound to every call (prompt embeddings, ...).
     """
 
-    def __init__(self, model: Callable[..., Tensor], *, prediction: str = "flow", time_scale: float = 1.0,
-                 **model_kwargs: Any) -> None:
+    def __init__(
+        self,
+        model: Callable[..., Tensor],
+        *,
+        prediction: str = "flow",
+        time_scale: float = 1.0,
+        **model_kwargs: Any,
+    ) -> None:
         if not callable(model):
             raise TypeError(f"model must be callable as model(x_t, t, **kwargs); got {type(model).__name__}.")
         self.prediction = canonical_prediction(prediction)
         if self.prediction == "v":
-            raise ValueError("prediction 'v' (alpha eps - sigma x0) is a VP parameterisation; rectified-flow models "
-                             "predict 'flow' (velocity eps - x0), 'x0' or 'epsilon'.")
+            raise ValueError(
+                "prediction 'v' (alpha eps - sigma x0) is a VP parameterisation; rectified-flow models "
+                "predict 'flow' (velocity eps - x0), 'x0' or 'epsilon'."
+            )
         self.model = model
         self.time_scale = float(time_scale)
         self.model_kwargs = model_kwargs
@@ -86,10 +94,13 @@ class RectifiedFlowDenoiser:
         t = torch.as_tensor(t, device=x_t.device)
         if t.ndim == 0:
             t = t.expand(x_t.shape[0])
-        out = self.model(x_t, t * self.time_scale if self.time_scale != 1.0 else t, **self.model_kwargs, **extra)
+        out = self.model(
+            x_t, t * self.time_scale if self.time_scale != 1.0 else t, **self.model_kwargs, **extra
+        )
         if not isinstance(out, Tensor) or out.shape != x_t.shape:
             raise ValueError(
-                f"the flow model returned {tuple(getattr(out, 'shape', ()))} for an input of shape {tuple(x_t.shape)}; "
+                f"the flow model returned {tuple(getattr(out, 'shape', ()))} for an input of shape "
+                f"{tuple(x_t.shape)}; "
                 "it must return a tensor of the input's shape (a velocity, x0 or noise prediction)."
             )
         return to_denoised(_SCHEDULE, out, x_t, t.to(x_t.dtype), self.prediction)
@@ -103,7 +114,7 @@ class RectifiedFlowDenoiser:
 
 
 def teleport_native(warm_start: Any, x_t: Tensor, t_from: float, t_to: float) -> Tensor:
-    """The exact Gaussian flow in native rectified-flow coordinates, from ``t_from`` (may be 1) to ``t_to``."""
+    """The exact Gaussian flow in native rectified-flow coordinates from ``t_from`` (may be 1) to ``t_to``."""
     s_to = ve_sigma(t_to)
     if t_from == 1.0:
         x_ve = from_noise(warm_start, x_t, s_to)
@@ -118,8 +129,16 @@ def _native_callback(callback: Callback | None, offset: int) -> Callback | None:
         return None
 
     def native(info: StepInfo) -> None:
-        callback(StepInfo(info.i + offset, flow_time(info.sigma), flow_time(info.sigma_next),
-                          info.x / (1 + info.sigma), info.denoised, info.teleported))
+        callback(
+            StepInfo(
+                info.i + offset,
+                flow_time(info.sigma),
+                flow_time(info.sigma_next),
+                info.x / (1 + info.sigma),
+                info.denoised,
+                info.teleported,
+            )
+        )
 
     return native
 
@@ -183,22 +202,32 @@ def sample_rectified_flow(
     if len(grid_t) == 1:
         return Solution(x.clone(), 0, grid_t)
     sig = tuple(ve_sigma(t) for t in grid_t)
-    common: dict[str, Any] = dict(disable=disable, dtype=work, model_dtype=model_dtype or x.dtype, check_finite=False)
+    common: dict[str, Any] = dict(
+        disable=disable, dtype=work, model_dtype=model_dtype or x.dtype, check_finite=False
+    )
 
     if grid_t[0] < 1.0:
         x_ve, offset, nfe = x.to(work) * (1 + sig[0]), 0, 0
     else:
         if schedule != "truncate":
-            raise ValueError("a start at t = 1 supports schedule='truncate' only; pass ts below t_skip yourself "
-                             "to choose the steps after the teleport.")
+            raise ValueError(
+                "a start at t = 1 supports schedule='truncate' only; pass ts below t_skip yourself "
+                "to choose the steps after the teleport."
+            )
         z = x.to(work)
         t1, s1 = grid_t[1], sig[1]
         if warm is not None and float(t_skip) >= t1:
             # Teleport inside the first interval: the solver's first step ends at t1.
             s_skip = ve_sigma(float(t_skip))
             tail = ((s_skip,) if s_skip > s1 else ()) + sig[1:]
-            sol = solve(denoiser, from_noise(warm, z, s_skip), tail, solver_obj,
-                        callback=_native_callback(callback, 0), **common)
+            sol = solve(
+                denoiser,
+                from_noise(warm, z, s_skip),
+                tail,
+                solver_obj,
+                callback=_native_callback(callback, 0),
+                **common,
+            )
             return _native_solution(sol, x.dtype, check_finite, teleport, 0)
         if warm is not None:
             x_ve, nfe = from_noise(warm, z, s1), 0
@@ -206,8 +235,10 @@ def sample_rectified_flow(
                 callback(StepInfo(0, 1.0, t1, z, from_noise(warm, torch.zeros_like(z), 0.0), teleported=True))
         else:
             if not isinstance(denoiser, RectifiedFlowDenoiser):
-                raise TypeError("a start at t = 1 without warm start needs a RectifiedFlowDenoiser (the model is "
-                                "evaluated at t = 1, where the VE denoiser is undefined).")
+                raise TypeError(
+                    "a start at t = 1 without warm start needs a RectifiedFlowDenoiser (the model is "
+                    "evaluated at t = 1, where the VE denoiser is undefined)."
+                )
             call = DenoiserCall(denoiser.native, model_dtype=model_dtype or x.dtype, state_dtype=work)
             denoised = call(z, 1.0)  # DenoiserCall's sigma argument is the native time here: t = 1
             nfe = call.nfe
@@ -221,17 +252,33 @@ def sample_rectified_flow(
     if warm is None:
         sol = solve(denoiser, x_ve, sig, solver_obj, callback=cb, **common)
     else:
-        sol = sample(denoiser, x_ve, sig, solver_obj, warm_start=warm, sigma_skip=ve_sigma(float(t_skip)),
-                     schedule=schedule, callback=cb, **common)
+        sol = sample(
+            denoiser,
+            x_ve,
+            sig,
+            solver_obj,
+            warm_start=warm,
+            sigma_skip=ve_sigma(float(t_skip)),
+            schedule=schedule,
+            callback=cb,
+            **common,
+        )
     return _native_solution(sol, x.dtype, check_finite, teleport, nfe)
 
 
-def _native_solution(sol: Solution, out_dtype: torch.dtype, check_finite: bool,
-                     teleport: tuple[float, float] | None, extra_nfe: int) -> Solution:
+def _native_solution(
+    sol: Solution,
+    out_dtype: torch.dtype,
+    check_finite: bool,
+    teleport: tuple[float, float] | None,
+    extra_nfe: int,
+) -> Solution:
     """A VE solution mapped back to native flow coordinates: ``x_t = x_ve / (1 + sigma)``."""
     x = sol.x / (1 + sol.sigmas[-1])
     if check_finite and not bool(torch.isfinite(x).all()):
-        raise FloatingPointError("the rectified-flow solve produced NaN or infinite values; check the model, its "
-                                 "dtype and its time scale.")
+        raise FloatingPointError(
+            "the rectified-flow solve produced NaN or infinite values; check the model, its "
+            "dtype and its time scale."
+        )
     times: Grid = tuple(flow_time(s) for s in sol.sigmas)
     return Solution(x.to(out_dtype), sol.nfe + extra_nfe, times, sol.state, teleport)

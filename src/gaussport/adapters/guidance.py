@@ -1,9 +1,10 @@
 """Guidance and conditioning: classifier-free guidance as a denoiser, class-conditional teleport.
 
 * :class:`ClassifierFreeGuidance` -- ``D = D_uncond + scale (D_cond - D_uncond)`` around any model
-  called as ``model(x, sigma, **kwargs)`` (k-diffusion style, :class:`~gaussport.adapters.diffusers.DiffusersDenoiser`,
-  :class:`~gaussport.adapters.edm.EDMDenoiser`). Guidance lives in the denoiser, never in a solver
-  (ecosystem.md §5), so every solver runs guided models unchanged.
+  called as ``model(x, sigma, **kwargs)`` (k-diffusion style,
+  :class:`~gaussport.adapters.diffusers.DiffusersDenoiser`, :class:`~gaussport.adapters.edm.EDMDenoiser`).
+  Guidance lives in the denoiser, never in a solver (ecosystem.md §5), so every solver runs guided
+  models unchanged.
 * :class:`ClassConditionalGaussian` -- one Gaussian per class; each sample is teleported with the
   Gaussian of its own class, selected by the same labels the model gets.
 
@@ -75,14 +76,17 @@ class ClassifierFreeGuidance:
         batched: bool = True,
     ) -> None:
         if not callable(model):
-            raise TypeError(f"model must be callable as model(x, sigma, **kwargs); got {type(model).__name__}.")
+            raise TypeError(
+                f"model must be callable as model(x, sigma, **kwargs); got {type(model).__name__}."
+            )
         self.model = model
         self.scale = float(scale)
         self.cond = dict(cond or {})
         self.uncond = dict(uncond or {})
         if set(self.cond) != set(self.uncond):
             raise ValueError(
-                f"cond and uncond must have the same keys; got {sorted(self.cond)} and {sorted(self.uncond)}. "
+                f"cond and uncond must have the same keys; got {sorted(self.cond)} and "
+                f"{sorted(self.uncond)}. "
                 "Give the unconditional value of every conditioning argument (e.g. empty-prompt embeddings, "
                 "zero one-hot labels)."
             )
@@ -115,7 +119,8 @@ def as_class_indices(labels: Any, num_classes: int) -> Tensor:
     if labels is None:
         raise ValueError(
             "a class-conditional warm start needs the class labels the model gets: pass them to the sampler "
-            "in extra_args (under the ClassConditionalGaussian's label_key), to EDMDenoiser(class_labels=...), "
+            "in extra_args (under the ClassConditionalGaussian's label_key), to "
+            "EDMDenoiser(class_labels=...), "
             "or call ClassConditionalGaussian.select(labels) yourself."
         )
     t = torch.as_tensor(labels)
@@ -123,18 +128,24 @@ def as_class_indices(labels: Any, num_classes: int) -> Tensor:
     t = t.detach().cpu()
     if t.ndim == 2 and t.is_floating_point():
         if t.shape[1] != num_classes:
-            raise ValueError(f"one-hot labels have {t.shape[1]} columns but there are {num_classes} class Gaussians.")
+            raise ValueError(
+                f"one-hot labels have {t.shape[1]} columns but there are {num_classes} class Gaussians."
+            )
         t = t.argmax(1)
     elif t.ndim == 1 and t.is_floating_point():
         if not bool((t == t.round()).all()):
             raise ValueError("class labels must be integers (or one-hot rows); got fractional values.")
         t = t.round()
     elif t.ndim != 1:
-        raise ValueError(f"class labels must have shape [B] (indices) or [B, {num_classes}] (one-hot); "
-                         f"got {tuple(t.shape)}.")
+        raise ValueError(
+            f"class labels must have shape [B] (indices) or [B, {num_classes}] (one-hot); "
+            f"got {tuple(t.shape)}."
+        )
     t = t.long()
     if t.numel() and (int(t.min()) < 0 or int(t.max()) >= num_classes):
-        raise ValueError(f"class labels must lie in [0, {num_classes}); got values in [{int(t.min())}, {int(t.max())}].")
+        raise ValueError(
+            f"class labels must lie in [0, {num_classes}); got values in [{int(t.min())}, {int(t.max())}]."
+        )
     return t
 
 
@@ -166,13 +177,20 @@ class ClassConditionalGaussian:
         self._shape = shape
 
     @classmethod
-    def from_mixture(cls, mixture: GaussianMixture, *, label_key: str = "class_labels") -> ClassConditionalGaussian:
+    def from_mixture(
+        cls, mixture: GaussianMixture, *, label_key: str = "class_labels"
+    ) -> ClassConditionalGaussian:
         """The components of a mixture as classes (component ``k`` is class ``k``)."""
         return cls(mixture.components, label_key=label_key)
 
     @classmethod
     def fit(
-        cls, data: Tensor, labels: Tensor, num_classes: int | None = None, *, label_key: str = "class_labels",
+        cls,
+        data: Tensor,
+        labels: Tensor,
+        num_classes: int | None = None,
+        *,
+        label_key: str = "class_labels",
         **fit_options: Any,
     ) -> ClassConditionalGaussian:
         """Fit one Gaussian per class with :meth:`Gaussian.fit` (``fit_options`` are passed on)."""
@@ -201,7 +219,10 @@ class ClassConditionalGaussian:
         return PerSampleGaussian(self.gaussians, as_class_indices(labels, self.num_classes))
 
     def __repr__(self) -> str:
-        return f"ClassConditionalGaussian(classes={self.num_classes}, shape={self._shape}, label_key={self.label_key!r})"
+        return (
+            f"ClassConditionalGaussian(classes={self.num_classes}, shape={self._shape}, "
+            f"label_key={self.label_key!r})"
+        )
 
 
 class PerSampleGaussian:
@@ -227,7 +248,8 @@ class PerSampleGaussian:
         check_sample_shape(self, x.shape[1:], what="the samples")
         if x.shape[0] != self.labels.numel():
             raise ValueError(
-                f"{self.labels.numel()} class labels were given for a batch of {x.shape[0]} samples; pass one "
+                f"{self.labels.numel()} class labels were given for a batch of {x.shape[0]} samples; pass "
+                "one "
                 "label per sample."
             )
 

@@ -70,7 +70,9 @@ class KDiffusionDenoiser:
 
     def __init__(self, model: Callable[..., Tensor], extra_args: Mapping[str, Any] | None = None) -> None:
         if not callable(model):
-            raise TypeError(f"model must be callable as model(x, sigma, **extra_args); got {type(model).__name__}.")
+            raise TypeError(
+                f"model must be callable as model(x, sigma, **extra_args); got {type(model).__name__}."
+            )
         self.model = model
         self.extra_args = dict(extra_args or {})
 
@@ -109,7 +111,9 @@ def _solver_options(solver: str | Solver) -> tuple[str, dict[str, Any], Callable
         name = type(solver).__name__.lower()
         return name, defaults, lambda opts: dataclasses.replace(solver, **opts) if opts else solver
     if not isinstance(solver, str):
-        raise TypeError(f"solver must be a registered name or a Solver instance; got {type(solver).__name__}.")
+        raise TypeError(
+            f"solver must be a registered name or a Solver instance; got {type(solver).__name__}."
+        )
     cls, preset = solver_class(solver)
     defaults = {}
     for f in dataclasses.fields(cls) if dataclasses.is_dataclass(cls) else ():
@@ -158,13 +162,15 @@ def _callback_adapter(
             sigma = torch.full((), info.sigma, dtype=sig_tensor.dtype, device=sig_tensor.device)
         else:
             sigma = torch.tensor(info.sigma, dtype=torch.float64)
-        callback({
-            "x": info.x.to(out_dtype),
-            "i": info.i,
-            "sigma": sigma,
-            "sigma_hat": sigma,  # no churn: the model is evaluated at sigma itself
-            "denoised": info.denoised.to(out_dtype),
-        })
+        callback(
+            {
+                "x": info.x.to(out_dtype),
+                "i": info.i,
+                "sigma": sigma,
+                "sigma_hat": sigma,  # no churn: the model is evaluated at sigma itself
+                "denoised": info.denoised.to(out_dtype),
+            }
+        )
 
     return adapter
 
@@ -198,8 +204,10 @@ def _run(
 ) -> Tensor:
     if parameterization not in _PARAMETERIZATIONS:
         raise ValueError(
-            f"parameterization must be 've' (x = x0 + sigma eps: k-diffusion, A1111, EDM, ComfyUI eps/v models) "
-            f"or 'flow' (x = (1 - sigma) x0 + sigma eps: ComfyUI CONST / SD3 / Flux); got {parameterization!r}."
+            "parameterization must be 've' (x = x0 + sigma eps: k-diffusion, A1111, EDM, ComfyUI eps/v "
+            "models) "
+            "or 'flow' (x = (1 - sigma) x0 + sigma eps: ComfyUI CONST / SD3 / Flux); got "
+            f"{parameterization!r}."
         )
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a torch.Tensor; got {type(x).__name__}.")
@@ -209,7 +217,9 @@ def _run(
         return x  # no interval: k-diffusion samplers return x unchanged
     warm = resolve_warm_start(warm_start, extra)
     if warm is None and sigma_skip is not None:
-        raise ValueError("sigma_skip was given without warm_start; pass the statistics (a Gaussian or a file path).")
+        raise ValueError(
+            "sigma_skip was given without warm_start; pass the statistics (a Gaussian or a file path)."
+        )
     if warm is not None:
         if sigma_skip is None:
             raise ValueError(
@@ -224,15 +234,33 @@ def _run(
         from .flow import RectifiedFlowDenoiser, sample_rectified_flow
 
         flow_denoiser = RectifiedFlowDenoiser(denoiser.__call__, prediction="x0")
-        return sample_rectified_flow(flow_denoiser, x, grid, solver, warm_start=None if skip is None else warm,
-                                     t_skip=skip, schedule=schedule, callback=cb, disable=disable).x
+        return sample_rectified_flow(
+            flow_denoiser,
+            x,
+            grid,
+            solver,
+            warm_start=None if skip is None else warm,
+            t_skip=skip,
+            schedule=schedule,
+            callback=cb,
+            disable=disable,
+        ).x
     if skip is None:
         return solve(denoiser, x, grid, solver, callback=cb, disable=disable).x
     positive_min = grid[-2] if grid[-1] == 0.0 else grid[-1]
     if schedule == "respace" and skip <= positive_min:
         schedule = "truncate"  # nothing left to respace: the teleport covers every positive level
-    return sample(denoiser, x, grid, solver, warm_start=warm, sigma_skip=skip, schedule=schedule,
-                  callback=cb, disable=disable).x
+    return sample(
+        denoiser,
+        x,
+        grid,
+        solver,
+        warm_start=warm,
+        sigma_skip=skip,
+        schedule=schedule,
+        callback=cb,
+        disable=disable,
+    ).x
 
 
 def as_k_diffusion_sampler(solver: str | Solver = "euler", /, **options: Any) -> Callable[..., Tensor]:
@@ -271,7 +299,9 @@ def as_k_diffusion_sampler(solver: str | Solver = "euler", /, **options: Any) ->
     unknown = set(options) - set(solver_defaults) - set(_ADAPTER_OPTIONS)
     if unknown:
         accepted = ", ".join(sorted(set(solver_defaults) | set(_ADAPTER_OPTIONS)))
-        raise TypeError(f"sampler for {name!r} has no option(s) {sorted(unknown)}; its options are: {accepted}.")
+        raise TypeError(
+            f"sampler for {name!r} has no option(s) {sorted(unknown)}; its options are: {accepted}."
+        )
     solver_defaults = {k: options.get(k, v) for k, v in solver_defaults.items()}
     adapter_defaults = {k: options.get(k, v) for k, v in _ADAPTER_OPTIONS.items()}
     if not any(v is _P.empty for v in solver_defaults.values()):
@@ -284,18 +314,35 @@ def as_k_diffusion_sampler(solver: str | Solver = "euler", /, **options: Any) ->
         a = bound.arguments
         solver_obj = build({k: a[k] for k in solver_defaults})
         with torch.no_grad():
-            return _run(a["model"], a["x"], a["sigmas"], a["extra_args"], a["callback"], a["disable"], solver_obj,
-                        a["warm_start"], a["sigma_skip"], a["schedule"], a["parameterization"])
+            return _run(
+                a["model"],
+                a["x"],
+                a["sigmas"],
+                a["extra_args"],
+                a["callback"],
+                a["disable"],
+                solver_obj,
+                a["warm_start"],
+                a["sigma_skip"],
+                a["schedule"],
+                a["parameterization"],
+            )
 
     sampler.__signature__ = signature  # type: ignore[attr-defined]
     sampler.__name__ = f"sample_{name}"
     sampler.__qualname__ = sampler.__name__
     sampler.__module__ = __name__
-    solver_doc = inspect.getdoc(build(solver_defaults) if not any(v is _P.empty for v in solver_defaults.values())
-                                else solver_class(name)[0]) or ""
+    solver_doc = (
+        inspect.getdoc(
+            build(solver_defaults)
+            if not any(v is _P.empty for v in solver_defaults.values())
+            else solver_class(name)[0]
+        )
+        or ""
+    )
     sampler.__doc__ = (
-        f"gaussport solver {name!r} with k-diffusion's sampler signature (see gaussport.adapters.k_diffusion).\n\n"
-        + solver_doc.split("\n\n")[0]
+        f"gaussport solver {name!r} with k-diffusion's sampler signature (see "
+        "gaussport.adapters.k_diffusion).\n\n" + solver_doc.split("\n\n")[0]
     )
     return sampler
 
@@ -309,9 +356,9 @@ def samplers() -> dict[str, Callable[..., Tensor]]:
 
 
 def __getattr__(attr: str) -> Callable[..., Tensor]:
-    if attr.startswith("sample_") and attr[len("sample_"):] in available():
+    if attr.startswith("sample_") and attr[len("sample_") :] in available():
         if attr not in _GENERATED:
-            _GENERATED[attr] = as_k_diffusion_sampler(attr[len("sample_"):])
+            _GENERATED[attr] = as_k_diffusion_sampler(attr[len("sample_") :])
         return _GENERATED[attr]
     raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
