@@ -372,6 +372,8 @@ def test_scheduler_refuses_two_evaluation_solvers_and_bad_prediction_types() -> 
         GaussportScheduler(prediction_type="score")
     with pytest.raises(ValueError, match="teleport_at='step'"):
         GaussportScheduler(prediction_type="flow_prediction", teleport_at="scale_model_input")
+    with pytest.raises(ValueError, match="zero-terminal-SNR"):
+        GaussportScheduler.from_config(diffusers.DDPMScheduler(rescale_betas_zero_snr=True).config)
 
 
 @dataclasses.dataclass(frozen=True)

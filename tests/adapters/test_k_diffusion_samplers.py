@@ -423,3 +423,21 @@ def test_comfyui_flow_models_start_at_pure_noise() -> None:
         errors.append(_rel(gk.sample_euler(model_k, noise, s, parameterization="flow", disable=True), exact))
     assert errors[0] > errors[1] > errors[2]
     assert math.log2(errors[1] / errors[2]) > 0.7  # first order
+
+
+def test_k_diffusion_models_as_gaussport_denoisers(tiny_unet: Any, diffusers_pkg: Any) -> None:
+    # k-diffusion's own preconditioner around an inner model that needs a keyword argument.
+    inner = lambda x, sigma, cond: x * cond + sigma[:, None]  # noqa: E731
+    den = K.layers.Denoiser(inner, sigma_data=0.5)
+    x = torch.randn(3, 4, dtype=torch.float64)
+    sigma = torch.tensor([0.1, 1.0, 10.0], dtype=torch.float64)
+    cond = torch.tensor(0.3, dtype=torch.float64)
+    bound = gk.KDiffusionDenoiser(den, {"cond": cond})
+    assert torch.equal(bound(x, sigma), den(x, sigma, cond=cond))
+    sol = gaussport.sample(bound, x * 10, [10.0, 1.0, 0.0], "heun", disable=True)
+    assert sol.nfe == 3 and torch.isfinite(sol.x).all()
+    # External wrappers report their training range as floats.
+    wrapped, _ = _unet_denoiser(tiny_unet, diffusers_pkg)
+    kd = gk.KDiffusionDenoiser(wrapped)
+    assert kd.sigma_min == pytest.approx(float(wrapped.sigma_min)) and kd.sigma_max == pytest.approx(float(wrapped.sigma_max))
+    assert gk.KDiffusionDenoiser(bound).sigma_min is None

@@ -326,12 +326,14 @@ class _Plan:
         grid: tuple[float, ...],
         start: float,
         teleport_first: bool,
+        grid_times: list[float],
     ) -> None:
         self.kinds = kinds
         self.levels = levels  # the VE level of the sample the pipeline holds at each call
         self.grid = grid  # the finite grid the solver integrates
         self.start = start  # the level the pipeline's initial sample is at
         self.teleport_first = teleport_first  # scale_model_input pipelines: teleport at call 0, no waste
+        self.grid_times = grid_times  # native time (VP: training index; flow: t) of each finite grid level
 
 
 def _build_scheduler_class() -> type:
@@ -404,7 +406,14 @@ def _build_scheduler_class() -> type:
             base_image_seq_len: int = 256,
             max_image_seq_len: int = 4096,
             time_shift_type: str = "exponential",
+            rescale_betas_zero_snr: bool = False,
         ) -> None:
+            if rescale_betas_zero_snr:
+                raise ValueError(
+                    "zero-terminal-SNR schedules (rescale_betas_zero_snr=True) start at infinite noise in VE "
+                    "coordinates and are not supported by GaussportScheduler yet; use the pipeline's own "
+                    "scheduler for such models."
+                )
             self._prediction = _prediction(prediction_type)
             self._flow = self._prediction == "flow"
             if self._flow:
@@ -629,7 +638,9 @@ def _build_scheduler_class() -> type:
             for j in range(len(grid) - 1):
                 kinds.append(("solve", j))
                 levels.append(grid[j])
-            self._plan = _Plan(kinds, levels, tuple(grid), full[0], teleport_first)
+            scale = self.config.num_train_timesteps if self._flow else 1.0
+            grid_times = [self._native_time(v) / scale for v in grid]
+            self._plan = _Plan(kinds, levels, tuple(grid), full[0], teleport_first, grid_times)
             self.num_inference_steps = len(kinds)
             self.timesteps = torch.tensor(
                 [self._native_time(v) for v in levels], dtype=torch.float32, device=device
@@ -746,7 +757,7 @@ def _build_scheduler_class() -> type:
                 else:
                     x_t = x
                     x_ve = x / self._alpha(sigma)
-                t_native = self._native_time(sigma) / (self.config.num_train_timesteps if self._flow else 1.0)
+                t_native = plan.grid_times[j]
                 t = torch.full((batch,), t_native, dtype=torch.float64, device=x.device)
                 denoised = to_denoised(self._schedule, out, x_t, t, self._prediction).to(work)
                 if not self._state_ready:
