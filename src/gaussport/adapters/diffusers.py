@@ -612,6 +612,8 @@ def _build_scheduler_class() -> type:
             full = self._full_grid(num_inference_steps, sigmas, timesteps, mu)
             warm = self.warm_start
             skip = self.config.sigma_skip
+            if skip is not None and not float(skip) > 0:
+                raise ValueError(f"sigma_skip must be a noise level > 0 (VE units); got {skip}.")
             teleport = warm is not None and skip is not None and float(skip) < full[0]
             if warm is None and skip is not None and self.config.statistics_path is None:
                 logger.warning(
@@ -671,10 +673,8 @@ def _build_scheduler_class() -> type:
         def _teleport(self, x_ve: Tensor, sigma_from: float, sigma_to: float) -> Tensor:
             warm = self.warm_start
             check_sample_shape(warm, x_ve.shape[1:], what="the pipeline's latents")
-            if math.isinf(sigma_from):
-                return from_noise(
-                    warm, x_ve, sigma_to
-                )  # here x_ve is the pure noise z (flow matching, t = 1)
+            if math.isinf(sigma_from):  # flow matching at t = 1: x_ve is the pure noise itself
+                return from_noise(warm, x_ve, sigma_to)
             return warm.flow(x_ve, sigma_from, sigma_to)
 
         def scale_model_input(self, sample: Tensor, timestep: Any = None) -> Tensor:
