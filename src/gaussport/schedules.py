@@ -167,6 +167,8 @@ class VPDiscrete(NoiseSchedule):
     alphas_cumprod: Tensor
     quantize: bool = False
     log_sigmas: Tensor = field(init=False, repr=False)
+    # Device copies of log_sigmas: one host-to-device copy per device, not one per model call.
+    _device_tables: dict[torch.device, Tensor] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         table = torch.as_tensor(self.alphas_cumprod).detach().to("cpu", torch.float64).flatten()
@@ -190,9 +192,16 @@ class VPDiscrete(NoiseSchedule):
         betas = _betas(beta_schedule, beta_start, beta_end, num_train_timesteps)
         return cls(torch.cumprod(1 - betas, 0), **kwargs)
 
+    def _log_sigmas_on(self, device: torch.device) -> Tensor:
+        table = self._device_tables.get(device)
+        if table is None:
+            dtype = torch.float32 if device.type == "mps" else torch.float64
+            table = self._device_tables.setdefault(device, self.log_sigmas.to(device=device, dtype=dtype))
+        return table
+
     def sigma_of_t(self, t: Tensor) -> Tensor:
-        log_sigmas = self.log_sigmas.to(t.device)
-        t64 = t.to(torch.float64).clamp(0, len(log_sigmas) - 1)
+        log_sigmas = self._log_sigmas_on(t.device)
+        t64 = t.to(log_sigmas.dtype).clamp(0, len(log_sigmas) - 1)
         low = t64.floor().long().clamp(max=len(log_sigmas) - 2)
         w = t64 - low
         return torch.exp((1 - w) * log_sigmas[low] + w * log_sigmas[low + 1]).to(t.dtype)
@@ -203,8 +212,8 @@ class VPDiscrete(NoiseSchedule):
         return alpha, s * alpha
 
     def t_of_sigma(self, sigma_ve: Tensor) -> Tensor:
-        log_sigmas = self.log_sigmas.to(sigma_ve.device)
-        log_s = torch.log(sigma_ve.to(torch.float64))
+        log_sigmas = self._log_sigmas_on(sigma_ve.device)
+        log_s = torch.log(sigma_ve.to(log_sigmas.dtype))
         if self.quantize:
             return (log_s[..., None] - log_sigmas).abs().argmin(-1).to(sigma_ve.dtype)
         low = (torch.searchsorted(log_sigmas, log_s.contiguous(), right=True) - 1).clamp(0, len(log_sigmas) - 2)

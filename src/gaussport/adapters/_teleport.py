@@ -1,0 +1,152 @@
+"""Warm-start plumbing shared by the adapters (private).
+
+* :func:`load_statistics` -- a :class:`~gaussport.analytic.Gaussian` from a statistics file,
+  cached by path and modification time (front-ends call samplers with a path on every image);
+* :func:`resolve_warm_start` -- a path, a Gaussian or a class-conditional set of Gaussians
+  turned into the warm-start object one run uses (class labels taken from the model's arguments);
+* :func:`check_sample_shape` -- statistics fitted in another space fail before any model call;
+* :func:`from_noise` -- the teleport from pure noise (VE ``sigma = inf``, rectified flow ``t = 1``).
+
+The maths of the teleport from pure noise (method.md §1.5, §1.7): in VE coordinates the state at a
+very large level ``s`` is ``x = s z`` up to ``O(1)``, and the Gaussian flow map
+``mu + (Sigma + sigma^2)^(1/2) (Sigma + s^2)^(-1/2) (x - mu)`` tends to
+``mu + (Sigma + sigma^2 I)^(1/2) z`` as ``s -> inf``. For rectified flow (``alpha = 1 - t``,
+``sigma_t = t``) the state at ``t = 1`` *is* ``z``, so this limit is the exact native-coordinate
+flow ``x_t = alpha_t mu + (alpha_t^2 Sigma + t^2 I)^(1/2) (x_1 - 0 * mu)`` divided by ``alpha_t``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..analytic import Gaussian
+
+__all__ = ["load_statistics", "resolve_warm_start", "check_sample_shape", "from_noise", "sample_shape_of"]
+
+_CACHE: dict[tuple[str, int, int], Gaussian] = {}
+_CACHE_LOCK = threading.Lock()
+_CACHE_SIZE = 8
+
+
+def load_statistics(path: str | os.PathLike[str]) -> Gaussian:
+    """The Gaussian stored at ``path`` (written by ``Gaussian.save``); never unpickles.
+
+    Loaded files are cached by ``(real path, mtime, size)``: a front-end that passes the same
+    path for every image reads it once, and a rewritten file is read again.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist (the message says how to create it).
+        ValueError: if the file is not a gaussport statistics file.
+    """
+    real = os.path.realpath(os.fspath(path))
+    try:
+        st = os.stat(real)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"warm-start statistics file {os.fspath(path)!r} does not exist; create it with "
+            "gaussport.analytic.Gaussian.fit(data).save(path) (latent models: "
+            "gaussport.adapters.diffusers.fit_latent_gaussian(vae, images).save(path))."
+        ) from None
+    key = (real, st.st_mtime_ns, st.st_size)
+    with _CACHE_LOCK:
+        cached = _CACHE.get(key)
+    if cached is not None:
+        return cached
+    gaussian = Gaussian.load(real)
+    with _CACHE_LOCK:
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = gaussian
+    return gaussian
+
+
+def sample_shape_of(warm_start: Any) -> tuple[int, ...] | None:
+    """The sample shape a warm-start object was fitted to, if it says."""
+    shape = getattr(warm_start, "shape", None)
+    return tuple(shape) if shape is not None else None
+
+
+def check_sample_shape(
+    warm_start: Any, sample_shape: Sequence[int], *, what: str = "the model's samples"
+) -> None:
+    """Raise a ValueError naming the fix if the statistics were fitted to another sample shape."""
+    expected = sample_shape_of(warm_start)
+    if expected is None or tuple(expected) == tuple(sample_shape):
+        return
+    raise ValueError(
+        f"the warm-start statistics were fitted to samples of shape {tuple(expected)}, but {what} have "
+        f"shape {tuple(sample_shape)}. Fit the statistics on data in the model's own space and "
+        "resolution (pixels scaled as the model expects, or scaled latents for latent models: "
+        "gaussport.adapters.diffusers.fit_latent_gaussian)."
+    )
+
+
+def resolve_warm_start(warm_start: Any, arguments: Mapping[str, Any] | None = None) -> Any:
+    """The warm-start object for one run.
+
+    Args:
+        warm_start: ``None``; a path to a statistics file; a :class:`~gaussport.analytic.Gaussian`
+            (or anything with ``flow``); or a
+            :class:`~gaussport.adapters.guidance.ClassConditionalGaussian`, which is bound to the
+            labels found in ``arguments`` under its ``label_key``.
+        arguments: the keyword arguments the model gets (k-diffusion ``extra_args``).
+
+    Raises:
+        ValueError: if a class-conditional warm start finds no labels.
+        TypeError: for objects that cannot teleport.
+    """
+    from .guidance import ClassConditionalGaussian  # local: guidance imports this module
+
+    if warm_start is None:
+        return None
+    if isinstance(warm_start, (str, os.PathLike)):
+        warm_start = load_statistics(warm_start)
+    if isinstance(warm_start, ClassConditionalGaussian):
+        labels = None if arguments is None else arguments.get(warm_start.label_key)
+        return warm_start.select(labels)
+    if not callable(getattr(warm_start, "flow", None)):
+        raise TypeError(
+            "warm_start must be a statistics file path, a gaussport.analytic.Gaussian, a "
+            "ClassConditionalGaussian or an object with flow(x, sigma_from, sigma_to); got "
+            f"{type(warm_start).__name__}."
+        )
+    return warm_start
+
+
+def from_noise(warm_start: Any, z: Tensor, sigma: float) -> Tensor:
+    """The exact teleport from pure noise: ``mu + (Sigma + sigma^2 I)^(1/2) z`` (VE, at ``sigma``).
+
+    ``z`` is the noise the sampler starts from (rectified flow: the state at ``t = 1``; VE: the
+    state at a level ``s`` divided by ``s``, in the limit ``s -> inf``). The result is the VE state
+    at level ``sigma`` on the Gaussian's probability-flow trajectory.
+    """
+    if not math.isfinite(sigma) or sigma < 0:
+        raise ValueError(f"the teleport target must be a finite noise level >= 0; got {sigma}.")
+    own = getattr(warm_start, "from_noise", None)
+    if callable(own):
+        return own(z, sigma)
+    if not isinstance(warm_start, Gaussian):
+        raise TypeError(
+            "teleporting from pure noise needs a gaussport Gaussian (or an object with from_noise(z, "
+            "sigma)); "
+            f"got {type(warm_start).__name__}."
+        )
+    return gaussian_from_noise(warm_start, z, sigma)
+
+
+def gaussian_from_noise(gaussian: Gaussian, z: Tensor, sigma: float) -> Tensor:
+    """``mu + (Sigma + sigma^2 I)^(1/2) z`` for one Gaussian (shape-checked)."""
+    check_sample_shape(gaussian, z.shape[1:], what="the noise")
+    work = torch.promote_types(z.dtype, torch.float32)
+    flat = z.reshape(z.shape[0], -1).to(work)
+    s2 = float(sigma) ** 2
+    mean = gaussian.mean.reshape(-1).to(device=z.device, dtype=work)
+    out = mean + gaussian.cov.apply(flat, lambda lam: torch.sqrt(lam + s2))
+    return out.reshape(z.shape).to(z.dtype)

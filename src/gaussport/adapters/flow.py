@@ -1,0 +1,284 @@
+"""Rectified-flow / flow-matching models (SD3, Flux, ComfyUI ``CONST``): ``x_t = (1 - t) x0 + t eps``.
+
+The model predicts the velocity ``v = dx_t/dt = eps - x0`` (``"flow"``), or ``x0``/``eps``. In VE
+coordinates (docs/conventions.md) the same process is ``x = x_t / (1 - t) = x0 + sigma eps`` with
+``sigma = t / (1 - t)`` (:class:`gaussport.schedules.RectifiedFlow`), so every solver and the Gaussian
+teleport work unchanged on :class:`RectifiedFlowDenoiser` -- except at ``t = 1`` (pure noise), which
+is ``sigma = inf``. :func:`sample_rectified_flow` handles a start at ``t = 1``:
+
+* with a warm start, the exact teleport from pure noise,
+  ``x_ve(sigma) = mu + (Sigma + sigma^2 I)^(1/2) x_1`` (method.md §1.5 with ``alpha_1 = 0``,
+  ``sigma_1 = 1``; the native state is ``x_ve / (1 + sigma)``), 0 evaluations;
+* without one, the exact first-order limit of the first step: ``x0_hat = D(x_1, t=1)`` and
+  ``x_ve(sigma_1) = x0_hat + sigma_1 x_1`` (the noise estimate at ``t = 1`` is ``x_1`` itself; this
+  is the flow-Euler step ``x_1 + (t_1 - 1) v``), 1 evaluation; the solver takes over at ``t_1``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .._checks import Grid, as_grid, check_state, state_dtype
+from ..denoiser import DenoiserCall
+from ..schedules import RectifiedFlow, canonical_prediction, to_denoised
+from ..solve import Callback, Solution, StepInfo, sample, solve
+from ..solvers import Solver
+from ..solvers import get as get_solver
+from ._teleport import check_sample_shape, from_noise, resolve_warm_start
+
+__all__ = ["RectifiedFlowDenoiser", "sample_rectified_flow", "ve_sigma", "flow_time", "teleport_native"]
+
+_SCHEDULE = RectifiedFlow()
+
+
+def ve_sigma(t: float) -> float:
+    """The VE noise level ``t / (1 - t)`` of flow time ``t`` (``inf`` at ``t = 1``)."""
+    t = float(t)
+    if not 0.0 <= t <= 1.0:
+        raise ValueError(f"rectified-flow times lie in [0, 1]; got {t}.")
+    return math.inf if t == 1.0 else t / (1.0 - t)
+
+
+def flow_time(sigma: float) -> float:
+    """The flow time ``sigma / (1 + sigma)`` of VE level ``sigma`` (1 at ``inf``)."""
+    return 1.0 if math.isinf(sigma) else sigma / (1.0 + sigma)
+
+
+def _per_sample(v: Tensor, like: Tensor) -> Tensor:
+    return v.reshape(v.shape + (1,) * (like.ndim - v.ndim)).to(like.dtype)
+
+
+class RectifiedFlowDenoiser:
+    """A rectified-flow model as a VE denoiser.
+
+    ``D(x, sigma) = x0_hat(x / (1 + sigma), t = sigma / (1 + sigma))`` where the model is called as
+    ``model(x_t, t * time_scale, **model_kwargs)`` and its output converted to ``x0``
+    (``"flow"``: ``x0 = x_t - t v``; ``"x0"``: unchanged; ``"epsilon"``: ``(x_t - t eps) / (1 - t)``).
+
+    Args:
+        model: ``model(x_t, t, **kwargs)``; ``t`` is a ``[B]`` tensor.
+        prediction: ``"flow"`` (velocity ``eps - x0``, SD3/Flux), ``"x0"`` (ComfyUI's denoiser
+            convention) or ``"epsilon"``.
+        time_scale: factor on ``t`` before the call (diffusers' SD3 transformers take
+            ``t * 1000``; Flux takes ``t``).
+        **model_kwargs: conditioning bound to every call (prompt embeddings, ...).
+    """
+
+    def __init__(
+        self,
+        model: Callable[..., Tensor],
+        *,
+        prediction: str = "flow",
+        time_scale: float = 1.0,
+        **model_kwargs: Any,
+    ) -> None:
+        if not callable(model):
+            raise TypeError(f"model must be callable as model(x_t, t, **kwargs); got {type(model).__name__}.")
+        self.prediction = canonical_prediction(prediction)
+        if self.prediction == "v":
+            raise ValueError(
+                "prediction 'v' (alpha eps - sigma x0) is a VP parameterisation; rectified-flow models "
+                "predict 'flow' (velocity eps - x0), 'x0' or 'epsilon'."
+            )
+        self.model = model
+        self.time_scale = float(time_scale)
+        self.model_kwargs = model_kwargs
+
+    def native(self, x_t: Tensor, t: Tensor, **extra: Any) -> Tensor:
+        """``E[x0 | x_t]`` from the model at native time ``t`` (shape ``[B]``)."""
+        t = torch.as_tensor(t, device=x_t.device)
+        if t.ndim == 0:
+            t = t.expand(x_t.shape[0])
+        out = self.model(
+            x_t, t * self.time_scale if self.time_scale != 1.0 else t, **self.model_kwargs, **extra
+        )
+        if not isinstance(out, Tensor) or out.shape != x_t.shape:
+            raise ValueError(
+                f"the flow model returned {tuple(getattr(out, 'shape', ()))} for an input of shape "
+                f"{tuple(x_t.shape)}; "
+                "it must return a tensor of the input's shape (a velocity, x0 or noise prediction)."
+            )
+        return to_denoised(_SCHEDULE, out, x_t, t.to(x_t.dtype), self.prediction)
+
+    def __call__(self, x: Tensor, sigma: Tensor, **extra: Any) -> Tensor:
+        t = sigma / (1 + sigma)
+        return self.native(x / _per_sample(1 + sigma, x), t, **extra)
+
+    def __repr__(self) -> str:
+        return f"RectifiedFlowDenoiser(prediction={self.prediction!r}, time_scale={self.time_scale})"
+
+
+def teleport_native(warm_start: Any, x_t: Tensor, t_from: float, t_to: float) -> Tensor:
+    """The exact Gaussian flow in native rectified-flow coordinates from ``t_from`` (may be 1) to ``t_to``."""
+    s_to = ve_sigma(t_to)
+    if t_from == 1.0:
+        x_ve = from_noise(warm_start, x_t, s_to)
+    else:
+        x_ve = warm_start.flow(x_t * (1 + ve_sigma(t_from)), ve_sigma(t_from), s_to)
+    return x_ve / (1 + s_to)
+
+
+def _native_callback(callback: Callback | None, offset: int) -> Callback | None:
+    """A solver callback (VE) re-expressed in native flow coordinates, interval indexes shifted."""
+    if callback is None:
+        return None
+
+    def native(info: StepInfo) -> None:
+        callback(
+            StepInfo(
+                info.i + offset,
+                flow_time(info.sigma),
+                flow_time(info.sigma_next),
+                info.x / (1 + info.sigma),
+                info.denoised,
+                info.teleported,
+            )
+        )
+
+    return native
+
+
+def sample_rectified_flow(
+    denoiser: RectifiedFlowDenoiser | Callable[..., Tensor],
+    x: Tensor,
+    ts: Tensor | Sequence[float],
+    solver: Solver | str = "euler",
+    *,
+    warm_start: Any = None,
+    t_skip: float | None = None,
+    schedule: str = "truncate",
+    callback: Callback | None = None,
+    disable: bool | None = None,
+    dtype: torch.dtype | None = None,
+    model_dtype: torch.dtype | None = None,
+    check_finite: bool = True,
+    **options: Any,
+) -> Solution:
+    """Integrate a rectified-flow model from ``ts[0]`` to ``ts[-1]`` in native coordinates.
+
+    Args:
+        denoiser: a :class:`RectifiedFlowDenoiser` (needed for a start at ``t = 1`` without warm
+            start); any VE denoiser otherwise.
+        x: the native state ``x_t`` at ``ts[0]`` (pure noise when ``ts[0] = 1``).
+        ts: strictly decreasing flow times in ``[0, 1]`` (e.g. FlowMatch schedulers' sigmas).
+        solver: a registered name or a solver instance; it integrates in VE coordinates.
+        warm_start: a Gaussian (or statistics path, or per-class Gaussians bound with ``select``),
+            fitted to the data ``x0``, to teleport with.
+        t_skip: the flow time to teleport to (``t_skip < ts[0]``).
+        schedule: ``"truncate"``; ``"respace"`` only for starts below ``t = 1`` (as
+            :func:`gaussport.sample`).
+        callback: called once per interval of ``ts`` with a :class:`~gaussport.StepInfo` in native
+            coordinates (``sigma`` = flow time, ``x`` = native state).
+        disable, dtype, model_dtype, check_finite, **options: as in :func:`gaussport.solve`.
+
+    Returns:
+        A :class:`~gaussport.Solution` with the native state at ``ts[-1]``; ``sigmas`` are the flow
+        times the solver integrated, ``teleport`` the ``(t_from, t_to)`` pair.
+    """
+    grid_t = as_grid(ts, name="ts")
+    if grid_t[0] > 1.0:
+        raise ValueError(f"rectified-flow times lie in [0, 1]; ts[0] = {grid_t[0]}.")
+    check_state(x)
+    if isinstance(solver, str):
+        solver_obj = get_solver(solver, **options)
+    elif options:
+        raise TypeError("solver options can only be given with a solver name.")
+    else:
+        solver_obj = solver
+    warm = resolve_warm_start(warm_start)
+    if (warm is None) != (t_skip is None):
+        raise ValueError("warm_start and t_skip go together: pass both to teleport, or neither.")
+    if warm is not None:
+        check_sample_shape(warm, x.shape[1:])
+        if not grid_t[-1] <= float(t_skip) < grid_t[0]:
+            raise ValueError(f"t_skip = {t_skip} must lie in [ts[-1], ts[0]) = [{grid_t[-1]}, {grid_t[0]}).")
+    teleport = None if warm is None else (grid_t[0], float(t_skip))
+    work = state_dtype(x.dtype, dtype)
+    if len(grid_t) == 1:
+        return Solution(x.clone(), 0, grid_t)
+    sig = tuple(ve_sigma(t) for t in grid_t)
+    common: dict[str, Any] = dict(
+        disable=disable, dtype=work, model_dtype=model_dtype or x.dtype, check_finite=False
+    )
+
+    if grid_t[0] < 1.0:
+        x_ve, offset, nfe = x.to(work) * (1 + sig[0]), 0, 0
+    else:
+        if schedule != "truncate":
+            raise ValueError(
+                "a start at t = 1 supports schedule='truncate' only; pass ts below t_skip yourself "
+                "to choose the steps after the teleport."
+            )
+        z = x.to(work)
+        t1, s1 = grid_t[1], sig[1]
+        if warm is not None and float(t_skip) >= t1:
+            # Teleport inside the first interval: the solver's first step ends at t1.
+            s_skip = ve_sigma(float(t_skip))
+            tail = ((s_skip,) if s_skip > s1 else ()) + sig[1:]
+            sol = solve(
+                denoiser,
+                from_noise(warm, z, s_skip),
+                tail,
+                solver_obj,
+                callback=_native_callback(callback, 0),
+                **common,
+            )
+            return _native_solution(sol, x.dtype, check_finite, teleport, 0)
+        if warm is not None:
+            x_ve, nfe = from_noise(warm, z, s1), 0
+            if callback is not None:  # the posterior mean at infinite noise is the data mean
+                callback(StepInfo(0, 1.0, t1, z, from_noise(warm, torch.zeros_like(z), 0.0), teleported=True))
+        else:
+            if not isinstance(denoiser, RectifiedFlowDenoiser):
+                raise TypeError(
+                    "a start at t = 1 without warm start needs a RectifiedFlowDenoiser (the model is "
+                    "evaluated at t = 1, where the VE denoiser is undefined)."
+                )
+            call = DenoiserCall(denoiser.native, model_dtype=model_dtype or x.dtype, state_dtype=work)
+            denoised = call(z, 1.0)  # DenoiserCall's sigma argument is the native time here: t = 1
+            nfe = call.nfe
+            x_ve = denoised + s1 * z if s1 > 0 else denoised
+            if callback is not None:
+                callback(StepInfo(0, 1.0, t1, z, denoised))
+        sig, offset = sig[1:], 1
+        if len(sig) == 1:  # ts = (1, t1): nothing left for the solver
+            return _native_solution(Solution(x_ve, 0, sig), x.dtype, check_finite, teleport, nfe)
+    cb = _native_callback(callback, offset)
+    if warm is None:
+        sol = solve(denoiser, x_ve, sig, solver_obj, callback=cb, **common)
+    else:
+        sol = sample(
+            denoiser,
+            x_ve,
+            sig,
+            solver_obj,
+            warm_start=warm,
+            sigma_skip=ve_sigma(float(t_skip)),
+            schedule=schedule,
+            callback=cb,
+            **common,
+        )
+    return _native_solution(sol, x.dtype, check_finite, teleport, nfe)
+
+
+def _native_solution(
+    sol: Solution,
+    out_dtype: torch.dtype,
+    check_finite: bool,
+    teleport: tuple[float, float] | None,
+    extra_nfe: int,
+) -> Solution:
+    """A VE solution mapped back to native flow coordinates: ``x_t = x_ve / (1 + sigma)``."""
+    x = sol.x / (1 + sol.sigmas[-1])
+    if check_finite and not bool(torch.isfinite(x).all()):
+        raise FloatingPointError(
+            "the rectified-flow solve produced NaN or infinite values; check the model, its "
+            "dtype and its time scale."
+        )
+    times: Grid = tuple(flow_time(s) for s in sol.sigmas)
+    return Solution(x.to(out_dtype), sol.nfe + extra_nfe, times, sol.state, teleport)

@@ -1,0 +1,367 @@
+"""k-diffusion drop-in: samplers with k-diffusion's exact signature, and k-diffusion models as denoisers.
+
+For every registered solver there is a plain function ::
+
+    sample_<name>(model, x, sigmas, extra_args=None, callback=None, disable=None, *,
+                  <solver options>, warm_start=None, sigma_skip=None, schedule="truncate",
+                  parameterization="ve")
+
+that behaves like k-diffusion's own ``sample_euler`` & co. (ecosystem.md §1.1-1.7): ``model`` is a
+k-diffusion denoiser called as ``model(x, sigma * x.new_ones([B]), **extra_args)``, ``x`` is already
+at ``sigmas[0]``, the function runs under ``torch.no_grad()`` and returns the state at ``sigmas[-1]``.
+The functions are generated from :func:`gaussport.solvers.available` on first access (module
+``__getattr__``), so solvers added later get one too; every option is a real keyword-only
+parameter, because front-ends pass options only when ``inspect.signature`` names them.
+:func:`as_k_diffusion_sampler` builds one for any configuration (e.g. a warm start baked in).
+
+This module does not import k-diffusion: the calling convention is implemented natively
+(k-diffusion is only a test-time cross-check, ecosystem.md §1.8).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .._checks import Grid, as_grid
+from ..solve import StepInfo, sample, solve
+from ..solvers import Solver, available, solver_class
+from ..solvers import get as get_solver
+from ._teleport import check_sample_shape, resolve_warm_start
+
+__all__ = ["KDiffusionDenoiser", "as_k_diffusion_sampler", "samplers"]
+
+logger = logging.getLogger("gaussport")
+
+_P = inspect.Parameter
+_ADAPTER_OPTIONS: dict[str, Any] = {
+    "warm_start": None,
+    "sigma_skip": None,
+    "schedule": "truncate",
+    "parameterization": "ve",
+}
+_PARAMETERIZATIONS = ("ve", "flow")
+
+
+class KDiffusionDenoiser:
+    """A k-diffusion model as a gaussport denoiser, with its ``extra_args`` bound.
+
+    Works for anything k-diffusion samplers accept: ``k_diffusion.external`` wrappers
+    (``DiscreteEpsDDPMDenoiser``, ``CompVisDenoiser``, ``VDenoiser``, ...), k-diffusion's own
+    ``k_diffusion.layers.Denoiser``, front-end CFG wrappers. ``D(x, sigma) = model(x, sigma, **extra_args)``.
+
+    Args:
+        model: ``model(x, sigma, **extra_args) -> x0`` with ``sigma`` of shape ``[B]`` (VE).
+        extra_args: keyword arguments passed on every call, untouched (A1111: cond/uncond/cond_scale;
+            ComfyUI: model_options/seed; class labels; ...).
+
+    ``sigma_min``/``sigma_max`` report the wrapped model's training range when it has one (as Python
+    floats), else ``None``.
+    """
+
+    __slots__ = ("model", "extra_args")
+
+    def __init__(self, model: Callable[..., Tensor], extra_args: Mapping[str, Any] | None = None) -> None:
+        if not callable(model):
+            raise TypeError(
+                f"model must be callable as model(x, sigma, **extra_args); got {type(model).__name__}."
+            )
+        self.model = model
+        self.extra_args = dict(extra_args or {})
+
+    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
+        return self.model(x, sigma, **self.extra_args)
+
+    def _range(self, name: str) -> float | None:
+        value = getattr(self.model, name, None)
+        if value is None:
+            return None
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return None
+
+    @property
+    def sigma_min(self) -> float | None:
+        return self._range("sigma_min")
+
+    @property
+    def sigma_max(self) -> float | None:
+        return self._range("sigma_max")
+
+    def __repr__(self) -> str:
+        return f"KDiffusionDenoiser({type(self.model).__name__}, extra_args={sorted(self.extra_args)})"
+
+
+# ----------------------------------------------------------------------------- solver options
+
+
+def _solver_options(solver: str | Solver) -> tuple[str, dict[str, Any], Callable[[dict[str, Any]], Solver]]:
+    """The solver's name, its options with their defaults (``_P.empty`` if required), and a builder."""
+    if isinstance(solver, Solver):
+        fields = dataclasses.fields(solver) if dataclasses.is_dataclass(solver) else ()
+        defaults = {f.name: getattr(solver, f.name) for f in fields}
+        name = type(solver).__name__.lower()
+        return name, defaults, lambda opts: dataclasses.replace(solver, **opts) if opts else solver
+    if not isinstance(solver, str):
+        raise TypeError(
+            f"solver must be a registered name or a Solver instance; got {type(solver).__name__}."
+        )
+    cls, preset = solver_class(solver)
+    defaults = {}
+    for f in dataclasses.fields(cls) if dataclasses.is_dataclass(cls) else ():
+        if not f.init:
+            continue
+        if f.name in preset:
+            defaults[f.name] = preset[f.name]
+        elif f.default is not dataclasses.MISSING:
+            defaults[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            defaults[f.name] = f.default_factory()
+        else:
+            defaults[f.name] = _P.empty
+    return solver, defaults, lambda opts: get_solver(solver, **opts)
+
+
+def _signature(solver_defaults: dict[str, Any], adapter_defaults: dict[str, Any]) -> inspect.Signature:
+    params = [
+        _P("model", _P.POSITIONAL_OR_KEYWORD),
+        _P("x", _P.POSITIONAL_OR_KEYWORD),
+        _P("sigmas", _P.POSITIONAL_OR_KEYWORD),
+        _P("extra_args", _P.POSITIONAL_OR_KEYWORD, default=None),
+        _P("callback", _P.POSITIONAL_OR_KEYWORD, default=None),
+        _P("disable", _P.POSITIONAL_OR_KEYWORD, default=None),
+    ]
+    params += [_P(name, _P.KEYWORD_ONLY, default=d) for name, d in solver_defaults.items()]
+    params += [_P(name, _P.KEYWORD_ONLY, default=d) for name, d in adapter_defaults.items()]
+    return inspect.Signature(params)
+
+
+# ----------------------------------------------------------------------------- the sampler
+
+
+def _callback_adapter(
+    callback: Callable[[dict[str, Any]], Any] | None, sigmas: Any, grid: Grid, out_dtype: torch.dtype
+) -> Callable[[StepInfo], None] | None:
+    """k-diffusion's callback dict from a :class:`StepInfo` (one call per interval of ``sigmas``)."""
+    if callback is None:
+        return None
+    sig_tensor = sigmas if isinstance(sigmas, Tensor) else None
+
+    def adapter(info: StepInfo) -> None:
+        if sig_tensor is not None and info.i < len(grid) and info.sigma == grid[info.i]:
+            sigma = sig_tensor[info.i]  # exactly what k-diffusion passes: a 0-d view, no host sync
+        elif sig_tensor is not None:  # a level of a teleport-truncated or respaced grid
+            sigma = torch.full((), info.sigma, dtype=sig_tensor.dtype, device=sig_tensor.device)
+        else:
+            sigma = torch.tensor(info.sigma, dtype=torch.float64)
+        callback(
+            {
+                "x": info.x.to(out_dtype),
+                "i": info.i,
+                "sigma": sigma,
+                "sigma_hat": sigma,  # no churn: the model is evaluated at sigma itself
+                "denoised": info.denoised.to(out_dtype),
+            }
+        )
+
+    return adapter
+
+
+def _effective_skip(grid: Grid, sigma_skip: Any) -> float | None:
+    """The teleport level clipped to the grid; ``None`` if there is nothing to teleport."""
+    skip = float(sigma_skip)
+    if math.isnan(skip) or skip < 0:
+        raise ValueError(f"sigma_skip must be a noise level >= 0; got {sigma_skip!r}.")
+    if skip >= grid[0]:
+        # img2img / second passes start below the teleport level: nothing to teleport.
+        logger.debug("sigma_skip=%g is not below sigmas[0]=%g: no teleport", skip, grid[0])
+        return None
+    # A grid that ends above the teleport level (ComfyUI SplitSigmas) is covered by the teleport
+    # entirely; the next pass teleports on from there (flow maps compose exactly).
+    return max(skip, grid[-1])
+
+
+def _run(
+    model: Callable[..., Tensor],
+    x: Tensor,
+    sigmas: Any,
+    extra_args: Mapping[str, Any] | None,
+    callback: Callable[[dict[str, Any]], Any] | None,
+    disable: bool | None,
+    solver: Solver,
+    warm_start: Any,
+    sigma_skip: Any,
+    schedule: Any,
+    parameterization: str,
+) -> Tensor:
+    if parameterization not in _PARAMETERIZATIONS:
+        raise ValueError(
+            "parameterization must be 've' (x = x0 + sigma eps: k-diffusion, A1111, EDM, ComfyUI eps/v "
+            "models) "
+            "or 'flow' (x = (1 - sigma) x0 + sigma eps: ComfyUI CONST / SD3 / Flux); got "
+            f"{parameterization!r}."
+        )
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor; got {type(x).__name__}.")
+    extra = {} if extra_args is None else extra_args
+    grid = as_grid(sigmas)  # one device->host copy if sigmas live on the GPU, before the loop
+    if len(grid) == 1:
+        return x  # no interval: k-diffusion samplers return x unchanged
+    warm = resolve_warm_start(warm_start, extra)
+    if warm is None and sigma_skip is not None:
+        raise ValueError(
+            "sigma_skip was given without warm_start; pass the statistics (a Gaussian or a file path)."
+        )
+    if warm is not None:
+        if sigma_skip is None:
+            raise ValueError(
+                "warm_start needs sigma_skip, the noise level to teleport to (e.g. as_k_diffusion_sampler("
+                "'euler', warm_start=path, sigma_skip=10.0)); docs/adapters.md explains how to choose it."
+            )
+        check_sample_shape(warm, x.shape[1:])
+    denoiser = KDiffusionDenoiser(model, extra)
+    cb = _callback_adapter(callback, sigmas, grid, x.dtype)
+    skip = None if warm is None else _effective_skip(grid, sigma_skip)
+    if parameterization == "flow":
+        from .flow import RectifiedFlowDenoiser, sample_rectified_flow
+
+        flow_denoiser = RectifiedFlowDenoiser(denoiser.__call__, prediction="x0")
+        return sample_rectified_flow(
+            flow_denoiser,
+            x,
+            grid,
+            solver,
+            warm_start=None if skip is None else warm,
+            t_skip=skip,
+            schedule=schedule,
+            callback=cb,
+            disable=disable,
+        ).x
+    if skip is None:
+        return solve(denoiser, x, grid, solver, callback=cb, disable=disable).x
+    positive_min = grid[-2] if grid[-1] == 0.0 else grid[-1]
+    if schedule == "respace" and skip <= positive_min:
+        schedule = "truncate"  # nothing left to respace: the teleport covers every positive level
+    return sample(
+        denoiser,
+        x,
+        grid,
+        solver,
+        warm_start=warm,
+        sigma_skip=skip,
+        schedule=schedule,
+        callback=cb,
+        disable=disable,
+    ).x
+
+
+def as_k_diffusion_sampler(solver: str | Solver = "euler", /, **options: Any) -> Callable[..., Tensor]:
+    """A k-diffusion-signature sampler running ``solver``, with ``options`` as its defaults.
+
+    Args:
+        solver: a registered solver name or a solver instance.
+        **options: defaults for the returned function's keyword options: the solver's own options
+            (its dataclass fields), and
+
+            * ``warm_start``: a :class:`~gaussport.analytic.Gaussian`, a statistics file path
+              (loaded once and cached), or a
+              :class:`~gaussport.adapters.guidance.ClassConditionalGaussian` (labels read from
+              ``extra_args[label_key]``);
+            * ``sigma_skip``: the teleport level. Grids starting at or below it (img2img) are
+              solved without teleport; grids ending above it are teleported entirely (0 evaluations);
+            * ``schedule``: ``"truncate"`` (default; fewer evaluations) or ``"respace"`` (same
+              number of steps below ``sigma_skip``), as in :func:`gaussport.sample`;
+            * ``parameterization``: ``"ve"`` (default) or ``"flow"`` for models whose sigma is the
+              rectified-flow time (``x = (1 - sigma) x0 + sigma eps``, ComfyUI ``CONST`` models);
+              the sigmas may then start at 1 (pure noise).
+
+    Returns:
+        ``f(model, x, sigmas, extra_args=None, callback=None, disable=None, *, <options>)`` with a
+        real signature (``inspect.signature`` lists every option), running under ``torch.no_grad()``,
+        calling ``callback`` exactly once per interval of ``sigmas`` with the keys ``x, i, sigma,
+        sigma_hat, denoised`` (teleported intervals included: ``denoised`` is the Gaussian's).
+
+    Raises:
+        TypeError: for an option neither the solver nor the adapter has.
+    """
+    name, solver_defaults, build = _solver_options(solver)
+    clash = set(solver_defaults) & set(_ADAPTER_OPTIONS)
+    if clash:
+        raise TypeError(f"solver {name!r} has options named like adapter options: {sorted(clash)}.")
+    unknown = set(options) - set(solver_defaults) - set(_ADAPTER_OPTIONS)
+    if unknown:
+        accepted = ", ".join(sorted(set(solver_defaults) | set(_ADAPTER_OPTIONS)))
+        raise TypeError(
+            f"sampler for {name!r} has no option(s) {sorted(unknown)}; its options are: {accepted}."
+        )
+    solver_defaults = {k: options.get(k, v) for k, v in solver_defaults.items()}
+    adapter_defaults = {k: options.get(k, v) for k, v in _ADAPTER_OPTIONS.items()}
+    if not any(v is _P.empty for v in solver_defaults.values()):
+        build(solver_defaults)  # fail now, not at the first image, on a bad option value
+    signature = _signature(solver_defaults, adapter_defaults)
+
+    def sampler(*args: Any, **kwargs: Any) -> Tensor:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        a = bound.arguments
+        solver_obj = build({k: a[k] for k in solver_defaults})
+        with torch.no_grad():
+            return _run(
+                a["model"],
+                a["x"],
+                a["sigmas"],
+                a["extra_args"],
+                a["callback"],
+                a["disable"],
+                solver_obj,
+                a["warm_start"],
+                a["sigma_skip"],
+                a["schedule"],
+                a["parameterization"],
+            )
+
+    sampler.__signature__ = signature  # type: ignore[attr-defined]
+    sampler.__name__ = f"sample_{name}"
+    sampler.__qualname__ = sampler.__name__
+    sampler.__module__ = __name__
+    solver_doc = (
+        inspect.getdoc(
+            build(solver_defaults)
+            if not any(v is _P.empty for v in solver_defaults.values())
+            else solver_class(name)[0]
+        )
+        or ""
+    )
+    sampler.__doc__ = (
+        f"gaussport solver {name!r} with k-diffusion's sampler signature (see "
+        "gaussport.adapters.k_diffusion).\n\n" + solver_doc.split("\n\n")[0]
+    )
+    return sampler
+
+
+_GENERATED: dict[str, Callable[..., Tensor]] = {}
+
+
+def samplers() -> dict[str, Callable[..., Tensor]]:
+    """``{"sample_<name>": function}`` for every registered solver (e.g. to register them all)."""
+    return {f"sample_{name}": __getattr__(f"sample_{name}") for name in available()}
+
+
+def __getattr__(attr: str) -> Callable[..., Tensor]:
+    if attr.startswith("sample_") and attr[len("sample_") :] in available():
+        if attr not in _GENERATED:
+            _GENERATED[attr] = as_k_diffusion_sampler(attr[len("sample_") :])
+        return _GENERATED[attr]
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | {f"sample_{name}" for name in available()})
