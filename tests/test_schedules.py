@@ -78,3 +78,23 @@ def test_epsilon_prediction_is_the_noise() -> None:
     assert torch.allclose(schedules.to_denoised(rf, eps - x0, xr, t, "flow_prediction"), x0, rtol=1e-10)
     with pytest.raises(ValueError, match="unsupported prediction"):
         schedules.to_denoised(sch, eps, x_t, t, "score")
+
+
+def test_quantized_timesteps_keep_exact_scaling_like_k_diffusion() -> None:
+    ext = pytest.importorskip("k_diffusion.external")
+    sch = schedules.VPDiscrete.from_betas(0.00085, 0.012, 1000, "scaled_linear", quantize=True)
+
+    def eps_model(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # any smooth function of (x_t, t)
+        return torch.tanh(x_t) * (1 + t[:, None] / 1000)
+
+    theirs = ext.DiscreteEpsDDPMDenoiser(eps_model, sch.alphas_cumprod, quantize=True)
+    ours = schedules.ScheduledDenoiser(eps_model, sch, "epsilon")
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 3
+    sigma = torch.tensor([0.05, 0.7, 3.3, 12.0], dtype=torch.float64)
+    t_q = sch.model_time(sigma)
+    assert torch.equal(t_q, t_q.round())  # integer training indexes
+    # k-diffusion's formula: the true sigma scales the input and the output, the index only the model.
+    expected = x - sigma[:, None] * eps_model(x / torch.sqrt(1 + sigma[:, None] ** 2), t_q)
+    assert torch.allclose(ours(x, sigma), expected, rtol=1e-13, atol=1e-13)
+    assert torch.allclose(ours(x, sigma), theirs(x, sigma).double(), rtol=1e-6, atol=1e-6)  # k-diffusion: ~1e-7
+    assert torch.allclose(sch.sigma_of_t(sch.t_of_sigma(sigma)), sigma, rtol=1e-9)  # conversions stay exact

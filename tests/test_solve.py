@@ -97,3 +97,15 @@ def test_bad_denoisers_and_solvers() -> None:
         gaussport.solve(g, x, sig, gaussport.solvers.get("heun"), order=2, disable=True)
     with pytest.raises(TypeError, match="callable"):
         gaussport.solve(42, x, sig, disable=True)  # type: ignore[arg-type]
+
+
+def test_no_autograd_graph_unless_enabled() -> None:
+    g, sig, x = _setup()
+    x = x.clone().requires_grad_(True)
+    assert not gaussport.solve(g, x, sig, "heun", disable=True).x.requires_grad
+    out = gaussport.solve(g, x, sig, "euler", disable=True, enable_grad=True).x
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    # Euler on an affine denoiser is an affine map of x: its gradient is x-independent and finite.
+    assert torch.isfinite(grad).all() and grad.abs().max() > 0
+    warm = gaussport.sample(g, x, sig, "euler", warm_start=g, sigma_skip=sig[2], disable=True)
+    assert not warm.x.requires_grad

@@ -100,8 +100,16 @@ class NoiseSchedule(ABC):
         """``alpha`` at the time with VE level ``sigma_ve`` (so ``x_t = alpha * x_ve``)."""
         return self.alpha_sigma(self.t_of_sigma(sigma_ve))[0]
 
+    def model_time(self, sigma_ve: Tensor) -> Tensor:
+        """The time the model is called with at ``sigma_ve`` (the exact time unless quantised).
+
+        Quantisation (``VPDiscrete(quantize=True)``) affects only this: the input scaling and the
+        output conversion always use the true noise level, as k-diffusion's ``DiscreteSchedule``.
+        """
+        return self.t_of_sigma(sigma_ve)
+
     def to_native(self, x_ve: Tensor, sigma_ve: Tensor) -> tuple[Tensor, Tensor]:
-        """``(x_t, t)`` for a VE state ``x_ve`` at levels ``sigma_ve`` (shape ``[B]``)."""
+        """``(x_t, t)`` for a VE state ``x_ve`` at levels ``sigma_ve`` (shape ``[B]``), ``t`` exact."""
         t = self.t_of_sigma(sigma_ve)
         alpha, _ = self.alpha_sigma(t)
         return x_ve * _view(alpha, x_ve), t
@@ -160,8 +168,8 @@ class VPDiscrete(NoiseSchedule):
 
     ``sigma_ve(t) = sqrt((1 - abar_t) / abar_t)``; fractional times interpolate ``log sigma_ve``
     linearly between neighbouring indexes, exactly as k-diffusion's ``DiscreteSchedule``
-    (``quantize=False``) and diffusers' ``_sigma_to_t``. With ``quantize=True`` the nearest index
-    is used (k-diffusion ``quantize=True``).
+    (``quantize=False``) and diffusers' ``_sigma_to_t``. With ``quantize=True`` the model is called
+    at the nearest index (k-diffusion ``quantize=True``, see :meth:`model_time`); conversions stay exact.
     """
 
     alphas_cumprod: Tensor
@@ -211,11 +219,16 @@ class VPDiscrete(NoiseSchedule):
         alpha = torch.rsqrt(1 + s * s)
         return alpha, s * alpha
 
+    def model_time(self, sigma_ve: Tensor) -> Tensor:
+        if not self.quantize:
+            return self.t_of_sigma(sigma_ve)
+        log_sigmas = self._log_sigmas_on(sigma_ve.device)
+        log_s = torch.log(sigma_ve.to(log_sigmas.dtype))
+        return (log_s[..., None] - log_sigmas).abs().argmin(-1).to(sigma_ve.dtype)
+
     def t_of_sigma(self, sigma_ve: Tensor) -> Tensor:
         log_sigmas = self._log_sigmas_on(sigma_ve.device)
         log_s = torch.log(sigma_ve.to(log_sigmas.dtype))
-        if self.quantize:
-            return (log_s[..., None] - log_sigmas).abs().argmin(-1).to(sigma_ve.dtype)
         low = (torch.searchsorted(log_sigmas, log_s.contiguous(), right=True) - 1).clamp(0, len(log_sigmas) - 2)
         lo, hi = log_sigmas[low], log_sigmas[low + 1]
         w = ((log_s - lo) / (hi - lo)).clamp(0, 1)
@@ -359,9 +372,9 @@ def from_denoised(schedule: NoiseSchedule, x0: Tensor, x_t: Tensor, t: Tensor, p
 class ScheduledDenoiser:
     """A VE denoiser from a native-time model ``model(x_t, t) -> output``.
 
-    ``D(x, sigma) = to_denoised(model(alpha x, t(sigma)), alpha x, t(sigma))``: the input is scaled
-    to the model's coordinates and the output converted to ``x0``. ``time_scale`` multiplies the
-    time passed to the model (e.g. 1000 for diffusers' flow-matching timesteps).
+    ``D(x, sigma) = to_denoised(model(alpha x, model_time(sigma)), alpha x, t(sigma))``: the input is
+    scaled to the model's coordinates and the output converted to ``x0``. ``time_scale`` multiplies
+    the time passed to the model (e.g. 1000 for diffusers' flow-matching timesteps).
     """
 
     model: Callable[[Tensor, Tensor], Tensor]
@@ -374,7 +387,8 @@ class ScheduledDenoiser:
 
     def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
         x_t, t = self.schedule.to_native(x, sigma)
-        output = self.model(x_t, t * self.time_scale if self.time_scale != 1.0 else t)
+        t_model = self.schedule.model_time(sigma)
+        output = self.model(x_t, t_model * self.time_scale if self.time_scale != 1.0 else t_model)
         return to_denoised(self.schedule, output.to(x_t.dtype), x_t, t, self.prediction)
 
 

@@ -122,6 +122,7 @@ def solve(
     model_dtype: torch.dtype | None = None,
     state: Any = None,
     check_finite: bool = True,
+    enable_grad: bool = False,
     **options: Any,
 ) -> Solution:
     """Integrate the probability-flow ODE from ``sigmas[0]`` to ``sigmas[-1]``.
@@ -138,6 +139,8 @@ def solve(
         model_dtype: the dtype the denoiser receives; default: the dtype of ``x``.
         state: a solver state returned by an earlier run (``Solution.state``) to continue it.
         check_finite: raise ``FloatingPointError`` if the result is not finite.
+        enable_grad: track gradients through the solve. Off by default: sampling builds no autograd
+            graph (as k-diffusion's samplers); pass ``True`` to differentiate through sampling.
         **options: solver options, when ``solver`` is a name (e.g. ``order=3``).
 
     Returns:
@@ -148,8 +151,9 @@ def solve(
     solver_obj = _resolve_solver(solver, options)
     work = state_dtype(x.dtype, dtype)
     call = DenoiserCall(denoiser, model_dtype=model_dtype or x.dtype, state_dtype=work)
-    x_end, state = _integrate(call, solver_obj, x.to(work), grid, state, callback, disable)
-    return Solution(_finish(x_end, x.dtype, check_finite), call.nfe, grid, state)
+    with torch.set_grad_enabled(enable_grad):
+        x_end, state = _integrate(call, solver_obj, x.to(work), grid, state, callback, disable)
+        return Solution(_finish(x_end, x.dtype, check_finite), call.nfe, grid, state)
 
 
 def sample(
@@ -166,6 +170,7 @@ def sample(
     dtype: torch.dtype | None = None,
     model_dtype: torch.dtype | None = None,
     check_finite: bool = True,
+    enable_grad: bool = False,
     **options: Any,
 ) -> Solution:
     """Sample with an analytic warm start: exact Gaussian flow to ``sigma_skip``, then a solver.
@@ -197,6 +202,7 @@ def sample(
         dtype: solver-state dtype (as in :func:`solve`).
         model_dtype: the dtype the denoiser receives (as in :func:`solve`).
         check_finite: raise ``FloatingPointError`` if the result is not finite.
+        enable_grad: track gradients (as in :func:`solve`; off by default).
         **options: solver options, when ``solver`` is a name.
 
     Returns:
@@ -210,7 +216,7 @@ def sample(
         if sigma_skip is not None:
             raise ValueError("sigma_skip was given without warm_start; pass the Gaussian to teleport with.")
         return solve(denoiser, x, sigmas, solver, callback=callback, disable=disable, dtype=dtype,
-                     model_dtype=model_dtype, check_finite=check_finite, **options)
+                     model_dtype=model_dtype, check_finite=check_finite, enable_grad=enable_grad, **options)
     if not callable(getattr(warm_start, "flow", None)):
         raise TypeError(
             f"warm_start must provide flow(x, sigma_from, sigma_to) (e.g. gaussport.analytic.Gaussian); "
@@ -241,10 +247,28 @@ def sample(
     solver_obj = _resolve_solver(solver, options)
     work = state_dtype(x.dtype, dtype)
     call = DenoiserCall(denoiser, model_dtype=model_dtype or x.dtype, state_dtype=work)
+    with torch.set_grad_enabled(enable_grad):
+        return _teleport_and_solve(call, solver_obj, warm_start, x, grid, solver_grid, schedule == "truncate",
+                                   callback, disable, check_finite)
+
+
+def _teleport_and_solve(
+    call: DenoiserCall,
+    solver: Solver,
+    warm_start: Any,
+    x: Tensor,
+    grid: Grid,
+    solver_grid: Grid,
+    truncated: bool,
+    callback: Callback | None,
+    disable: bool | None,
+    check_finite: bool,
+) -> Solution:
+    work = call.state_dtype
     x0 = x.to(work)
     start = solver_grid[0]
     # Intervals of the caller's grid that lie entirely above the teleport level.
-    covered = sum(1 for i in range(len(grid) - 1) if grid[i + 1] >= start) if schedule == "truncate" else 0
+    covered = sum(1 for i in range(len(grid) - 1) if grid[i + 1] >= start) if truncated else 0
     if callback is not None:
         for i in range(covered):
             x_i = warm_start.flow(x0, grid[0], grid[i]) if i else x0
@@ -253,5 +277,5 @@ def sample(
     x_start = warm_start.flow(x0, grid[0], start) if start < grid[0] else x0
     logger.debug("teleported from sigma=%g to sigma=%g; %d solver steps follow", grid[0], start, len(solver_grid) - 1)
     handover = WarmStart(warm_start, grid[0], x0, start) if start < grid[0] else None
-    x_end, state = _integrate(call, solver_obj, x_start, solver_grid, None, callback, disable, covered, handover)
+    x_end, state = _integrate(call, solver, x_start, solver_grid, None, callback, disable, covered, handover)
     return Solution(_finish(x_end, x.dtype, check_finite), call.nfe, solver_grid, state, (grid[0], start))

@@ -186,15 +186,10 @@ class DiffusersDenoiser:
                     "DiffusersDenoiser needs the noise schedule: pass the pipeline's scheduler (with "
                     "alphas_cumprod) or alphas_cumprod=."
                 )
-            self.schedule = VPDiscrete(torch.as_tensor(table))
+            # Quantisation changes only the timestep the model sees (VPDiscrete.model_time); the input
+            # scaling and the output conversion use the true noise level, as k-diffusion's wrappers.
+            self.schedule = VPDiscrete(torch.as_tensor(table), quantize=quantize)
             self.time_scale = 1.0 if time_scale is None else float(time_scale)
-        # Quantisation applies to the timestep the model sees only; the input scaling and the output
-        # conversion use the true noise level (as k-diffusion's DiscreteSchedule with quantize=True).
-        self._time_schedule = (
-            VPDiscrete(self.schedule.alphas_cumprod, quantize=True)
-            if quantize and not flow
-            else self.schedule
-        )
         self.model_dtype = model_dtype if model_dtype is not None else getattr(model, "dtype", None)
         if not isinstance(self.model_dtype, torch.dtype):
             self.model_dtype = None
@@ -215,15 +210,12 @@ class DiffusersDenoiser:
 
     def timestep(self, sigma: Tensor) -> Tensor:
         """The model timestep for VE levels ``sigma``."""
-        return self._time_schedule.t_of_sigma(sigma) * self.time_scale
+        return self.schedule.model_time(sigma) * self.time_scale
 
     def __call__(self, x: Tensor, sigma: Tensor, **extra: Any) -> Tensor:
         work = torch.promote_types(x.dtype, torch.float32)
         x_t, t = self.schedule.to_native(x.to(work), sigma.to(work))
-        if self._time_schedule is not self.schedule:
-            t_model = self._time_schedule.t_of_sigma(sigma.to(work))
-        else:
-            t_model = t
+        t_model = self.schedule.model_time(sigma.to(work))
         timestep = t_model * self.time_scale if self.time_scale != 1.0 else t_model
         model_in = x_t if self.model_dtype is None else x_t.to(self.model_dtype)
         out = self.model(model_in, timestep=timestep, **self.model_kwargs, **extra)

@@ -75,9 +75,22 @@ class Covariance(ABC):
         self._copies: dict[tuple[str, torch.device, torch.dtype], Tensor] = {}
 
     def _on(self, name: str, like: Tensor) -> Tensor:
+        """``getattr(self, name)`` on ``like``'s device and dtype, copied once per device and dtype."""
         key = (name, like.device, like.dtype)
         if key not in self._copies:
             self._copies[key] = getattr(self, name).to(device=like.device, dtype=like.dtype)
+        return self._copies[key]
+
+    @property
+    @abstractmethod
+    def spectral_values(self) -> Tensor:
+        """The float64 values the spectral factors are computed from (CPU)."""
+
+    def _spectral_on(self, device: torch.device) -> Tensor:
+        """:attr:`spectral_values` on ``device`` in the factor dtype, copied once per device."""
+        key = ("spectral_values", device, factor_dtype(device))
+        if key not in self._copies:
+            self._copies[key] = self.spectral_values.to(device=device, dtype=key[2])
         return self._copies[key]
 
     @property
@@ -113,9 +126,8 @@ class Covariance(ABC):
     def trace(self) -> float:
         return float(self.spectrum().sum())
 
-    def _factors(self, factor: Factor, lam: Tensor, like: Tensor) -> Tensor:
-        values = factor(lam.to(device=like.device, dtype=factor_dtype(like.device)))
-        return values.to(like.dtype)
+    def _factors(self, factor: Factor, like: Tensor) -> Tensor:
+        return factor(self._spectral_on(like.device)).to(like.dtype)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(dim={self.dim})"
@@ -168,12 +180,16 @@ class Dense(Covariance):
     def spectrum(self) -> Tensor:
         return self.eigenvalues
 
+    @property
+    def spectral_values(self) -> Tensor:
+        return self.eigenvalues
+
     def apply(self, v: Tensor, factor: Factor) -> Tensor:
         u = self._on("eigenvectors", v)
-        return ((v @ u) * self._factors(factor, self.eigenvalues, v)) @ u.T
+        return ((v @ u) * self._factors(factor, v)) @ u.T
 
     def logdet(self, shift: Tensor) -> Tensor:
-        lam = self.eigenvalues.to(device=shift.device, dtype=shift.dtype)
+        lam = self._spectral_on(shift.device).to(shift.dtype)
         return torch.log(lam + shift.unsqueeze(-1)).sum(-1)
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -199,11 +215,15 @@ class Diagonal(Covariance):
     def spectrum(self) -> Tensor:
         return torch.sort(self.variances, descending=True).values
 
+    @property
+    def spectral_values(self) -> Tensor:
+        return self.variances
+
     def apply(self, v: Tensor, factor: Factor) -> Tensor:
-        return v * self._factors(factor, self.variances, v)
+        return v * self._factors(factor, v)
 
     def logdet(self, shift: Tensor) -> Tensor:
-        var = self.variances.to(device=shift.device, dtype=shift.dtype)
+        var = self._spectral_on(shift.device).to(shift.dtype)
         return torch.log(var + shift.unsqueeze(-1)).sum(-1)
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -270,18 +290,22 @@ class LowRankPlusIsotropic(Covariance):
         rest = torch.full((self.dim - self.rank,), self.residual, dtype=torch.float64)
         return torch.sort(torch.cat([self.eigenvalues, rest]), descending=True).values
 
+    @property
+    def spectral_values(self) -> Tensor:
+        """The eigenvalues followed by the residual variance (the last factor acts on the complement)."""
+        return torch.cat([self.eigenvalues, torch.tensor([self.residual], dtype=torch.float64)])
+
     def apply(self, v: Tensor, factor: Factor) -> Tensor:
         u = self._on("eigenvectors", v)
         coeffs = v @ u
         inside = coeffs @ u.T
-        lam = torch.cat([self.eigenvalues, torch.tensor([self.residual], dtype=torch.float64)])
-        values = self._factors(factor, lam, v)
+        values = self._factors(factor, v)
         return (coeffs * values[..., :-1]) @ u.T + values[..., -1:] * (v - inside)
 
     def logdet(self, shift: Tensor) -> Tensor:
-        lam = self.eigenvalues.to(device=shift.device, dtype=shift.dtype)
-        inside = torch.log(lam + shift.unsqueeze(-1)).sum(-1)
-        return inside + (self.dim - self.rank) * torch.log(self.residual + shift)
+        values = self._spectral_on(shift.device).to(shift.dtype)
+        inside = torch.log(values[:-1] + shift.unsqueeze(-1)).sum(-1)
+        return inside + (self.dim - self.rank) * torch.log(values[-1] + shift)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {

@@ -127,7 +127,7 @@ class _Stacked:
 
     def __init__(self, means: Tensor, lam: Tensor, basis: Tensor, residual: Tensor) -> None:
         self.means, self.lam, self.basis, self.residual = means, lam, basis, residual  # [K,d] [K,r] [K,d,r] [K]
-        self._copies: dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor]] = {}
+        self._copies: dict[tuple[torch.device, torch.dtype | None], tuple[Tensor, ...]] = {}
 
     @classmethod
     def build(cls, comps: tuple[Gaussian, ...]) -> _Stacked | None:
@@ -149,6 +149,15 @@ class _Stacked:
             self._copies[key] = (self.means.to(like.device, like.dtype), self.basis.to(like.device, like.dtype))
         return self._copies[key]
 
+    def _spectra_on(self, device: torch.device, log_weights: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Eigenvalues, residuals and log-weights in the factor dtype, copied once per device."""
+        key = (device, None)
+        if key not in self._copies:
+            fdt = factor_dtype(device)
+            self._copies[key] = (self.lam.to(device, fdt)[None], self.residual.to(device, fdt)[None, :, None],
+                                 log_weights.to(device, fdt))  # type: ignore[assignment]
+        return self._copies[key]  # type: ignore[return-value]
+
     def denoise(self, mixture: GaussianMixture, x: Tensor, sigma: Tensor) -> Tensor:
         work = torch.promote_types(x.dtype, torch.float32)
         v = x.reshape(x.shape[0], -1).to(work)
@@ -156,8 +165,7 @@ class _Stacked:
         fdt = factor_dtype(v.device)
         s = torch.as_tensor(sigma, dtype=fdt, device=v.device).expand(v.shape[0])[:, None, None]  # [B,1,1]
         s2 = s * s
-        lam = self.lam.to(v.device, fdt)[None]  # [1,K,r]
-        res = self.residual.to(v.device, fdt)[None, :, None]  # [1,K,1]
+        lam, res, log_w = self._spectra_on(v.device, mixture.weights.log())  # [1,K,r] [1,K,1] [K]
         diff = v[:, None, :] - means[None]  # [B,K,d]
         coeffs = torch.einsum("bkd,kdr->bkr", diff, basis)  # [B,K,r]
         d, r = diff.shape[-1], lam.shape[-1]
@@ -167,7 +175,6 @@ class _Stacked:
         if perp is not None:
             maha = maha + (perp.to(fdt) ** 2).sum(-1) / (res + s2)[..., 0]
             logdet = logdet + (d - r) * torch.log(res + s2)[..., 0]
-        log_w = mixture.weights.to(v.device, fdt).log()
         resp = torch.softmax(log_w - 0.5 * (logdet + maha), dim=-1).to(work)  # [B,K]
         shrunk = coeffs * (lam / (lam + s2)).to(work)
         out = torch.einsum("bk,kd->bd", resp, means) + torch.einsum("bkr,kdr->bd", resp[..., None] * shrunk, basis)
