@@ -42,23 +42,22 @@ __all__ = [
     "exponential_step",
 ]
 
-# Below this |z| the recurrence phi_{k+1} = (phi_k - 1/k!) / z cancels catastrophically, so the
-# Taylor series is summed instead; at |z| = 1 it needs ~20 terms for full float64 precision.
-_SERIES_RADIUS = 1.0
 
 
 def phi(k: int, z: float) -> float:
     """``phi_k(z) = sum_{j >= 0} z^j / (j + k)!`` to full float64 precision for every real ``z``.
 
     ``phi_0 = e^z``, ``phi_1(z) = expm1(z) / z``, ``phi_{k+1}(z) = (phi_k(z) - 1/k!) / z``. The
-    recurrence is used only for ``|z| >= 1``; closer to 0 the series is summed (the references'
-    ``expm1(-h) / h + 1``-style formulas lose ``k log10(1/h)`` digits for small steps ``h``).
+    recurrence cancels for ``|z|`` below about ``k`` (the references' ``expm1(-h) / h + 1``-style
+    formulas lose ``k log10(1/h)`` digits for small steps ``h``), so there the series is summed; the
+    recurrence is used for ``|z| >= max(1, k)``. Measured against 60-digit arithmetic: relative error
+    below 1.2e-15 for ``k <= 6`` and ``|z| <= 60`` (tests/solvers/test_expint.py).
     """
     if k < 0:
         raise ValueError(f"phi_k needs k >= 0; got {k}.")
     if k == 0:
         return math.exp(z)
-    if abs(z) < _SERIES_RADIUS:
+    if abs(z) < max(1.0, k):
         total, term, j = 0.0, 1.0 / math.factorial(k), 0
         while True:
             total += term
