@@ -11,7 +11,7 @@ so that only the update formulas differ).
 
 Usage::
 
-    PYTHONPATH=src python benchmarks/solvers.py            # full run (~10 min on 2 cores)
+    PYTHONPATH=src python benchmarks/solvers.py            # full run (see docs/benchmarks-solvers.md)
     PYTHONPATH=src python benchmarks/solvers.py --quick    # demo target, fewer methods (~1 min)
     PYTHONPATH=src python benchmarks/solvers.py --out docs/img
 
@@ -66,7 +66,7 @@ def targets(quick: bool) -> list[Target]:
         hard = anisotropic_mixture(dim=1024, n_components=10, rank=16, spread=2.0,
                                    eigenvalue_range=(1e-4, 0.3), seed=1)
         out.append(Target("hard", "d = 1024, 10 components (rank 16 + isotropic 1e-4), eigenvalues 1e-4..0.3",
-                          hard, 8, 10.0))
+                          hard, 16, 10.0))
     return out
 
 
@@ -153,9 +153,9 @@ def methods(quick: bool) -> list[Method]:
         _ours("dpmpp_2s"), _ours("dpmpp_3m"), _ours("dpmpp_3m_fixed"),
         _ours("dpmpp_3m", "dpmpp_3m (lof)", lower_order_final=True),
         _ours("dpmpp_3m_fixed", "dpmpp_3m_fixed (lof)", lower_order_final=True),
-        _ours("unipc_bh1"), _ours("unipc_bh1", "unipc_bh1 (no lof)", lower_order_final=False),
+        _ours("unipc_bh1"), _ours("unipc_bh1", "unipc_bh1 (lof)", lower_order_final=True),
         _ours("unipc_bh2"), _ours("unipc_bh2", "unipc_bh2 (order 3)", solver_order=3),
-        _ours("unipc_bh2", "unipc_bh2 (order 3, no lof)", solver_order=3, lower_order_final=False),
+        _ours("unipc_bh2", "unipc_bh2 (order 3, lof)", solver_order=3, lower_order_final=True),
         _ours("unipc_vary_coeff"), _ours("ipndm"), _ours("ipndm_v"),
     ]
     peers = [
@@ -361,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="demo target, fewer methods (about a minute)")
     parser.add_argument("--out", default="docs/img", help="folder for the PNG plots and the markdown report")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    # One thread: on a shared 2-core machine two OpenMP threads made each evaluation 10-100x slower.
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     torch.set_num_threads(args.threads)

@@ -230,7 +230,6 @@ def _rel_rows(out: Tensor, ref: Tensor) -> float:
     return float(((out - ref).flatten(1).norm(dim=1) / ref.flatten(1).norm(dim=1)).max())
 
 
-
 def supports_seeding(solver: Solver) -> bool:
     """Whether ``solver`` can seed its history from a warm start (it has a ``seed_history`` option)."""
     return dataclasses.is_dataclass(solver) and "seed_history" in {f.name for f in dataclasses.fields(solver)}
@@ -279,11 +278,13 @@ def measured_order(
     Errors against the exact Gaussian flow on grids of the given family (log-uniform by default)
     from ``sigma_max`` to ``sigma_min > 0`` -- a final step to 0 has a fixed size and would never
     converge. The slope is fitted to the last three step counts whose error is above ``floor``
-    (round-off), i.e. the asymptotic range. ``sigma_max`` is kept where every direction of the
-    default problem is active (eigenvalues up to 4): started at sigma = 20, where ``D`` hardly
-    changes, a cold start's first-order warm-up step contributes so little that a multistep
-    method's asymptotic order 2 only shows below the round-off floor. ``history``: ``"cold"`` (empty history, as
+    (round-off), i.e. the asymptotic range. ``history``: ``"cold"`` (empty history, as
     :func:`gaussport.solve` runs) or ``"exact"`` (:func:`exact_history_state`).
+
+    ``sigma_max`` is kept where every direction of the default problem is active (eigenvalues up
+    to 4): started at sigma = 20, where ``D`` hardly changes, a cold start's first-order warm-up
+    step contributes so little that a multistep method's asymptotic order 2 shows only beyond a
+    few thousand steps (``dpmpp_3m_fixed`` on Karras grids: slope 2.7 at 256 steps, 2.08 at 4096).
     """
     solver = _as_solver(solver)
     problem = problem or GaussianProblem(anisotropic_gaussian())

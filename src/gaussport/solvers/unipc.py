@@ -72,8 +72,9 @@ class UniPC(SingleEvaluationSolver[UniPCState]):
         variant: ``"bh1"``, ``"bh2"`` or ``"vary_coeff"`` (see above). Registered defaults follow the
             paper's experiments: ``unipc_bh1`` order 3 (unconditional), ``unipc_bh2`` order 2 (guided).
         corrector: apply UniC (no extra evaluations).
-        lower_order_final: step ``i`` of ``n`` intervals uses order at most ``n - i`` (wl-zhao/UniPC and
-            diffusers apply this always; docs/solvers.md).
+        lower_order_final: step ``i`` of ``n`` intervals uses order at most ``n - i`` (the rule of
+            wl-zhao/UniPC and diffusers, where it is on by default; off here because it did not help
+            in docs/benchmarks-solvers.md and caps the order at 2 on grids ending above 0).
         seed_history: after an analytic warm start, fill the history with the Gaussian's denoised
             values on its exact path above the start (the start itself is not corrected).
 
@@ -86,7 +87,7 @@ class UniPC(SingleEvaluationSolver[UniPCState]):
     solver_order: int = 3
     variant: Literal["bh1", "bh2", "vary_coeff"] = "bh1"
     corrector: bool = True
-    lower_order_final: bool = True
+    lower_order_final: bool = False
     seed_history: bool = False
 
     def __post_init__(self) -> None:
