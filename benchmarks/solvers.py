@@ -63,10 +63,18 @@ def targets(quick: bool) -> list[Target]:
     demo = anisotropic_mixture(dim=32, n_components=6, spread=2.0, eigenvalue_range=(1e-3, 0.1), seed=0)
     out = [Target("demo", "d = 32, 6 dense components, eigenvalues 1e-3..0.1", demo, 64, 10.0)]
     if not quick:
-        hard = anisotropic_mixture(dim=1024, n_components=10, rank=16, spread=2.0,
-                                   eigenvalue_range=(1e-4, 0.3), seed=1)
-        out.append(Target("hard", "d = 1024, 10 components (rank 16 + isotropic 1e-4), eigenvalues 1e-4..0.3",
-                          hard, 16, 10.0))
+        hard = anisotropic_mixture(
+            dim=1024, n_components=10, rank=16, spread=2.0, eigenvalue_range=(1e-4, 0.3), seed=1
+        )
+        out.append(
+            Target(
+                "hard",
+                "d = 1024, 10 components (rank 16 + isotropic 1e-4), eigenvalues 1e-4..0.3",
+                hard,
+                16,
+                10.0,
+            )
+        )
     return out
 
 
@@ -116,7 +124,9 @@ def _k_diffusion(fn_name: str, label: str, per_step: int = 1, **kwargs: object) 
 
 def _table_schedule() -> schedules.VPDiscrete:
     """A VP table geometric in sigma over the benchmark range (diffusers needs a discrete schedule)."""
-    levels = torch.logspace(math.log10(SIGMA_MIN * 0.999), math.log10(SIGMA_MAX * 1.001), 1000, dtype=torch.float64)
+    levels = torch.logspace(
+        math.log10(SIGMA_MIN * 0.999), math.log10(SIGMA_MAX * 1.001), 1000, dtype=torch.float64
+    )
     return schedules.VPDiscrete(1.0 / (1.0 + levels**2))
 
 
@@ -132,8 +142,12 @@ def _diffusers(cls_name: str, label: str, **config: object) -> Method | None:
 
     def run(target: GaussianMixture, x: torch.Tensor, sigmas: tuple[float, ...]) -> torch.Tensor:
         positive = [s for s in sigmas if s > 0]
-        scheduler = cls(num_train_timesteps=1000, prediction_type="epsilon",
-                        final_sigmas_type="zero" if sigmas[-1] == 0 else "sigma_min", **config)
+        scheduler = cls(
+            num_train_timesteps=1000,
+            prediction_type="epsilon",
+            final_sigmas_type="zero" if sigmas[-1] == 0 else "sigma_min",
+            **config,
+        )
         scheduler.set_timesteps(len(positive))
         # The benchmark grid, exactly: sigmas as given, timesteps as the table's (fractional) times.
         scheduler.sigmas = torch.tensor(sigmas, dtype=torch.float64)
@@ -149,14 +163,24 @@ def _diffusers(cls_name: str, label: str, **config: object) -> Method | None:
 
 def methods(quick: bool) -> list[Method]:
     ours = [
-        _ours("euler"), _ours("heun"), _ours("ddim"), _ours("dpmpp_2m"), _ours("dpmpp_2m_taylor"),
-        _ours("dpmpp_2s"), _ours("dpmpp_3m"), _ours("dpmpp_3m_fixed"),
+        _ours("euler"),
+        _ours("heun"),
+        _ours("ddim"),
+        _ours("dpmpp_2m"),
+        _ours("dpmpp_2m_taylor"),
+        _ours("dpmpp_2s"),
+        _ours("dpmpp_3m"),
+        _ours("dpmpp_3m_fixed"),
         _ours("dpmpp_3m", "dpmpp_3m (lof)", lower_order_final=True),
         _ours("dpmpp_3m_fixed", "dpmpp_3m_fixed (lof)", lower_order_final=True),
-        _ours("unipc_bh1"), _ours("unipc_bh1", "unipc_bh1 (lof)", lower_order_final=True),
-        _ours("unipc_bh2"), _ours("unipc_bh2", "unipc_bh2 (order 3)", solver_order=3),
+        _ours("unipc_bh1"),
+        _ours("unipc_bh1", "unipc_bh1 (lof)", lower_order_final=True),
+        _ours("unipc_bh2"),
+        _ours("unipc_bh2", "unipc_bh2 (order 3)", solver_order=3),
         _ours("unipc_bh2", "unipc_bh2 (order 3, lof)", solver_order=3, lower_order_final=True),
-        _ours("unipc_vary_coeff"), _ours("ipndm"), _ours("ipndm_v"),
+        _ours("unipc_vary_coeff"),
+        _ours("ipndm"),
+        _ours("ipndm_v"),
     ]
     peers = [
         _k_diffusion("sample_euler", "k-diffusion euler"),
@@ -168,14 +192,26 @@ def methods(quick: bool) -> list[Method]:
         _k_diffusion("sample_dpmpp_3m_sde", "k-diffusion dpmpp_3m_sde (eta 0)", eta=0.0),
         _diffusers("UniPCMultistepScheduler", "diffusers unipc bh2-2", solver_type="bh2", solver_order=2),
         _diffusers("UniPCMultistepScheduler", "diffusers unipc bh2-3", solver_type="bh2", solver_order=3),
-        _diffusers("DPMSolverMultistepScheduler", "diffusers dpmpp 2M", algorithm_type="dpmsolver++",
-                   solver_order=2),
-        _diffusers("DPMSolverMultistepScheduler", "diffusers dpmpp 3M", algorithm_type="dpmsolver++",
-                   solver_order=3),
+        _diffusers(
+            "DPMSolverMultistepScheduler", "diffusers dpmpp 2M", algorithm_type="dpmsolver++", solver_order=2
+        ),
+        _diffusers(
+            "DPMSolverMultistepScheduler", "diffusers dpmpp 3M", algorithm_type="dpmsolver++", solver_order=3
+        ),
     ]
     if quick:
-        keep = {"heun", "dpmpp_2m", "dpmpp_3m", "dpmpp_3m_fixed", "unipc_bh1", "unipc_bh2", "ipndm",
-                "k-diffusion dpmpp_2m", "k-diffusion dpmpp_3m_sde (eta 0)", "diffusers unipc bh2-2"}
+        keep = {
+            "heun",
+            "dpmpp_2m",
+            "dpmpp_3m",
+            "dpmpp_3m_fixed",
+            "unipc_bh1",
+            "unipc_bh2",
+            "ipndm",
+            "k-diffusion dpmpp_2m",
+            "k-diffusion dpmpp_3m_sde (eta 0)",
+            "diffusers unipc bh2-2",
+        }
         ours = [m for m in ours if m.label in keep]
         peers = [m for m in peers if m is not None and m.label in keep]
     return ours + [m for m in peers if m is not None]
@@ -218,7 +254,9 @@ def run_target(target: Target, all_methods: list[Method], nfes: tuple[int, ...])
             variants = [("", None)]
             if method.solver is not None:
                 variants.append(("respace", {}))
-                if "seed_history" in {f.name for f in dataclasses.fields(gaussport.solvers.solver_class(method.solver)[0])}:
+                if "seed_history" in {
+                    f.name for f in dataclasses.fields(gaussport.solvers.solver_class(method.solver)[0])
+                }:
                     if gaussport.solvers.get(method.solver, **(method.options or {})).solver_order > 1:
                         variants.append(("respace+seed", {"seed_history": True}))
             for teleport, extra in variants:
@@ -226,9 +264,18 @@ def run_target(target: Target, all_methods: list[Method], nfes: tuple[int, ...])
                 for nfe in nfes:
                     sigmas = family(steps_for(nfe, method.evals_per_step), SIGMA_MIN, SIGMA_MAX)
                     if teleport:
-                        sol = gaussport.sample(target.mixture, x, sigmas, method.solver, warm_start=gaussian,
-                                               sigma_skip=target.sigma_skip, schedule="respace", disable=True,
-                                               **(method.options or {}), **extra)
+                        sol = gaussport.sample(
+                            target.mixture,
+                            x,
+                            sigmas,
+                            method.solver,
+                            warm_start=gaussian,
+                            sigma_skip=target.sigma_skip,
+                            schedule="respace",
+                            disable=True,
+                            **(method.options or {}),
+                            **extra,
+                        )
                         out, used = sol.x, sol.nfe
                     else:
                         out = method.run(target.mixture, x, sigmas)
@@ -236,16 +283,23 @@ def run_target(target: Target, all_methods: list[Method], nfes: tuple[int, ...])
                     row.nfe.append(used)
                     row.error.append(_rms(out, exact) if bool(torch.isfinite(out).all()) else math.inf)
                 rows.append(row)
-                logger.info("%s %s %-34s %-13s %s", target.name, family_name, method.label, teleport or "-",
-                            " ".join(f"{e:.2e}" for e in row.error))
+                logger.info(
+                    "%s %s %-34s %-13s %s",
+                    target.name,
+                    family_name,
+                    method.label,
+                    teleport or "-",
+                    " ".join(f"{e:.2e}" for e in row.error),
+                )
     return rows, meta
 
 
 def sweep_sigma_skip(target: Target, solver: str, skips: tuple[float, ...], nfes: tuple[int, ...]) -> dict:
     x = target.mixture.sample(target.batch, SIGMA_MAX, torch.Generator().manual_seed(0), dtype=torch.float64)
     gaussian = target.mixture.moments()
-    exact = gaussport.reference_solve(target.mixture, x, grids.karras(2, SIGMA_MIN, SIGMA_MAX),
-                                      steps_per_unit=REFERENCE_STEPS)
+    exact = gaussport.reference_solve(
+        target.mixture, x, grids.karras(2, SIGMA_MIN, SIGMA_MAX), steps_per_unit=REFERENCE_STEPS
+    )
     out = {}
     for skip in skips:
         errs = []
@@ -254,8 +308,16 @@ def sweep_sigma_skip(target: Target, solver: str, skips: tuple[float, ...], nfes
             if skip >= SIGMA_MAX:
                 res = gaussport.solve(target.mixture, x, sigmas, solver, disable=True).x
             else:
-                res = gaussport.sample(target.mixture, x, sigmas, solver, warm_start=gaussian, sigma_skip=skip,
-                                       schedule="respace", disable=True).x
+                res = gaussport.sample(
+                    target.mixture,
+                    x,
+                    sigmas,
+                    solver,
+                    warm_start=gaussian,
+                    sigma_skip=skip,
+                    schedule="respace",
+                    disable=True,
+                ).x
             errs.append(_rms(res, exact))
         out[skip] = errs
     return out
@@ -266,7 +328,7 @@ def sweep_sigma_skip(target: Target, solver: str, skips: tuple[float, ...], nfes
 
 def _interp_nfe(nfe: list[int], err: list[float], level: float) -> float:
     """Smallest NFE (log-log interpolation between measured points) with error <= level; inf if none."""
-    pts = [(n, e) for n, e in zip(nfe, err) if math.isfinite(e)]
+    pts = [(n, e) for n, e in zip(nfe, err, strict=True) if math.isfinite(e)]
     for k, (n, e) in enumerate(pts):
         if e <= level:
             if k == 0:
@@ -302,49 +364,76 @@ def table(rows: list[Row], target: str, family: str, nfes: tuple[int, ...]) -> s
 def savings(rows: list[Row], target: str, family: str, nfes: tuple[int, ...]) -> tuple[str, list[float]]:
     """Per NFE: the best peer's error, and the NFE our best teleported solver needs to reach it."""
     peers = [r for r in rows if r.target == target and r.family == family and r.source != "gaussport"]
-    ours = [r for r in rows if r.target == target and r.family == family and r.source == "gaussport" and r.teleport]
-    lines = ["| NFE | best peer (no teleport) | its error | gaussport + teleport: NFE to match | best at this NFE | NFE saved |",
-             "|---|---|---|---|---|---|"]
+    ours = [
+        r
+        for r in rows
+        if r.target == target and r.family == family and r.source == "gaussport" and r.teleport
+    ]
+    lines = [
+        "| NFE | best peer (no teleport) | its error | gaussport + teleport: NFE to match "
+        "| best at this NFE | NFE saved |",
+        "|---|---|---|---|---|---|",
+    ]
     saved = []
     for k, n in enumerate(nfes):
         cands = [(r.error[k], r.label) for r in peers if r.nfe[k] <= n]
         if not cands:
             continue
         err, label = min(cands)
-        needed = min((_interp_nfe(r.nfe, r.error, err), r.label + (" +seed" if "seed" in r.teleport else ""))
-                     for r in ours)
-        here = min((r.error[k], r.label + (" +seed" if "seed" in r.teleport else "")) for r in ours if r.nfe[k] <= n)
+        needed = min(
+            (_interp_nfe(r.nfe, r.error, err), r.label + (" +seed" if "seed" in r.teleport else ""))
+            for r in ours
+        )
+        here = min(
+            (r.error[k], r.label + (" +seed" if "seed" in r.teleport else "")) for r in ours if r.nfe[k] <= n
+        )
         frac = 1 - needed[0] / n if math.isfinite(needed[0]) else -math.inf
         saved.append(frac)
         # At the smallest NFE measured a match cannot be interpolated further down: a bound.
         bound = needed[0] == nfes[0] and any(r.error[0] < err for r in ours)
         shown = f"<= {needed[0]:.0f}" if bound else f"{needed[0]:.1f}"
-        lines.append(f"| {n} | {label} | {_fmt(err)} | {shown} ({needed[1]}) | {here[1]}: {_fmt(here[0])} | "
-                     f"{'>= ' if bound else ''}{100 * frac:.0f}% |")
+        lines.append(
+            f"| {n} | {label} | {_fmt(err)} | {shown} ({needed[1]}) | {here[1]}: {_fmt(here[0])} | "
+            f"{'>= ' if bound else ''}{100 * frac:.0f}% |"
+        )
     return "\n".join(lines), saved
 
 
 def plot(rows: list[Row], target: Target, path: str) -> bool:
     try:
         import matplotlib
+        import matplotlib.ticker
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         logger.warning("matplotlib is not installed; skipping %s", path)
         return False
+
+    def score(r: Row) -> float:  # mean log error over the NFEs: the overall ranking
+        return sum(math.log(e) if math.isfinite(e) and e > 0 else 50.0 for e in r.error)
+
     fig, axes = plt.subplots(1, 2, figsize=(13, 5), dpi=110, sharey=True)
-    for ax, family in zip(axes, FAMILIES):
+    for ax, family in zip(axes, FAMILIES, strict=True):
         sel = [r for r in rows if r.target == target.name and r.family == family]
-        best_peer = sorted((min(r.error), r) for r in sel if r.source != "gaussport")[:3]
-        best_ours = sorted((min(r.error), r) for r in sel if r.source == "gaussport" and not r.teleport)[:2]
-        best_tp = sorted((min(r.error), r) for r in sel if r.source == "gaussport" and r.teleport)[:3]
-        for _, r in best_peer:
+        best_peer = sorted((r for r in sel if r.source != "gaussport"), key=score)[:3]
+        best_ours = sorted((r for r in sel if r.source == "gaussport" and not r.teleport), key=score)[:2]
+        best_tp = sorted((r for r in sel if r.source == "gaussport" and r.teleport), key=score)[:3]
+        for r in best_peer:
             ax.loglog(r.nfe, r.error, "o--", alpha=0.8, label=f"{r.label}")
-        for _, r in best_ours:
+        for r in best_ours:
             ax.loglog(r.nfe, r.error, "s-", alpha=0.8, label=f"gaussport {r.label}")
-        for _, r in best_tp:
-            ax.loglog(r.nfe, r.error, "^-", lw=2, label=f"gaussport {r.label} + teleport{' +seed' if 'seed' in r.teleport else ''}")
+        for r in best_tp:
+            ax.loglog(
+                r.nfe,
+                r.error,
+                "^-",
+                lw=2,
+                label=f"gaussport {r.label} + teleport{' +seed' if 'seed' in r.teleport else ''}",
+            )
+        ax.set_xticks(sel[0].nfe if sel else [])
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_title(f"{target.name}: {family} grid, sigma {SIGMA_MAX:g} -> 0")
         ax.set_xlabel("denoiser evaluations (NFE)")
         ax.grid(True, which="both", alpha=0.3)
@@ -370,19 +459,38 @@ def main(argv: list[str] | None = None) -> int:
     nfes = (5, 10, 20) if args.quick else NFES
     start = time.perf_counter()
     all_methods = methods(args.quick)
-    report = [f"Command: `PYTHONPATH=src python benchmarks/solvers.py{' --quick' if args.quick else ''}` "
-              f"(torch {torch.__version__}, {torch.get_num_threads()} threads).", ""]
+    report = [
+        f"Command: `PYTHONPATH=src python benchmarks/solvers.py{' --quick' if args.quick else ''}` "
+        f"(torch {torch.__version__}, {torch.get_num_threads()} threads).",
+        "",
+    ]
     for target in targets(args.quick):
+        t_target = time.perf_counter()
         rows, meta = run_target(target, all_methods, nfes)
-        report += [f"## Target `{target.name}`: {target.description}", "",
-                   f"Batch {target.batch}; reference RK4 ({REFERENCE_STEPS} steps per unit of lambda) differs from twice as many "
-                   f"by {meta['reference_error']:.1e} RMS. Teleport: sigma {SIGMA_MAX:g} -> {target.sigma_skip:g} "
-                   "with the mixture's moment-matched Gaussian, grid re-spaced below it (same NFE).", ""]
+        meta["seconds"] = time.perf_counter() - t_target
+        report += [
+            f"## Target `{target.name}`: {target.description}",
+            "",
+            f"Batch {target.batch}; reference RK4 ({REFERENCE_STEPS} steps per unit of lambda) differs from "
+            "twice as many "
+            f"by {meta['reference_error']:.1e} RMS. Teleport: sigma {SIGMA_MAX:g} -> {target.sigma_skip:g} "
+            "with the mixture's moment-matched Gaussian, grid re-spaced below it (same NFE). "
+            f"Run time {meta['seconds']:.0f} s (reference solves {meta['reference_seconds']:.0f} s).",
+            "",
+        ]
         for family in FAMILIES:
-            report += [f"### {family} grid", "", table(rows, target.name, family, nfes), "",
-                       "NFE savings: the best peer (k-diffusion / diffusers, no teleport) at each NFE, and the NFE at "
-                       "which the best gaussport solver with teleport reaches the same error (log-log interpolated):",
-                       "", savings(rows, target.name, family, nfes)[0], ""]
+            report += [
+                f"### {family} grid",
+                "",
+                table(rows, target.name, family, nfes),
+                "",
+                "NFE savings: the best peer (k-diffusion / diffusers, no teleport) at each NFE, and the NFE "
+                "at which the best gaussport solver with teleport reaches the same error (log-log "
+                "interpolated):",
+                "",
+                savings(rows, target.name, family, nfes)[0],
+                "",
+            ]
         png = os.path.join(args.out, f"benchmark-solvers-{target.name}.png")
         if plot(rows, target, png):
             report += [f"![{target.name}]({os.path.basename(png)})", ""]
@@ -390,10 +498,18 @@ def main(argv: list[str] | None = None) -> int:
         demo = targets(False)[0]
         skips = (2.5, 5.0, 10.0, 20.0, 40.0, SIGMA_MAX)
         sweep = sweep_sigma_skip(demo, "unipc_bh2", skips, NFES)
-        report += ["## Teleport level sweep (demo target, unipc_bh2, Karras)", "",
-                   "| sigma_skip | " + " | ".join(f"NFE {n}" for n in NFES) + " |", "|" + "---|" * (len(NFES) + 1)]
+        report += [
+            "## Teleport level sweep (demo target, unipc_bh2, Karras)",
+            "",
+            "| sigma_skip | " + " | ".join(f"NFE {n}" for n in NFES) + " |",
+            "|" + "---|" * (len(NFES) + 1),
+        ]
         for skip, errs in sweep.items():
-            report.append(f"| {skip:g}{' (none)' if skip >= SIGMA_MAX else ''} | " + " | ".join(_fmt(e) for e in errs) + " |")
+            report.append(
+                f"| {skip:g}{' (none)' if skip >= SIGMA_MAX else ''} | "
+                + " | ".join(_fmt(e) for e in errs)
+                + " |"
+            )
         report.append("")
     report.append(f"Total wall time: {time.perf_counter() - start:.0f} s.")
     text = "\n".join(report)

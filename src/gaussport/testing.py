@@ -235,7 +235,9 @@ def supports_seeding(solver: Solver) -> bool:
     return dataclasses.is_dataclass(solver) and "seed_history" in {f.name for f in dataclasses.fields(solver)}
 
 
-def exact_history_state(solver: Solver, gaussian: Any, x: Tensor, sigmas: Sequence[float]) -> tuple[Solver, Any]:
+def exact_history_state(
+    solver: Solver, gaussian: Any, x: Tensor, sigmas: Sequence[float]
+) -> tuple[Solver, Any]:
     """The solver with ``seed_history=True`` and its initial state holding *exact* history.
 
     The history is seeded, as after an analytic warm start, from a
@@ -333,8 +335,9 @@ def measured_local_order(
         step = h / 2**k
         grid = tuple(sigma * math.exp(-j * step) for j in range(3 if corrected else 2))
         x = problem.state(sigma)
-        run_solver, state = (exact_history_state(solver, problem.gaussian, x, grid) if supports_seeding(solver)
-                             else (solver, None))
+        run_solver, state = solver, None
+        if supports_seeding(solver):
+            run_solver, state = exact_history_state(solver, problem.gaussian, x, grid)
         sol = solve(problem.gaussian, x, grid, run_solver, disable=True, state=state)
         out = corrected(sol.state) if corrected else sol.x
         err = _rel_rows(out, problem.exact(x, sigma, grid[1]))

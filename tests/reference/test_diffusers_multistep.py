@@ -30,7 +30,9 @@ def _run_diffusers(scheduler, steps: int, *, stop_before_last: bool = False):  #
     """Run a scheduler with the Gaussian's epsilon model; return (VE result, sigmas, VE start)."""
     scheduler.set_timesteps(steps)
     sigmas = tuple(float(s) for s in scheduler.sigmas)
-    model = schedules.NativeModel(GAUSSIAN, schedules.VPDiscrete(scheduler.alphas_cumprod.double()), "epsilon")
+    model = schedules.NativeModel(
+        GAUSSIAN, schedules.VPDiscrete(scheduler.alphas_cumprod.double()), "epsilon"
+    )
     x_ve = GAUSSIAN.sample(4, sigmas[0], torch.Generator().manual_seed(0), dtype=torch.float64)
     x = x_ve / math.sqrt(1 + sigmas[0] ** 2)  # VP state x_t = alpha x_ve
     timesteps = scheduler.timesteps[:-1] if stop_before_last else scheduler.timesteps
@@ -58,28 +60,38 @@ UNIPC = [
 @pytest.mark.parametrize(("variant", "order", "lof", "final"), UNIPC, ids=[str(c) for c in UNIPC])
 @pytest.mark.parametrize("steps", [6, 12])
 def test_unipc_matches_diffusers(variant: str, order: int, lof: bool, final: str, steps: int) -> None:
-    scheduler = diffusers.UniPCMultistepScheduler(solver_type=variant, solver_order=order, lower_order_final=lof,
-                                                  final_sigmas_type=final)
+    scheduler = diffusers.UniPCMultistepScheduler(
+        solver_type=variant, solver_order=order, lower_order_final=lof, final_sigmas_type=final
+    )
     theirs, sigmas, x = _run_diffusers(scheduler, steps)
-    ours = gaussport.solve(GAUSSIAN, x, sigmas, f"unipc_{variant}", solver_order=order, lower_order_final=lof,
-                           disable=True).x
+    ours = gaussport.solve(
+        GAUSSIAN, x, sigmas, f"unipc_{variant}", solver_order=order, lower_order_final=lof, disable=True
+    ).x
     assert _rel(ours, theirs) < 1e-5
 
 
-@pytest.mark.parametrize(("variant", "order", "lof"), [("bh1", 2, True), ("bh1", 3, False), ("bh2", 2, False)])
+@pytest.mark.parametrize(
+    ("variant", "order", "lof"), [("bh1", 2, True), ("bh1", 3, False), ("bh2", 2, False)]
+)
 def test_unipc_final_zero_is_finite(variant: str, order: int, lof: bool) -> None:
-    scheduler = diffusers.UniPCMultistepScheduler(solver_type=variant, solver_order=order, lower_order_final=lof,
-                                                  final_sigmas_type="zero")
+    scheduler = diffusers.UniPCMultistepScheduler(
+        solver_type=variant, solver_order=order, lower_order_final=lof, final_sigmas_type="zero"
+    )
     try:  # diffusers 0.42.1 gives NaN here, or a singular-matrix error (solvers.md §2.7); not asserted,
         _run_diffusers(scheduler, 8)  # so that a fixed diffusers does not fail this test
     except RuntimeError:
         pass
     before_last, sigmas, x = _run_diffusers(
-        diffusers.UniPCMultistepScheduler(solver_type=variant, solver_order=order, lower_order_final=lof,
-                                          final_sigmas_type="zero"), 8, stop_before_last=True)
+        diffusers.UniPCMultistepScheduler(
+            solver_type=variant, solver_order=order, lower_order_final=lof, final_sigmas_type="zero"
+        ),
+        8,
+        stop_before_last=True,
+    )
     limit = GAUSSIAN(before_last, torch.full((4,), sigmas[-2], dtype=torch.float64))
-    ours = gaussport.solve(GAUSSIAN, x, sigmas, f"unipc_{variant}", solver_order=order, lower_order_final=lof,
-                           disable=True).x
+    ours = gaussport.solve(
+        GAUSSIAN, x, sigmas, f"unipc_{variant}", solver_order=order, lower_order_final=lof, disable=True
+    ).x
     assert bool(torch.isfinite(ours).all())
     assert _rel(ours, limit) < 1e-5
 
@@ -95,10 +107,16 @@ DPM = [
 
 @pytest.mark.parametrize(("order", "solver_type", "lof", "final"), DPM, ids=[str(c) for c in DPM])
 @pytest.mark.parametrize("steps", [6, 20])
-def test_dpm_solver_pp_matches_diffusers(order: int, solver_type: str, lof: bool, final: str, steps: int) -> None:
-    scheduler = diffusers.DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=order,
-                                                      solver_type=solver_type, lower_order_final=lof,
-                                                      final_sigmas_type=final)
+def test_dpm_solver_pp_matches_diffusers(
+    order: int, solver_type: str, lof: bool, final: str, steps: int
+) -> None:
+    scheduler = diffusers.DPMSolverMultistepScheduler(
+        algorithm_type="dpmsolver++",
+        solver_order=order,
+        solver_type=solver_type,
+        lower_order_final=lof,
+        final_sigmas_type=final,
+    )
     theirs, sigmas, x = _run_diffusers(scheduler, steps)
     name = {1: "ddim", 2: "dpmpp_2m", 3: "dpmpp_3m"}[order]  # diffusers' 3M is the published formula
     # diffusers lowers the final orders only below 15 steps; ours does whenever asked (docs/solvers.md).

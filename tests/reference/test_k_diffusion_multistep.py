@@ -20,23 +20,39 @@ pytestmark = pytest.mark.reference
 
 
 def _dpmpp_2m_sde_heun(model, x, sigmas, disable=None):  # noqa: ANN001, ANN202
-    return ks.sample_dpmpp_2m_sde(model, x, sigmas, eta=0.0, solver_type="heun", disable=disable,
-                                  noise_sampler=lambda s, t: torch.zeros_like(x))
+    return ks.sample_dpmpp_2m_sde(
+        model,
+        x,
+        sigmas,
+        eta=0.0,
+        solver_type="heun",
+        disable=disable,
+        noise_sampler=lambda s, t: torch.zeros_like(x),
+    )
 
 
 def _dpmpp_2m_sde_midpoint(model, x, sigmas, disable=None):  # noqa: ANN001, ANN202
-    return ks.sample_dpmpp_2m_sde(model, x, sigmas, eta=0.0, solver_type="midpoint", disable=disable,
-                                  noise_sampler=lambda s, t: torch.zeros_like(x))
+    return ks.sample_dpmpp_2m_sde(
+        model,
+        x,
+        sigmas,
+        eta=0.0,
+        solver_type="midpoint",
+        disable=disable,
+        noise_sampler=lambda s, t: torch.zeros_like(x),
+    )
 
 
 def _dpmpp_3m_sde(model, x, sigmas, disable=None):  # noqa: ANN001, ANN202
-    return ks.sample_dpmpp_3m_sde(model, x, sigmas, eta=0.0, disable=disable,
-                                  noise_sampler=lambda s, t: torch.zeros_like(x))
+    return ks.sample_dpmpp_3m_sde(
+        model, x, sigmas, eta=0.0, disable=disable, noise_sampler=lambda s, t: torch.zeros_like(x)
+    )
 
 
 def _dpmpp_2s(model, x, sigmas, disable=None):  # noqa: ANN001, ANN202
-    return ks.sample_dpmpp_2s_ancestral(model, x, sigmas, eta=0.0, disable=disable,
-                                        noise_sampler=lambda s, t: torch.zeros_like(x))
+    return ks.sample_dpmpp_2s_ancestral(
+        model, x, sigmas, eta=0.0, disable=disable, noise_sampler=lambda s, t: torch.zeros_like(x)
+    )
 
 
 PAIRS = {
@@ -45,8 +61,12 @@ PAIRS = {
     "dpmpp_3m": _dpmpp_3m_sde,
     "dpmpp_2s": _dpmpp_2s,
 }
-GRIDS = [grids.karras(12, 0.002, 80.0), grids.exponential(7, 0.05, 14.6, append_zero=False),
-         (3.0, 1.0, 0.2, 0.0), grids.karras(25, 0.03, 10.0)]
+GRIDS = [
+    grids.karras(12, 0.002, 80.0),
+    grids.exponential(7, 0.05, 14.6, append_zero=False),
+    (3.0, 1.0, 0.2, 0.0),
+    grids.karras(25, 0.03, 10.0),
+]
 GRID_IDS = ["karras-to-zero", "exponential-to-sigma_min", "start-mid", "karras-25-from-10"]
 
 
@@ -72,7 +92,9 @@ def test_matches_k_diffusion(name: str, sigmas: tuple[float, ...], mixture) -> N
 def test_2m_sde_midpoint_at_eta_zero_is_2m(sigmas: tuple[float, ...], mixture) -> None:  # noqa: ANN001
     # solvers.md §6.11: k-diffusion's 2M-SDE ('midpoint', eta=0) equals its 2M, and so ours.
     x = mixture.sample(6, sigmas[0], torch.Generator().manual_seed(0), dtype=torch.float64)
-    theirs = _dpmpp_2m_sde_midpoint(mixture, x.clone(), torch.tensor(sigmas, dtype=torch.float64), disable=True)
+    theirs = _dpmpp_2m_sde_midpoint(
+        mixture, x.clone(), torch.tensor(sigmas, dtype=torch.float64), disable=True
+    )
     assert _max_rel(gaussport.solve(mixture, x, sigmas, "dpmpp_2m", disable=True).x, theirs) < 1e-10
 
 

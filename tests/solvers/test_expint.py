@@ -48,8 +48,9 @@ def test_phi_rejects_negative_index() -> None:
 
 
 @given(
-    offsets=st.lists(st.floats(-4.0, 4.0).filter(lambda o: abs(o) > 0.05), min_size=1, max_size=4, unique=True)
-    .filter(lambda o: min(abs(a - b) for a in o for b in o if a != b) > 0.05 if len(o) > 1 else True),
+    offsets=st.lists(
+        st.floats(-4.0, 4.0).filter(lambda o: abs(o) > 0.05), min_size=1, max_size=4, unique=True
+    ).filter(lambda o: min(abs(a - b) for a in o for b in o if a != b) > 0.05 if len(o) > 1 else True),
     coeffs=st.lists(st.floats(-3.0, 3.0), min_size=5, max_size=5),
     h=st.floats(0.01, 5.0),
 )
@@ -62,9 +63,9 @@ def test_weights_integrate_polynomials_exactly(offsets: list[float], coeffs: lis
     def f(t: float) -> float:
         return sum(c * t**k for k, c in enumerate(coeffs[: n + 1]))
 
-    lhs = sum(w * (f(o) - f(0.0)) for w, o in zip(weights, offsets))
+    lhs = sum(w * (f(o) - f(0.0)) for w, o in zip(weights, offsets, strict=True))
     rhs = sum(moments[k - 1] * math.factorial(k) * coeffs[k] for k in range(1, n + 1))  # f^(k)(0) = k! c_k
-    scale = sum(abs(w) * abs(f(o) - f(0.0)) for w, o in zip(weights, offsets)) + abs(rhs) + 1e-12
+    scale = sum(abs(w) * abs(f(o) - f(0.0)) for w, o in zip(weights, offsets, strict=True)) + abs(rhs) + 1e-12
     assert abs(lhs - rhs) <= 1e-9 * scale
 
 
@@ -72,7 +73,8 @@ def test_exponential_moments_are_the_exact_step_integrals() -> None:
     # c_k = h phi_{k+1}(-h) = int_0^1 e^{-h(1-u)} (u h)^k / k! du / h^k * h: check by quadrature.
     h = 0.7
     for k, c in enumerate(exponential_moments(h, 3), start=1):
-        quad = float(mpmath.quad(lambda u: mpmath.exp(-h * (1 - u)) * u**k / mpmath.factorial(k), [0, 1])) * h
+        integrand = lambda u, k=k: mpmath.exp(-h * (1 - u)) * u**k / mpmath.factorial(k)  # noqa: E731
+        quad = float(mpmath.quad(integrand, [0, 1])) * h
         assert math.isclose(c, quad, rel_tol=1e-14)
     assert polynomial_moments(2.0, 3) == [2.0 / 2, 2.0 / 6, 2.0 / 24]
 

@@ -12,8 +12,18 @@ from gaussport import grids, testing
 from gaussport.solvers import WarmStart
 from gaussport.solvers._multistep import seed_levels, step_order
 
-MULTISTEP = ("ddim", "dpmpp_2m", "dpmpp_2m_taylor", "dpmpp_3m", "dpmpp_3m_fixed",
-             "unipc_bh1", "unipc_bh2", "unipc_vary_coeff", "ipndm", "ipndm_v")
+MULTISTEP = (
+    "ddim",
+    "dpmpp_2m",
+    "dpmpp_2m_taylor",
+    "dpmpp_3m",
+    "dpmpp_3m_fixed",
+    "unipc_bh1",
+    "unipc_bh2",
+    "unipc_vary_coeff",
+    "ipndm",
+    "ipndm_v",
+)
 
 
 def _corrected(state: object) -> torch.Tensor:
@@ -56,6 +66,7 @@ def test_local_order_can_fail() -> None:
 
 # ---------------------------------------------------------------------------- identities
 
+
 def _run(name: str, sigmas: tuple[float, ...], **options: object) -> torch.Tensor:
     mixture = gaussport.analytic.anisotropic_mixture(dim=6, n_components=3, seed=4)  # nonlinear denoiser
     x = mixture.sample(3, sigmas[0], torch.Generator().manual_seed(1), dtype=torch.float64)
@@ -73,21 +84,32 @@ IDENTITIES = [
     (("ipndm", {"solver_order": 1}), ("euler", {}), (KARRAS, LOGSNR)),
     # Fixed vary_coeff never hard-codes rho = 1/2, so UniP-p is exponential Adams-Bashforth: the
     # Taylor 2M and the corrected 3M (B(h) cancels out of every linear solve).
-    (("unipc_vary_coeff", {"solver_order": 2, "corrector": False}), ("dpmpp_2m_taylor", {}), (KARRAS, LOGSNR)),
+    (
+        ("unipc_vary_coeff", {"solver_order": 2, "corrector": False}),
+        ("dpmpp_2m_taylor", {}),
+        (KARRAS, LOGSNR),
+    ),
     (("unipc_vary_coeff", {"solver_order": 3, "corrector": False}), ("dpmpp_3m_fixed", {}), (KARRAS, LOGSNR)),
     # UniP-3 with bh2 warms up with the midpoint 2M step, then is exponential AB3 as well.
-    (("unipc_bh2", {"solver_order": 3, "corrector": False}), ("dpmpp_3m_fixed", {"solver_type": "midpoint"}),
-     (KARRAS, LOGSNR)),
+    (
+        ("unipc_bh2", {"solver_order": 3, "corrector": False}),
+        ("dpmpp_3m_fixed", {"solver_type": "midpoint"}),
+        (KARRAS, LOGSNR),
+    ),
     # Equal steps in sigma: the variable-step Adams-Bashforth coefficients are the fixed ones.
     (("ipndm_v", {}), ("ipndm", {}), (UNIFORM_SIGMA,)),
 ]
 
 
-@pytest.mark.parametrize(("left", "right", "grid_list"), IDENTITIES, ids=[f"{a[0]}={b[0]}" for a, b, _ in IDENTITIES])
+@pytest.mark.parametrize(
+    ("left", "right", "grid_list"), IDENTITIES, ids=[f"{a[0]}={b[0]}" for a, b, _ in IDENTITIES]
+)
 def test_algebraic_identities(left: tuple[str, dict], right: tuple[str, dict], grid_list: tuple) -> None:
     for sigmas in grid_list:
         a = _run(left[0], sigmas, lower_order_final=False, **left[1])
-        b = _run(right[0], sigmas, **({"lower_order_final": False} if right[0] != "euler" else {}), **right[1])
+        b = _run(
+            right[0], sigmas, **({"lower_order_final": False} if right[0] != "euler" else {}), **right[1]
+        )
         assert float((a - b).norm() / b.norm()) < 1e-13, f"{left} != {right} on {sigmas}"
 
 
@@ -113,7 +135,10 @@ ALL_OPTIONS = [
     for options in ({"lower_order_final": False}, {"lower_order_final": True})
 ] + [
     (f"unipc_{v}", {"solver_order": p, "corrector": c, "lower_order_final": lof})
-    for v in ("bh1", "bh2", "vary_coeff") for p in (1, 2, 3, 4) for c in (False, True) for lof in (False, True)
+    for v in ("bh1", "bh2", "vary_coeff")
+    for p in (1, 2, 3, 4)
+    for c in (False, True)
+    for lof in (False, True)
 ]
 
 
@@ -125,15 +150,19 @@ def test_final_step_to_zero_is_finite_and_the_exact_limit(name: str, options: di
     (tests/reference/test_diffusers_multistep.py); the exact limit of every first-order update is D.
     """
     mixture = gaussport.analytic.anisotropic_mixture(dim=5, n_components=3, seed=3)
-    for sigmas in (grids.karras(6, 0.002, 80.0), (80.0, 1e-3, 0.0), (50.0, 0.0), grids.exponential(3, 1e-8, 2.0)):
+    for sigmas in (
+        grids.karras(6, 0.002, 80.0),
+        (80.0, 1e-3, 0.0),
+        (50.0, 0.0),
+        grids.exponential(3, 1e-8, 2.0),
+    ):
         x = mixture.sample(2, sigmas[0], torch.Generator().manual_seed(0), dtype=torch.float64)
         counter = testing.CountingDenoiser(mixture)
-        seen = []
-        sol = gaussport.solve(counter, x, sigmas, name, disable=True,
-                              callback=lambda info: seen.append(info.x), **options)
+        seen: list[gaussport.StepInfo] = []
+        sol = gaussport.solve(counter, x, sigmas, name, disable=True, callback=seen.append, **options)
         assert bool(torch.isfinite(sol.x).all())
         assert sol.nfe == counter.calls == len(sigmas) - 1
-        last = mixture(seen[-1], torch.full((2,), sigmas[-2], dtype=torch.float64))
+        last = mixture(seen[-1].x, torch.full((2,), sigmas[-2], dtype=torch.float64))
         assert torch.equal(sol.x, last)
 
 
@@ -201,6 +230,7 @@ def test_bad_options_are_explained(name: str, options: dict, match: str) -> None
 
 # ---------------------------------------------------------------------------- orders per step
 
+
 def test_step_order_rule() -> None:
     grid = (8.0, 4.0, 2.0, 1.0, 0.5, 0.0)  # 5 intervals
     warm_up = [step_order(3, min(i, 2), grid, i, False) for i in range(5)]
@@ -220,7 +250,9 @@ def test_lower_order_final_counts_the_intervals_of_the_run(name: str) -> None:
     x = g.sample(2, sigmas[0], torch.Generator().manual_seed(0), dtype=torch.float64)
     full = gaussport.solve(g, x, sigmas, name, disable=True, lower_order_final=True).x
     head = gaussport.solve(g, x, sigmas[:-1], name, disable=True, lower_order_final=False)
-    tail = gaussport.solve(g, head.x, sigmas[-2:], name, disable=True, lower_order_final=True, state=head.state).x
+    tail = gaussport.solve(
+        g, head.x, sigmas[-2:], name, disable=True, lower_order_final=True, state=head.state
+    ).x
     plain = gaussport.solve(g, x, sigmas, name, disable=True, lower_order_final=False).x
     assert not torch.equal(full, plain)
     if gaussport.solvers.get(name).solver_order == 2:
@@ -238,8 +270,9 @@ def test_state_threading_resumes_a_run(grid: tuple[float, ...], name: str, data:
     x = mixture.sample(2, grid[0], torch.Generator().manual_seed(0), dtype=torch.float64)
     whole = gaussport.solve(mixture, x, grid, name, disable=True, lower_order_final=False)
     first = gaussport.solve(mixture, x, grid[:k], name, disable=True, lower_order_final=False)
-    second = gaussport.solve(mixture, first.x, grid[k - 1:], name, disable=True, lower_order_final=False,
-                             state=first.state)
+    second = gaussport.solve(
+        mixture, first.x, grid[k - 1 :], name, disable=True, lower_order_final=False, state=first.state
+    )
     assert torch.allclose(second.x, whole.x, rtol=1e-13, atol=1e-13)
     assert first.nfe + second.nfe == whole.nfe
 
@@ -318,8 +351,17 @@ def test_sample_with_warm_start_works_for_every_solver(solver_name: str, warm_pr
     p = warm_problem
     options = {"seed_history": True} if testing.supports_seeding(gaussport.solvers.get(solver_name)) else {}
     for schedule in ("truncate", "respace"):
-        sol = gaussport.sample(p["mixture"], p["x"], p["sigmas"], solver_name, warm_start=p["gaussian"],
-                               sigma_skip=p["sigmas"][3], schedule=schedule, disable=True, **options)
+        sol = gaussport.sample(
+            p["mixture"],
+            p["x"],
+            p["sigmas"],
+            solver_name,
+            warm_start=p["gaussian"],
+            sigma_skip=p["sigmas"][3],
+            schedule=schedule,
+            disable=True,
+            **options,
+        )
         assert bool(torch.isfinite(sol.x).all())
         assert sol.nfe == gaussport.solvers.get(solver_name).evaluations(sol.sigmas)
         assert float((sol.x - p["exact"]).norm() / p["exact"].norm()) < 0.2
@@ -331,8 +373,20 @@ def test_seeded_history_changes_only_the_warm_up() -> None:
     gaussian = mixture.moments()
     sigmas = grids.karras(12, 0.01, 40.0)
     x = mixture.sample(3, sigmas[0], torch.Generator().manual_seed(0), dtype=torch.float64)
-    runs = [gaussport.sample(mixture, x, sigmas, "dpmpp_3m_fixed", warm_start=gaussian, sigma_skip=8.0,
-                             schedule="respace", disable=True, seed_history=seed) for seed in (False, True)]
+    runs = [
+        gaussport.sample(
+            mixture,
+            x,
+            sigmas,
+            "dpmpp_3m_fixed",
+            warm_start=gaussian,
+            sigma_skip=8.0,
+            schedule="respace",
+            disable=True,
+            seed_history=seed,
+        )
+        for seed in (False, True)
+    ]
     assert runs[0].nfe == runs[1].nfe == len(runs[0].sigmas) - 1
     diff = float((runs[0].x - runs[1].x).norm() / runs[1].x.norm())
     assert 0 < diff < 0.1

@@ -43,7 +43,6 @@ __all__ = [
 ]
 
 
-
 def phi(k: int, z: float) -> float:
     """``phi_k(z) = sum_{j >= 0} z^j / (j + k)!`` to full float64 precision for every real ``z``.
 
@@ -109,7 +108,7 @@ def interpolation_weights(offsets: Sequence[float], moments: Sequence[float]) ->
             f"interpolation nodes must be distinct and differ from the expansion point; got offsets "
             f"{list(offsets)}. A repeated noise level (h = 0) makes the multistep update undefined."
         )
-    rows = [[offsets[j] ** k / math.factorial(k) for j in range(n)] + [moments[k - 1]] for k in range(1, n + 1)]
+    rows = [[o**k / math.factorial(k) for o in offsets] + [moments[k - 1]] for k in range(1, n + 1)]
     for col in range(n):
         pivot = max(range(col, n), key=lambda r: abs(rows[r][col]))
         rows[col], rows[pivot] = rows[pivot], rows[col]
@@ -125,7 +124,11 @@ def interpolation_weights(offsets: Sequence[float], moments: Sequence[float]) ->
 
 
 def exponential_step(
-    x: Tensor, denoised: Tensor, sigma: float, sigma_next: float, nodes: list[tuple[float, Tensor]],
+    x: Tensor,
+    denoised: Tensor,
+    sigma: float,
+    sigma_next: float,
+    nodes: list[tuple[float, Tensor]],
     moments: list[float],
 ) -> Tensor:
     """``(sigma_next / sigma) x - expm1(-h) D + sum_j w_j (D_j - D)`` for nodes ``(sigma_j, D_j)``.
@@ -136,6 +139,6 @@ def exponential_step(
     offsets = [math.log(sigma / s) / h for s, _ in nodes]  # (lambda_j - lambda_s) / h
     weights = interpolation_weights(offsets, moments)
     out = x * (sigma_next / sigma) - denoised * math.expm1(-h)
-    for w, (_, d_j) in zip(weights, nodes):
+    for w, (_, d_j) in zip(weights, nodes, strict=True):
         out = out + (d_j - denoised) * w
     return out

@@ -32,7 +32,7 @@ logger = logging.getLogger("gaussport")
 
 
 def step_order(order: int, stored: int, sigmas: Grid, i: int, lower_order_final: bool) -> int:
-    """The order of step ``i``: warm-up limited by ``stored`` earlier points, optionally lowered at the end."""
+    """The order of step ``i``: limited by ``stored`` earlier points (warm-up) and, optionally, at the end."""
     p = min(order, stored + 1)
     if lower_order_final:
         p = min(p, len(sigmas) - 1 - i)

@@ -84,6 +84,12 @@ class History:
             return History()
         return History((self.sigmas + (sigma,))[-keep:], (self.denoised + (denoised,))[-keep:])
 
+    def last(self, count: int) -> list[tuple[float, Tensor]]:
+        """The newest ``count`` entries as ``(sigma, denoised)`` pairs, oldest first."""
+        if count <= 0:
+            return []
+        return list(zip(self.sigmas[-count:], self.denoised[-count:], strict=True))
+
     def __len__(self) -> int:
         return len(self.sigmas)
 

@@ -120,12 +120,14 @@ class DPMSolverPP(SingleEvaluationSolver[History]):
             moments[1] *= 0.5  # the published D_2 estimates h^2 D''/2 where h^2 D'' is needed
         return moments
 
-    def advance(self, x: Tensor, denoised: Tensor, sigmas: Grid, i: int, state: History) -> tuple[Tensor, History]:
+    def advance(
+        self, x: Tensor, denoised: Tensor, sigmas: Grid, i: int, state: History
+    ) -> tuple[Tensor, History]:
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         check_history_above(state.sigmas, sigma)
         p = step_order(self.solver_order, len(state), sigmas, i, self.lower_order_final)
-        nodes = list(zip(state.sigmas[len(state) - (p - 1):], state.denoised[len(state) - (p - 1):]))
-        x_next = exponential_step(x, denoised, sigma, sigma_next, nodes, self.moments(math.log(sigma / sigma_next), p))
+        moments = self.moments(math.log(sigma / sigma_next), p)
+        x_next = exponential_step(x, denoised, sigma, sigma_next, state.last(p - 1), moments)
         return x_next, state.push(sigma, denoised, keep=self.solver_order - 1)
 
 
@@ -174,5 +176,8 @@ class DPMSolverPP2S(Solver[None]):
         x_mid = exponential_step(x, denoised, sigma, sigma_mid, [], [])
         denoised_mid = denoiser(x_mid, sigma_mid)
         moment = -0.5 * math.expm1(-h)  # the 'dpmsolver' (midpoint) second-order coefficient
-        return Step(exponential_step(x, denoised, sigma, sigma_next, [(sigma_mid, denoised_mid)], [moment]),
-                    denoised, None)
+        return Step(
+            exponential_step(x, denoised, sigma, sigma_next, [(sigma_mid, denoised_mid)], [moment]),
+            denoised,
+            None,
+        )

@@ -35,6 +35,12 @@ class SlopeHistory:
     sigmas: tuple[float, ...] = ()
     slopes: tuple[Tensor, ...] = ()
 
+    def last(self, count: int) -> list[tuple[float, Tensor]]:
+        """The newest ``count`` entries as ``(sigma, slope)`` pairs, oldest first."""
+        if count <= 0:
+            return []
+        return list(zip(self.sigmas[-count:], self.slopes[-count:], strict=True))
+
     def push(self, sigma: float, slope: Tensor, keep: int) -> SlopeHistory:
         """A new history with ``(sigma, slope)`` appended, keeping the last ``keep`` entries."""
         if keep <= 0:
@@ -114,13 +120,14 @@ class IPNDM(SingleEvaluationSolver[SlopeHistory]):
         slope = (x - denoised) / sigma
         p = step_order(self.solver_order, len(state), sigmas, i, self.lower_order_final)
         step = sigma_next - sigma
-        earlier = list(zip(state.sigmas[len(state) - (p - 1):], state.slopes[len(state) - (p - 1):]))
+        earlier = state.last(p - 1)
         if self.variable_step:
-            weights = interpolation_weights([(s - sigma) / step for s, _ in earlier], polynomial_moments(step, p - 1))
+            offsets = [(s - sigma) / step for s, _ in earlier]
+            weights = interpolation_weights(offsets, polynomial_moments(step, p - 1))
         else:
             # Newest-first equal-step coefficients; in difference form (they sum to 1).
             weights = [step * b for b in reversed(_ADAMS_BASHFORTH[p - 1][1:])]
         x_next = x + slope * step
-        for w, (_, d_j) in zip(weights, earlier):
+        for w, (_, d_j) in zip(weights, earlier, strict=True):
             x_next = x_next + (d_j - slope) * w
         return x_next, state.push(sigma, slope, keep=self.solver_order - 1)

@@ -126,12 +126,12 @@ class UniPC(SingleEvaluationSolver[UniPCState]):
         if self.corrector and state.x_prev is not None and state.order_prev >= 1:
             # UniC: redo the step hist.sigmas[-1] -> sigma with the new value as an extra node.
             p = state.order_prev
-            sigma_prev, denoised_prev = hist.sigmas[-1], hist.denoised[-1]
-            nodes = list(zip(hist.sigmas[len(hist) - p:-1], hist.denoised[len(hist) - p:-1])) + [(sigma, denoised)]
-            x = exponential_step(state.x_prev, denoised_prev, sigma_prev, sigma, nodes,
-                                 self.moments(math.log(sigma_prev / sigma), p))
+            *earlier, (sigma_prev, denoised_prev) = hist.last(p)
+            moments = self.moments(math.log(sigma_prev / sigma), p)
+            nodes = earlier + [(sigma, denoised)]
+            x = exponential_step(state.x_prev, denoised_prev, sigma_prev, sigma, nodes, moments)
         p = step_order(self.solver_order, len(hist), sigmas, i, self.lower_order_final)
-        nodes = list(zip(hist.sigmas[len(hist) - (p - 1):], hist.denoised[len(hist) - (p - 1):]))
-        x_next = exponential_step(x, denoised, sigma, sigma_next, nodes, self.moments(math.log(sigma / sigma_next), p - 1))
-        new_state = UniPCState(hist.push(sigma, denoised, keep=self.solver_order), x if self.corrector else None, p)
-        return x_next, new_state
+        moments = self.moments(math.log(sigma / sigma_next), p - 1)
+        x_next = exponential_step(x, denoised, sigma, sigma_next, hist.last(p - 1), moments)
+        history = hist.push(sigma, denoised, keep=self.solver_order)
+        return x_next, UniPCState(history, x if self.corrector else None, p)
