@@ -44,6 +44,7 @@ SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
 NFES = (4, 5, 6, 8, 10, 15, 20, 30)
 FAMILIES = {"karras": grids.Karras(7.0), "logsnr": grids.Exponential()}
 REFERENCE_STEPS = 40  # RK4 steps per unit of lambda for the exact endpoint (checked against twice as many)
+TELEPORT_CANDIDATES = (5.0, 10.0, 20.0, 40.0)  # teleport levels tried on calibration seeds
 
 
 # ---------------------------------------------------------------------------- targets
@@ -55,13 +56,12 @@ class Target:
     description: str
     mixture: GaussianMixture
     batch: int
-    sigma_skip: float
 
 
 def targets(quick: bool) -> list[Target]:
     # The demo's target (gaussport.demo.demo_target): 32 dimensions, 6 components.
     demo = anisotropic_mixture(dim=32, n_components=6, spread=2.0, eigenvalue_range=(1e-3, 0.1), seed=0)
-    out = [Target("demo", "d = 32, 6 dense components, eigenvalues 1e-3..0.1", demo, 64, 10.0)]
+    out = [Target("demo", "d = 32, 6 dense components, eigenvalues 1e-3..0.1", demo, 64)]
     if not quick:
         hard = anisotropic_mixture(
             dim=1024, n_components=10, rank=16, spread=2.0, eigenvalue_range=(1e-4, 0.3), seed=1
@@ -72,7 +72,6 @@ def targets(quick: bool) -> list[Target]:
                 "d = 1024, 10 components (rank 16 + isotropic 1e-4), eigenvalues 1e-4..0.3",
                 hard,
                 16,
-                10.0,
             )
         )
     return out
@@ -240,7 +239,10 @@ def steps_for(nfe: int, per_step: int) -> int:
     return nfe if per_step == 1 else (nfe + 1) // 2
 
 
-def run_target(target: Target, all_methods: list[Method], nfes: tuple[int, ...]) -> tuple[list[Row], dict]:
+def run_target(
+    target: Target, all_methods: list[Method], nfes: tuple[int, ...], skips: dict[str, dict[int, float]]
+) -> tuple[list[Row], dict]:
+    """Every method on every grid family and NFE; teleported runs use ``skips[family][nfe]``."""
     x = target.mixture.sample(target.batch, SIGMA_MAX, torch.Generator().manual_seed(0), dtype=torch.float64)
     gaussian = target.mixture.moments()
     t0 = time.perf_counter()
@@ -270,7 +272,7 @@ def run_target(target: Target, all_methods: list[Method], nfes: tuple[int, ...])
                             sigmas,
                             method.solver,
                             warm_start=gaussian,
-                            sigma_skip=target.sigma_skip,
+                            sigma_skip=skips[family_name][nfe],
                             schedule="respace",
                             disable=True,
                             **(method.options or {}),
@@ -294,33 +296,64 @@ def run_target(target: Target, all_methods: list[Method], nfes: tuple[int, ...])
     return rows, meta
 
 
-def sweep_sigma_skip(target: Target, solver: str, skips: tuple[float, ...], nfes: tuple[int, ...]) -> dict:
-    x = target.mixture.sample(target.batch, SIGMA_MAX, torch.Generator().manual_seed(0), dtype=torch.float64)
+def safe_teleport_level(target: Target, tau: float = 3e-3) -> tuple[float, dict[float, float]]:
+    """The automatic teleport level of method.md §4.4: the lowest level of a sqrt(2)-spaced ladder from
+    which on the Gaussian's relative velocity error ``|D - D_G| / |x - D|`` (mean over probes drawn from
+    the noisy target) stays below ``tau`` -- computed from the model and its Gaussian, not from solves."""
+    gaussian = target.mixture.moments()
+    errors = {}
+    for k in range(11):
+        level = 2.5 * 2 ** (k / 2)
+        x = target.mixture.sample(256, level, torch.Generator().manual_seed(7), dtype=torch.float64)
+        sigma = torch.full((256,), level, dtype=torch.float64)
+        d = target.mixture(x, sigma)
+        ratio = (d - gaussian(x, sigma)).flatten(1).norm(dim=1) / (x - d).flatten(1).norm(dim=1)
+        errors[level] = float(ratio.mean())
+    safe = SIGMA_MAX
+    for level in sorted(errors, reverse=True):
+        if errors[level] > tau:
+            break
+        safe = level
+    return safe, errors
+
+
+def calibrate_teleport(
+    target: Target,
+    family: grids.GridFamily,
+    nfes: tuple[int, ...],
+    candidates: tuple[float, ...],
+    solver: str = "unipc_bh2",
+) -> tuple[dict[int, float], dict[float, list[float]]]:
+    """Per NFE, the candidate teleport level with the lowest error on separate calibration trajectories.
+
+    A deployment would do the same with a high-NFE reference sampler on a few seeds (method.md §4.4,
+    step 2); here the reference is the RK4 solve of the calibration seeds, which never enter the
+    reported errors. Returns the chosen level per NFE and the calibration errors per candidate.
+    """
+    batch = max(4, target.batch // 4)
+    x = target.mixture.sample(batch, SIGMA_MAX, torch.Generator().manual_seed(1), dtype=torch.float64)
     gaussian = target.mixture.moments()
     exact = gaussport.reference_solve(
         target.mixture, x, grids.karras(2, SIGMA_MIN, SIGMA_MAX), steps_per_unit=REFERENCE_STEPS
     )
-    out = {}
-    for skip in skips:
-        errs = []
+    errors: dict[float, list[float]] = {}
+    for skip in candidates:
+        errors[skip] = []
         for nfe in nfes:
-            sigmas = grids.karras(nfe, SIGMA_MIN, SIGMA_MAX)
-            if skip >= SIGMA_MAX:
-                res = gaussport.solve(target.mixture, x, sigmas, solver, disable=True).x
-            else:
-                res = gaussport.sample(
-                    target.mixture,
-                    x,
-                    sigmas,
-                    solver,
-                    warm_start=gaussian,
-                    sigma_skip=skip,
-                    schedule="respace",
-                    disable=True,
-                ).x
-            errs.append(_rms(res, exact))
-        out[skip] = errs
-    return out
+            sigmas = family(nfe, SIGMA_MIN, SIGMA_MAX)
+            out = gaussport.sample(
+                target.mixture,
+                x,
+                sigmas,
+                solver,
+                warm_start=gaussian,
+                sigma_skip=skip,
+                schedule="respace",
+                disable=True,
+            ).x
+            errors[skip].append(_rms(out, exact))
+    chosen = {nfe: min(candidates, key=lambda c: errors[c][k]) for k, nfe in enumerate(nfes)}
+    return chosen, errors
 
 
 # ---------------------------------------------------------------------------- reporting
@@ -439,7 +472,7 @@ def plot(rows: list[Row], target: Target, path: str) -> bool:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     axes[0].set_ylabel("RMS error to the exact endpoint")
-    fig.suptitle(f"{target.description}; teleport to sigma = {target.sigma_skip:g}", fontsize=9)
+    fig.suptitle(f"{target.description}; teleport level calibrated per NFE", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -466,21 +499,51 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for target in targets(args.quick):
         t_target = time.perf_counter()
-        rows, meta = run_target(target, all_methods, nfes)
+        safe, ladder = safe_teleport_level(target)
+        candidates = tuple(sorted(set(TELEPORT_CANDIDATES) | {safe}))
+        calibration = {
+            name: calibrate_teleport(target, fam, nfes, candidates) for name, fam in FAMILIES.items()
+        }
+        skips = {name: chosen for name, (chosen, _) in calibration.items()}
+        rows, meta = run_target(target, all_methods, nfes, skips)
         meta["seconds"] = time.perf_counter() - t_target
         report += [
             f"## Target `{target.name}`: {target.description}",
             "",
             f"Batch {target.batch}; reference RK4 ({REFERENCE_STEPS} steps per unit of lambda) differs from "
-            "twice as many "
-            f"by {meta['reference_error']:.1e} RMS. Teleport: sigma {SIGMA_MAX:g} -> {target.sigma_skip:g} "
-            "with the mixture's moment-matched Gaussian, grid re-spaced below it (same NFE). "
-            f"Run time {meta['seconds']:.0f} s (reference solves {meta['reference_seconds']:.0f} s).",
+            f"twice as many by {meta['reference_error']:.1e} RMS. Run time {meta['seconds']:.0f} s "
+            f"(reference solves {meta['reference_seconds']:.0f} s).",
+            "",
+            "Teleport level. Relative velocity error of the moment-matched Gaussian, "
+            "mean |D - D_G| / |x - D| over 256 probes of the noisy target:",
+            "",
+            "| sigma | " + " | ".join(f"{lv:.3g}" for lv in ladder) + " |",
+            "|" + "---|" * (len(ladder) + 1),
+            "| error | " + " | ".join(f"{e:.1e}" for e in ladder.values()) + " |",
+            "",
+            f"Automatic safe level (method.md §4.4, tau = 3e-3): sigma* = {safe:.3g}. The level used at each "
+            "NFE is the candidate with the lowest error of unipc_bh2 on separate calibration seeds (errors "
+            "below; the reported errors use other seeds); every gaussport solver then teleports there with "
+            "the grid re-spaced below it (same NFE).",
             "",
         ]
         for family in FAMILIES:
+            chosen, errors = calibration[family]
             report += [
                 f"### {family} grid",
+                "",
+                "| calibration: sigma_skip | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
+                "|" + "---|" * (len(nfes) + 1),
+            ]
+            for skip, errs in errors.items():
+                cells = [
+                    f"**{_fmt(e)}**" if chosen[n] == skip else _fmt(e)
+                    for n, e in zip(nfes, errs, strict=True)
+                ]
+                report.append(
+                    f"| {skip:.3g}{' (safe)' if skip == safe else ''} | " + " | ".join(cells) + " |"
+                )
+            report += [
                 "",
                 table(rows, target.name, family, nfes),
                 "",
@@ -494,23 +557,6 @@ def main(argv: list[str] | None = None) -> int:
         png = os.path.join(args.out, f"benchmark-solvers-{target.name}.png")
         if plot(rows, target, png):
             report += [f"![{target.name}]({os.path.basename(png)})", ""]
-    if not args.quick:
-        demo = targets(False)[0]
-        skips = (2.5, 5.0, 10.0, 20.0, 40.0, SIGMA_MAX)
-        sweep = sweep_sigma_skip(demo, "unipc_bh2", skips, NFES)
-        report += [
-            "## Teleport level sweep (demo target, unipc_bh2, Karras)",
-            "",
-            "| sigma_skip | " + " | ".join(f"NFE {n}" for n in NFES) + " |",
-            "|" + "---|" * (len(NFES) + 1),
-        ]
-        for skip, errs in sweep.items():
-            report.append(
-                f"| {skip:g}{' (none)' if skip >= SIGMA_MAX else ''} | "
-                + " | ".join(_fmt(e) for e in errs)
-                + " |"
-            )
-        report.append("")
     report.append(f"Total wall time: {time.perf_counter() - start:.0f} s.")
     text = "\n".join(report)
     with open(os.path.join(args.out, "benchmarks-solvers.md"), "w") as fh:
