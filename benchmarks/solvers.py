@@ -15,7 +15,7 @@ Usage::
     PYTHONPATH=src python benchmarks/solvers.py --quick    # demo target, fewer methods (~1 min)
     PYTHONPATH=src python benchmarks/solvers.py --out docs/img
 
-Writes a markdown report (tables, NFE-savings summary) to stdout and ``<out>/benchmarks-solvers.md``,
+Writes a markdown report (tables, NFE-savings summary) to stdout and ``<out>/benchmark-solvers-report.md``,
 and one PNG per target to ``<out>/``. Errors are RMS per coordinate against the exact endpoint.
 """
 
@@ -559,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
             report += [f"![{target.name}]({os.path.basename(png)})", ""]
     report.append(f"Total wall time: {time.perf_counter() - start:.0f} s.")
     text = "\n".join(report)
-    with open(os.path.join(args.out, "benchmarks-solvers.md"), "w") as fh:
+    with open(os.path.join(args.out, "benchmark-solvers-report.md"), "w") as fh:
         fh.write(text + "\n")
     print(text)
     return 0

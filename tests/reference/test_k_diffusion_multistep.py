@@ -115,3 +115,22 @@ def test_matches_k_diffusion_from_a_mid_trajectory_start(mixture) -> None:  # no
     for name in sorted(PAIRS):
         theirs = PAIRS[name](mixture, x.clone(), torch.tensor(sigmas, dtype=torch.float64), disable=True)
         assert _max_rel(gaussport.solve(mixture, x, sigmas, name, disable=True).x, theirs) < 1e-10, name
+
+
+@pytest.mark.parametrize(
+    "sigmas",
+    [
+        grids.karras(12, 0.002, 80.0, append_zero=False),
+        grids.exponential(7, 0.05, 14.6, append_zero=False),
+        (3.0, 1.0, 0.2, 0.05),
+    ],
+    ids=["karras", "exponential", "start-mid"],
+)
+def test_variable_step_ipndm_is_k_diffusion_lms(sigmas: tuple[float, ...], mixture) -> None:  # noqa: ANN001
+    # sample_lms(order=4) integrates the Lagrange polynomial of the slopes over each step (by scipy
+    # quadrature, exact for polynomials): variable-step Adams-Bashforth 4, our ipndm_v. On a final
+    # step to sigma = 0 the two differ on purpose: LMS extrapolates the slopes down to 0, gaussport
+    # takes the Euler limit x = D like every other solver (docs/solvers.md).
+    x = mixture.sample(6, sigmas[0], torch.Generator().manual_seed(0), dtype=torch.float64)
+    theirs = ks.sample_lms(mixture, x.clone(), torch.tensor(sigmas, dtype=torch.float64), disable=True)
+    assert _max_rel(gaussport.solve(mixture, x, sigmas, "ipndm_v", disable=True).x, theirs) < 1e-10

@@ -38,7 +38,7 @@ LOCAL = [
     ("dpmpp_2m_taylor", {}, 3),
     ("dpmpp_3m", {}, 3),  # published 3M: the halved phi_3 term leaves it second order
     ("dpmpp_3m_fixed", {}, 4),
-    ("ipndm", {}, 3),  # equal-step coefficients on a non-uniform (in sigma) history
+    ("ipndm", {}, 5),  # history seeded at equal sigma steps: the fixed AB4 coefficients are exact
     ("ipndm_v", {}, 5),
     ("ipndm_v", {"solver_order": 3}, 4),
 ] + [
@@ -283,6 +283,7 @@ def test_state_threading_resumes_a_run(grid: tuple[float, ...], name: str, data:
 def test_seed_levels_continue_the_first_step_upwards() -> None:
     levels = seed_levels((2.0, 1.0, 0.3), 2)
     assert levels == pytest.approx((8.0, 4.0), rel=1e-15)
+    assert seed_levels((2.0, 1.0, 0.3), 2, "sigma") == pytest.approx((4.0, 3.0), rel=1e-15)
     assert seed_levels((2.0, 0.0), 2) == ()  # a single step to 0 needs no history
     assert seed_levels((2.0,), 2) == ()
 

@@ -11,7 +11,8 @@
 * **Seeded history** (opt-in, ``seed_history=True``): after an analytic warm start the history is
   filled with the warm-start model's denoised values on its exact path at the levels
   ``sigma_0 e^{j h_0}``, ``j = 1..k``, i.e. the grid's first step size in ``lambda = -log sigma``
-  continued upwards (docs/solvers.md, "Seeded history"). When the model *is* that Gaussian, this
+  continued upwards (equal steps in sigma for the sigma-space iPNDM; docs/solvers.md, "Seeded
+  history"). When the model *is* that Gaussian, this
   is the exact history of the order tests.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -60,19 +62,31 @@ def check_history_above(history_sigmas: tuple[float, ...], sigma: float) -> None
         )
 
 
-def seed_levels(sigmas: Grid, count: int) -> tuple[float, ...]:
-    """``count`` levels above ``sigmas[0]``, oldest first: the first step size in lambda continued up.
+def seed_levels(
+    sigmas: Grid, count: int, spacing: Literal["lambda", "sigma"] = "lambda"
+) -> tuple[float, ...]:
+    """``count`` levels above ``sigmas[0]``, oldest first: the grid's first step continued upwards.
 
-    Empty when there is nothing to seed for: no steps, or a single step straight to 0.
+    ``spacing="lambda"``: equal steps in ``lambda = -log sigma`` (``sigma_0 e^{j h_0}``), the variable
+    of the exponential integrators; ``"sigma"``: equal steps in sigma (``sigma_0 + j (sigma_0 -
+    sigma_1)``), the variable of Adams-Bashforth in sigma (iPNDM, whose equal-step coefficients assume
+    it). Empty when there is nothing to seed for: no steps, or a single step straight to 0.
     """
     if count <= 0 or len(sigmas) < 2 or sigmas[1] == 0.0:
         return ()
+    if spacing == "sigma":
+        step = sigmas[0] - sigmas[1]
+        return tuple(sigmas[0] + j * step for j in range(count, 0, -1))
     h0 = math.log(sigmas[0] / sigmas[1])
     return tuple(sigmas[0] * math.exp(j * h0) for j in range(count, 0, -1))
 
 
 def seed_path(
-    warm_start: WarmStart | None, x: Tensor, sigmas: Grid, count: int
+    warm_start: WarmStart | None,
+    x: Tensor,
+    sigmas: Grid,
+    count: int,
+    spacing: Literal["lambda", "sigma"] = "lambda",
 ) -> list[tuple[float, Tensor, Tensor]]:
     """``(sigma_j, x_j, D_j)`` on the warm-start model's exact path at :func:`seed_levels`, oldest first.
 
@@ -89,7 +103,7 @@ def seed_path(
             f"__call__(x, sigma) (e.g. gaussport.analytic.Gaussian); got {type(model).__name__}."
         )
     out = []
-    for level in seed_levels(sigmas, count):
+    for level in seed_levels(sigmas, count, spacing):
         x_j = model.flow(warm_start.x_from, warm_start.sigma_from, level).to(x.dtype)
         sigma = torch.full((x_j.shape[0],), level, dtype=x_j.dtype, device=x_j.device)
         out.append((level, x_j, model(x_j, sigma).to(x.dtype)))

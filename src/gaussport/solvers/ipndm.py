@@ -66,8 +66,10 @@ class IPNDM(SingleEvaluationSolver[SlopeHistory]):
       ``solver_order >= 2`` -- its strength is a small error constant at very few steps;
     * ``variable_step=True`` (``ipndm_v``): the exact integral of the polynomial through the slopes
       at the actual levels (variable-step Adams-Bashforth) -- order ``solver_order`` with exact history.
+      This is k-diffusion's ``sample_lms`` (same results to 1e-15 on grids ending above 0).
 
-    The step to ``sigma = 0`` is ``x = D`` (Euler's limit; no extra evaluation).
+    The step to ``sigma = 0`` is ``x = D`` (Euler's limit; no extra evaluation), as for every solver;
+    ``sample_lms`` instead extrapolates the slopes down to 0.
 
     Order: 2 (fixed coefficients) or ``solver_order`` (variable step) with exact history; 2 from a cold
     start (the first step is Euler, local error ``O(h^2)``); 1 for ``solver_order=1`` (Euler).
@@ -78,7 +80,8 @@ class IPNDM(SingleEvaluationSolver[SlopeHistory]):
         variable_step: variable-step coefficients instead of the published equal-step ones.
         lower_order_final: step ``i`` of ``n`` intervals uses order at most ``n - i``.
         seed_history: after an analytic warm start, fill the history with slopes on the Gaussian's
-            exact path above the start (docs/solvers.md, "Seeded history").
+            exact path above the start, at levels continuing the first step in sigma (the equal
+            steps the fixed coefficients assume; docs/solvers.md, "Seeded history").
 
     References:
         Zhang & Chen, "Fast Sampling of Diffusion Models with Exponential Integrator" (DEIS), ICLR 2023,
@@ -109,7 +112,7 @@ class IPNDM(SingleEvaluationSolver[SlopeHistory]):
     def init(self, x: Tensor, sigmas: Grid, warm_start: WarmStart | None = None) -> SlopeHistory:
         if not self.seed_history:
             return SlopeHistory()
-        seeds = seed_path(warm_start, x, sigmas, self.solver_order - 1)
+        seeds = seed_path(warm_start, x, sigmas, self.solver_order - 1, spacing="sigma")
         return SlopeHistory(tuple(s for s, _, _ in seeds), tuple((x_j - d_j) / s for s, x_j, d_j in seeds))
 
     def advance(
