@@ -321,8 +321,9 @@ def measured_local_order(
 
     One step from the exact state at ``sigma`` to ``sigma e^{-h}`` (``h`` in ``lambda = -log sigma``),
     with the history seeded exactly (:func:`exact_history_state`; solvers without it start cold)
-    at the levels ``sigma e^{jh}``; ``h`` is halved ``halvings`` times and the slope fitted to the
-    last three errors above ``floor``. A method of global order ``p`` has local order ``p + 1``.
+    at levels continuing the step upwards (``sigma e^{jh}`` for the exponential integrators);
+    ``h`` is halved ``halvings`` times and the slope fitted to the last three errors above
+    ``floor``. A method of global order ``p`` has local order ``p + 1``.
 
     ``corrected``: for predictor-corrector methods that correct the state at ``sigma e^{-h}`` only
     when the next step starts (UniPC), a function of the solver state after a *second* step
