@@ -84,6 +84,12 @@ class History:
             return History()
         return History((self.sigmas + (sigma,))[-keep:], (self.denoised + (denoised,))[-keep:])
 
+    def last(self, count: int) -> list[tuple[float, Tensor]]:
+        """The newest ``count`` entries as ``(sigma, denoised)`` pairs, oldest first."""
+        if count <= 0:
+            return []
+        return list(zip(self.sigmas[-count:], self.denoised[-count:], strict=True))
+
     def __len__(self) -> int:
         return len(self.sigmas)
 
@@ -99,7 +105,22 @@ class Solver(ABC, Generic[S]):
     @property
     @abstractmethod
     def order(self) -> int:
-        """Global convergence order on smooth problems (measured by the test suite)."""
+        """Global convergence order on smooth problems (measured by the test suite).
+
+        For multistep methods: the order with exact history (seeded from the exact solution);
+        :attr:`cold_start_order` is the order of a run starting with empty history.
+        """
+
+    @property
+    def cold_start_order(self) -> int:
+        """Global order of a run that starts with empty history (``init`` without seeding).
+
+        Equal to :attr:`order` for one-step methods. A multistep method warms up with lower-order
+        steps, and one step of local error ``O(h^(q+1))`` caps the global order at ``q + 1``
+        (solvers.md §6.2), so e.g. a third-order method that starts with DDIM converges with order 2
+        from a cold start. Measured by the test suite like :attr:`order`.
+        """
+        return self.order
 
     @abstractmethod
     def evaluations(self, sigmas: Grid) -> int:

@@ -1,0 +1,110 @@
+"""Bookkeeping shared by the multistep solvers: per-step orders, history checks, seeded history.
+
+* **Warm-up.** A run starts with whatever history its state holds (none after :meth:`Solver.init`
+  without seeding) and uses order ``min(order, stored points + 1)``: orders 1, 2, ... on a cold
+  start, exactly as every reference does.
+* **lower_order_final.** With it, step ``i`` of a grid of ``n`` intervals uses at most order
+  ``n - i``: the last interval is first order, the one before at most second order, and so on
+  (the rule of wl-zhao/UniPC and diffusers' ``UniPCMultistepScheduler``; solvers.md §6.10).
+  It counts the intervals of the grid given to the current run, so a run split with ``state=``
+  lowers the order at the end of each part. A final step to ``sigma = 0`` is ``x = D`` regardless.
+* **Seeded history** (opt-in, ``seed_history=True``): after an analytic warm start the history is
+  filled with the warm-start model's denoised values on its exact path at the levels
+  ``sigma_0 e^{j h_0}``, ``j = 1..k``, i.e. the grid's first step size in ``lambda = -log sigma``
+  continued upwards (equal steps in sigma for the sigma-space iPNDM; docs/solvers.md, "Seeded
+  history"). When the model *is* that Gaussian, this
+  is the exact history of the order tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from .._checks import Grid
+from .base import WarmStart
+
+__all__ = ["step_order", "final_order_cap", "check_history_above", "seed_levels", "seed_path"]
+
+logger = logging.getLogger("gaussport")
+
+
+def step_order(order: int, stored: int, sigmas: Grid, i: int, lower_order_final: bool) -> int:
+    """The order of step ``i``: limited by ``stored`` earlier points (warm-up) and, optionally, at the end."""
+    p = min(order, stored + 1)
+    if lower_order_final:
+        p = min(p, len(sigmas) - 1 - i)
+    return max(p, 1)
+
+
+def final_order_cap(order: int, lower_order_final: bool) -> int:
+    """The global order left by ``lower_order_final``: a first-order last step (local error
+    ``O(h^2)``) caps it at 2 on grids ending above 0."""
+    return min(order, 2) if lower_order_final else order
+
+
+def check_history_above(history_sigmas: tuple[float, ...], sigma: float) -> None:
+    """Stored points must lie above the current level (the state belongs to this trajectory).
+
+    Raises:
+        ValueError: if the newest stored level is not strictly above ``sigma`` -- a state passed with
+            ``state=`` from a run that does not end where this grid starts.
+    """
+    if history_sigmas and not history_sigmas[-1] > sigma:
+        raise ValueError(
+            f"the solver state holds history down to sigma = {history_sigmas[-1]!r}, but this step starts "
+            f"at sigma = {sigma!r}; a state passed with state= must come from the run ending at this "
+            "grid's first level (solve(G[:k]) then solve(G[k-1:], state=...))."
+        )
+
+
+def seed_levels(
+    sigmas: Grid, count: int, spacing: Literal["lambda", "sigma"] = "lambda"
+) -> tuple[float, ...]:
+    """``count`` levels above ``sigmas[0]``, oldest first: the grid's first step continued upwards.
+
+    ``spacing="lambda"``: equal steps in ``lambda = -log sigma`` (``sigma_0 e^{j h_0}``), the variable
+    of the exponential integrators; ``"sigma"``: equal steps in sigma (``sigma_0 + j (sigma_0 -
+    sigma_1)``), the variable of Adams-Bashforth in sigma (iPNDM, whose equal-step coefficients assume
+    it). Empty when there is nothing to seed for: no steps, or a single step straight to 0.
+    """
+    if count <= 0 or len(sigmas) < 2 or sigmas[1] == 0.0:
+        return ()
+    if spacing == "sigma":
+        step = sigmas[0] - sigmas[1]
+        return tuple(sigmas[0] + j * step for j in range(count, 0, -1))
+    h0 = math.log(sigmas[0] / sigmas[1])
+    return tuple(sigmas[0] * math.exp(j * h0) for j in range(count, 0, -1))
+
+
+def seed_path(
+    warm_start: WarmStart | None,
+    x: Tensor,
+    sigmas: Grid,
+    count: int,
+    spacing: Literal["lambda", "sigma"] = "lambda",
+) -> list[tuple[float, Tensor, Tensor]]:
+    """``(sigma_j, x_j, D_j)`` on the warm-start model's exact path at :func:`seed_levels`, oldest first.
+
+    ``x_j = model.flow(x_from, sigma_from, sigma_j)`` and ``D_j = model(x_j, sigma_j)`` (no model
+    evaluations are counted: the warm-start model is analytic). Returns ``[]`` without a warm start.
+    """
+    if warm_start is None:
+        logger.debug("seed_history=True but the run has no analytic warm start: starting with empty history")
+        return []
+    model = warm_start.model
+    if not (callable(model) and callable(getattr(model, "flow", None))):
+        raise TypeError(
+            "seed_history=True needs a warm-start model with flow(x, sigma_from, sigma_to) and "
+            f"__call__(x, sigma) (e.g. gaussport.analytic.Gaussian); got {type(model).__name__}."
+        )
+    out = []
+    for level in seed_levels(sigmas, count, spacing):
+        x_j = model.flow(warm_start.x_from, warm_start.sigma_from, level).to(x.dtype)
+        sigma = torch.full((x_j.shape[0],), level, dtype=x_j.dtype, device=x_j.device)
+        out.append((level, x_j, model(x_j, sigma).to(x.dtype)))
+    return out
