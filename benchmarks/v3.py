@@ -40,7 +40,7 @@ import gaussport  # noqa: E402
 from gaussport import grids  # noqa: E402
 from gaussport.analytic import Dense, Gaussian, LowRankPlusIsotropic, anisotropic_mixture  # noqa: E402
 from gaussport.ems import EMS, EMSEstimator, analytic_ems, estimate_ems  # noqa: E402
-from gaussport.testing import GaussianProblem, anisotropic_gaussian, measured_order  # noqa: E402
+from gaussport.testing import anisotropic_gaussian, measured_order  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 NFES = (4, 5, 6, 8, 10, 12, 15, 20)
@@ -54,8 +54,13 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def _environment() -> dict[str, Any]:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    return {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-            "threads": torch.get_num_threads(), "load_average": load}
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "threads": torch.get_num_threads(),
+        "load_average": load,
+    }
 
 
 def _write(part: str, payload: dict[str, Any], markdown: str) -> None:
@@ -123,8 +128,16 @@ def compare_solvers(
     for k in estimator_samples:
         start = time.perf_counter()
         ems_sets[f"estimated K={k}"] = estimate_ems(
-            denoiser, data, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, intervals=estimator_intervals, samples=k,
-            batch_size=min(k, 256), dtype=model_dtype, disable=True)
+            denoiser,
+            data,
+            sigma_min=SIGMA_MIN,
+            sigma_max=SIGMA_MAX,
+            intervals=estimator_intervals,
+            samples=k,
+            batch_size=min(k, 256),
+            dtype=model_dtype,
+            disable=True,
+        )
         build[f"estimated K={k}"] = time.perf_counter() - start
     ems_sets["degenerate"] = EMS.degenerate((1,) * (x.ndim - 1), sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX)
     build["degenerate"] = 0.0
@@ -138,34 +151,77 @@ def compare_solvers(
                     continue
                 t0 = time.perf_counter()
                 if teleport:
-                    sol = gaussport.sample(denoiser, x, grid, solver, warm_start=gaussian, sigma_skip=sigma_skip,
-                                           schedule="respace", dtype=torch.float64, model_dtype=model_dtype,
-                                           disable=True, **options)
+                    sol = gaussport.sample(
+                        denoiser,
+                        x,
+                        grid,
+                        solver,
+                        warm_start=gaussian,
+                        sigma_skip=sigma_skip,
+                        schedule="respace",
+                        dtype=torch.float64,
+                        model_dtype=model_dtype,
+                        disable=True,
+                        **options,
+                    )
                 else:
-                    sol = gaussport.solve(denoiser, x, grid, solver, dtype=torch.float64, model_dtype=model_dtype,
-                                          disable=True, **options)
-                rows.append({"solver": label, "teleport": teleport, "nfe": sol.nfe, "error": _rel(sol.x, reference),
-                             "seconds": time.perf_counter() - t0})
-    payload = {"problem": name, "batch": x.shape[0], "sigma_skip": sigma_skip, "reference_seconds": ref_seconds,
-               "ems_build_seconds": build, "estimator_intervals": estimator_intervals, "rows": rows}
+                    sol = gaussport.solve(
+                        denoiser,
+                        x,
+                        grid,
+                        solver,
+                        dtype=torch.float64,
+                        model_dtype=model_dtype,
+                        disable=True,
+                        **options,
+                    )
+                rows.append(
+                    {
+                        "solver": label,
+                        "teleport": teleport,
+                        "nfe": sol.nfe,
+                        "error": _rel(sol.x, reference),
+                        "seconds": time.perf_counter() - t0,
+                    }
+                )
+    payload = {
+        "problem": name,
+        "batch": x.shape[0],
+        "sigma_skip": sigma_skip,
+        "reference_seconds": ref_seconds,
+        "ems_build_seconds": build,
+        "estimator_intervals": estimator_intervals,
+        "rows": rows,
+    }
     return payload, _solver_markdown(payload)
 
 
 def _solver_markdown(payload: dict[str, Any]) -> str:
     rows = payload["rows"]
     labels = list(dict.fromkeys(r["solver"] for r in rows))
-    out = [f"### {payload['problem']}: relative error vs NFE (Karras rho=7, sigma {SIGMA_MAX} -> {SIGMA_MIN} -> 0)\n"]
+    out = [
+        f"### {payload['problem']}: relative error vs NFE "
+        f"(Karras rho=7, sigma {SIGMA_MAX} -> {SIGMA_MIN} -> 0)\n"
+    ]
     for teleport in (False, True):
         title = f"with teleport to sigma = {payload['sigma_skip']}" if teleport else "without teleport"
-        out.append(f"\n**{title}** (batch {payload['batch']}; mean relative L2 error against the reference endpoint)\n\n")
+        out.append(
+            f"\n**{title}** (batch {payload['batch']}; "
+            "mean relative L2 error against the reference endpoint)\n\n"
+        )
         nfes = sorted({r["nfe"] for r in rows})
         table = []
         for label in labels:
-            by_nfe = {r["nfe"]: r["error"] for r in rows if r["solver"] == label and r["teleport"] == teleport}
+            by_nfe = {
+                r["nfe"]: r["error"] for r in rows if r["solver"] == label and r["teleport"] == teleport
+            }
             table.append([label] + [by_nfe.get(n, "") for n in nfes])
         out.append(_table(["solver"] + [f"NFE {n}" for n in nfes], table))
-    out.append("\nEMS build time (s): " + ", ".join(f"{k}: {v:.2f}" for k, v in payload["ems_build_seconds"].items())
-               + f" (estimator grid N = {payload['estimator_intervals']})\n")
+    out.append(
+        "\nEMS build time (s): "
+        + ", ".join(f"{k}: {v:.2f}" for k, v in payload["ems_build_seconds"].items())
+        + f" (estimator grid N = {payload['estimator_intervals']})\n"
+    )
     return "".join(out)
 
 
@@ -182,8 +238,11 @@ def _plot(payloads: list[dict[str, Any]], path: Path) -> None:
         for col, teleport in enumerate((False, True)):
             ax = axes[row][col]
             for label in dict.fromkeys(r["solver"] for r in payload["rows"]):
-                pts = sorted((r["nfe"], r["error"]) for r in payload["rows"]
-                             if r["solver"] == label and r["teleport"] == teleport)
+                pts = sorted(
+                    (r["nfe"], r["error"])
+                    for r in payload["rows"]
+                    if r["solver"] == label and r["teleport"] == teleport
+                )
                 style = "-" if label.startswith("v3") else "--"
                 ax.loglog([p[0] for p in pts], [p[1] for p in pts], style, marker="o", ms=3, label=label)
             ax.set_title(f"{payload['problem']} " + ("with teleport" if teleport else "without teleport"))
@@ -205,14 +264,28 @@ def mixture_problem(quick: bool) -> tuple[dict[str, Any], str]:
     def data(n: int, gen: torch.Generator) -> torch.Tensor:
         return mixture.sample(n, 0.0, gen, dtype=torch.float64)
 
-    return compare_solvers("Gaussian mixture (d = 64, 8 components)", mixture, gaussian, x, data, sigma_skip=5.0,
-                           estimator_samples=(64,) if quick else (64, 1024), estimator_intervals=120,
-                           model_dtype=torch.float64)
+    return compare_solvers(
+        "Gaussian mixture (d = 64, 8 components)",
+        mixture,
+        gaussian,
+        x,
+        data,
+        sigma_skip=5.0,
+        estimator_samples=(64,) if quick else (64, 1024),
+        estimator_intervals=120,
+        model_dtype=torch.float64,
+    )
 
 
 def digits_problem(quick: bool) -> tuple[dict[str, Any], str] | None:
     try:
-        from gaussport.models import load_digits_denoiser, load_digits_gaussian, load_digits_test_set, pixels_to_model
+        from gaussport.models import (
+            load_digits_denoiser,
+            load_digits_gaussian,
+            load_digits_test_set,
+            pixels_to_model,
+        )
+
         net = load_digits_denoiser()
         gaussian = load_digits_gaussian()
         test = load_digits_test_set()
@@ -231,9 +304,17 @@ def digits_problem(quick: bool) -> tuple[dict[str, Any], str] | None:
     def denoiser(xx: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         return net(xx, s)
 
-    return compare_solvers("digits model (8x8, trained)", denoiser, gaussian, x, train, sigma_skip=5.0,
-                           estimator_samples=(64,) if quick else (64, 512), estimator_intervals=120,
-                           model_dtype=torch.float32)
+    return compare_solvers(
+        "digits model (8x8, trained)",
+        denoiser,
+        gaussian,
+        x,
+        train,
+        sigma_skip=5.0,
+        estimator_samples=(64,) if quick else (64, 512),
+        estimator_intervals=120,
+        model_dtype=torch.float32,
+    )
 
 
 def run_solvers(problem: str, quick: bool) -> None:
@@ -258,12 +339,14 @@ def independent_gaussian() -> Gaussian:
     """solvers.md §0.2: 16 independent dimensions, mu ~ 0.5 N(0, 1), s_d log-spaced in [0.05, 2]."""
     gen = torch.Generator().manual_seed(0)
     mu = 0.5 * torch.randn(16, generator=gen, dtype=torch.float64)
-    return Gaussian.diagonal(mu, torch.logspace(math.log10(0.05), math.log10(2.0), 16, dtype=torch.float64) ** 2)
+    return Gaussian.diagonal(
+        mu, torch.logspace(math.log10(0.05), math.log10(2.0), 16, dtype=torch.float64) ** 2
+    )
 
 
 def _dpmpp_taylor(g: Gaussian, x: torch.Tensor, sigmas: tuple[float, ...], order: int) -> torch.Tensor:
     prev = None
-    for s, t in zip(sigmas, sigmas[1:]):
+    for s, t in zip(sigmas, sigmas[1:], strict=False):
         d = g(x, torch.full((x.shape[0],), s, dtype=x.dtype))
         h = math.log(s / t)
         phi1 = math.expm1(-h)
@@ -293,8 +376,10 @@ def run_accuracy() -> None:
                 errs.append(_rel(sol.x, exact))
             rows.append([n, rule] + errs)
     payload["exact_ems"] = rows
-    md.append("\n**Exact EMS, 16 independent dimensions (solvers.md §0.2), logSNR steps 80 -> 0.002** "
-              "(error vs the closed-form flow):\n\n")
+    md.append(
+        "\n**Exact EMS, 16 independent dimensions (solvers.md §0.2), logSNR steps 80 -> 0.002** "
+        "(error vs the closed-form flow):\n\n"
+    )
     md.append(_table(["EMS N", "rule", "5 steps", "10", "20", "50", "100"], rows))
 
     # (b) degenerate v3 vs an independent DPM-Solver++ 'taylor'.
@@ -309,11 +394,19 @@ def run_accuracy() -> None:
         row = [order, _rel(exp, ref)]
         for n in (1200, 2400, 4800):
             ems = EMS.degenerate((1,), sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, intervals=n)
-            row.append(_rel(gaussport.solve(g2, x2, sig, "dpm_solver_v3", ems=ems, quadrature="trapezoid",
-                                            disable=True, **opts).x, ref))
+            row.append(
+                _rel(
+                    gaussport.solve(
+                        g2, x2, sig, "dpm_solver_v3", ems=ems, quadrature="trapezoid", disable=True, **opts
+                    ).x,
+                    ref,
+                )
+            )
         rows.append(row)
     payload["degenerate_vs_dpmpp"] = rows
-    md.append("\n**Degenerate v3 vs DPM-Solver++ 'taylor' (independent implementation), 10 Karras steps:**\n\n")
+    md.append(
+        "\n**Degenerate v3 vs DPM-Solver++ 'taylor' (independent implementation), 10 Karras steps:**\n\n"
+    )
     md.append(_table(["order", "exponential rule", "trapezoid N=1200", "N=2400", "N=4800"], rows))
 
     # (c) mid-trajectory start.
@@ -331,8 +424,18 @@ def run_accuracy() -> None:
         rows.append(row)
     payload["mid_start"] = rows
     md.append("\n**Start at sigma = 3 from the exact state** (EMS 80 -> 0.002, N = 4800):\n\n")
-    md.append(_table(["steps", "gaussport (EMS of the full range)", "EMS computed on [0.002, 3]",
-                      "reference's t_start re-mapping", "degenerate"], rows))
+    md.append(
+        _table(
+            [
+                "steps",
+                "gaussport (EMS of the full range)",
+                "EMS computed on [0.002, 3]",
+                "reference's t_start re-mapping",
+                "degenerate",
+            ],
+            rows,
+        )
+    )
 
     # (d) quadrature rules on a correlated Gaussian: solver output vs the same solver at N = 19200.
     g3 = anisotropic_gaussian(dim=16)
@@ -344,30 +447,46 @@ def run_accuracy() -> None:
         limit = gaussport.solve(g3, x3, sig, "dpm_solver_v3", ems=fine, disable=True).x
         for n in (120, 300, 1200):
             ems = analytic_ems(g3, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, intervals=n)
-            rows.append([steps, n] + [_rel(gaussport.solve(g3, x3, sig, "dpm_solver_v3", ems=ems, quadrature=r,
-                                                           disable=True).x, limit) for r in ("exponential", "trapezoid")]
-                        + [_rel(limit, g3.flow(x3, SIGMA_MAX, SIGMA_MIN))])
+            rows.append(
+                [steps, n]
+                + [
+                    _rel(
+                        gaussport.solve(g3, x3, sig, "dpm_solver_v3", ems=ems, quadrature=r, disable=True).x,
+                        limit,
+                    )
+                    for r in ("exponential", "trapezoid")
+                ]
+                + [_rel(limit, g3.flow(x3, SIGMA_MAX, SIGMA_MIN))]
+            )
     payload["quadrature"] = rows
-    md.append("\n**Quadrature error** (16-dim correlated Gaussian, analytic EMS; difference to the same run with "
-              "N = 19200; last column: that run's solver error):\n\n")
+    md.append(
+        "\n**Quadrature error** (16-dim correlated Gaussian, analytic EMS; difference to the same run with "
+        "N = 19200; last column: that run's solver error):\n\n"
+    )
     md.append(_table(["steps", "EMS N", "exponential", "trapezoid", "solver error"], rows))
 
     # (e) measured global orders (gaussport.testing.measured_order, degenerate EMS).
     rows = []
-    for label, opts in [("p1", {"predictor_order": 1, "corrector": None}),
-                        ("p2", {"predictor_order": 2, "corrector": None}),
-                        ("p3", {"predictor_order": 3, "corrector": None}),
-                        ("p2 + corrector", {"predictor_order": 2}),
-                        ("p3 + corrector (default)", {}),
-                        ("p3 + pseudo-corrector", {"corrector": "pseudo"}),
-                        ("pseudo-p3 + corrector", {"predictor": "pseudo"}),
-                        ("p3, no lower_order_final", {"corrector": None, "lower_order_final": False})]:
+    for label, opts in [
+        ("p1", {"predictor_order": 1, "corrector": None}),
+        ("p2", {"predictor_order": 2, "corrector": None}),
+        ("p3", {"predictor_order": 3, "corrector": None}),
+        ("p2 + corrector", {"predictor_order": 2}),
+        ("p3 + corrector (default)", {}),
+        ("p3 + pseudo-corrector", {"corrector": "pseudo"}),
+        ("pseudo-p3 + corrector", {"predictor": "pseudo"}),
+        ("p3, no lower_order_final", {"corrector": None, "lower_order_final": False}),
+    ]:
         solver = gaussport.solvers.get("dpm_solver_v3", **opts)
-        rows.append([label, solver.order] + [measured_order(solver, family=f)
-                                             for f in (grids.Exponential(), grids.Karras(7.0))])
+        rows.append(
+            [label, solver.order]
+            + [measured_order(solver, family=f) for f in (grids.Exponential(), grids.Karras(7.0))]
+        )
     payload["orders"] = rows
-    md.append("\n**Measured global order** (gaussport.testing.measured_order, 16-dim anisotropic Gaussian, "
-              "20 -> 0.05, 8-256 steps; degenerate EMS):\n\n")
+    md.append(
+        "\n**Measured global order** (gaussport.testing.measured_order, 16-dim anisotropic Gaussian, "
+        "20 -> 0.05, 8-256 steps; degenerate EMS):\n\n"
+    )
     md.append(_table(["configuration", "declared", "logSNR grid", "Karras grid"], rows))
 
     # (f) the estimator on a 4-dim Gaussian: RMS error vs K.
@@ -377,13 +496,24 @@ def run_accuracy() -> None:
     exact4 = analytic_ems(g4, sigma_min=0.3, sigma_max=10.0, intervals=24)
     rows = []
     for k in (256, 1024, 4096, 16384):
-        est = estimate_ems(g4, lambda n, gen: g4.sample(n, 0.0, gen, dtype=torch.float64), sigma_min=0.3,
-                           sigma_max=10.0, intervals=24, samples=k, batch_size=8192, smoothing=0,
-                           dtype=torch.float64, disable=True)
+        est = estimate_ems(
+            g4,
+            lambda n, gen: g4.sample(n, 0.0, gen, dtype=torch.float64),
+            sigma_min=0.3,
+            sigma_max=10.0,
+            intervals=24,
+            samples=k,
+            batch_size=8192,
+            smoothing=0,
+            dtype=torch.float64,
+            disable=True,
+        )
         rows.append([k] + [float((getattr(est, c) - getattr(exact4, c)).pow(2).mean().sqrt()) for c in "lsb"])
     payload["estimator"] = rows
-    md.append("\n**Estimator vs analytic EMS** (4-dim correlated Gaussian, sigma 10 -> 0.3, N = 24, no smoothing; "
-              "RMS error over levels and dimensions):\n\n")
+    md.append(
+        "\n**Estimator vs analytic EMS** (4-dim correlated Gaussian, sigma 10 -> 0.3, N = 24, no smoothing; "
+        "RMS error over levels and dimensions):\n\n"
+    )
     md.append(_table(["K", "l", "s", "b"], rows))
     _write("accuracy", payload, "".join(md))
 
@@ -405,10 +535,23 @@ def _edm_unet(sample_size: int, channels: int, blocks: tuple[int, ...], attentio
     from diffusers import UNet2DModel
 
     down = tuple("AttnDownBlock2D" if attention and i == 1 else "DownBlock2D" for i in range(len(blocks)))
-    up = tuple("AttnUpBlock2D" if attention and i == len(blocks) - 2 else "UpBlock2D" for i in range(len(blocks)))
-    net = UNet2DModel(sample_size=sample_size, in_channels=channels, out_channels=channels, block_out_channels=blocks,
-                      down_block_types=down, up_block_types=up, layers_per_block=2,
-                      norm_num_groups=min(32, blocks[0])).eval().requires_grad_(False)
+    up = tuple(
+        "AttnUpBlock2D" if attention and i == len(blocks) - 2 else "UpBlock2D" for i in range(len(blocks))
+    )
+    net = (
+        UNet2DModel(
+            sample_size=sample_size,
+            in_channels=channels,
+            out_channels=channels,
+            block_out_channels=blocks,
+            down_block_types=down,
+            up_block_types=up,
+            layers_per_block=2,
+            norm_num_groups=min(32, blocks[0]),
+        )
+        .eval()
+        .requires_grad_(False)
+    )
 
     def denoiser(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         s = sigma.reshape(-1, 1, 1, 1)
@@ -424,8 +567,11 @@ def run_cost() -> None:
     payload: dict[str, Any] = {}
     md = ["## EMS cost\n"]
     rows = []
-    for label, dim, rank in (("digits size, dense", 64, None), ("CIFAR-10 size, dense", 3072, None),
-                             ("SD latent size, low rank 256", 16384, 256)):
+    for label, dim, rank in (
+        ("digits size, dense", 64, None),
+        ("CIFAR-10 size, dense", 3072, None),
+        ("SD latent size, low rank 256", 16384, 256),
+    ):
         g = _random_gaussian(dim, rank)
         t0 = time.perf_counter()
         ems = analytic_ems(g, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, intervals=1200)
@@ -435,20 +581,33 @@ def run_cost() -> None:
         coeff = time.perf_counter() - t0
         rows.append([label, dim, seconds, coeff])
     payload["analytic"] = rows
-    md.append("\n**Analytic EMS** (N = 1200, float64, this CPU) and the per-run step integrals (10 Karras steps):\n\n")
+    md.append(
+        "\n**Analytic EMS** (N = 1200, float64, this CPU) and the per-run step integrals "
+        "(10 Karras steps):\n\n"
+    )
     md.append(_table(["Gaussian", "d", "build EMS (s)", "step integrals (s)"], rows))
 
     rows = []
     mixture = anisotropic_mixture(dim=64, n_components=8, seed=0)
-    cases = [("Gaussian mixture d=64", mixture, lambda n, gen: mixture.sample(n, 0.0, gen), (64,), 256, "n/a"),
-             ("UNet 8x8 (random init)", _edm_unet(8, 1, (32, 64), False), None, (1, 8, 8), 64, None),
-             ("UNet 32x32x3 (DDPM CIFAR-10 layout, random init)", _edm_unet(32, 3, (128, 256, 256, 256), True), None,
-              (3, 32, 32), 8, None)]
+    cases = [
+        ("Gaussian mixture d=64", mixture, lambda n, gen: mixture.sample(n, 0.0, gen), (64,), 256, "n/a"),
+        ("UNet 8x8 (random init)", _edm_unet(8, 1, (32, 64), False), None, (1, 8, 8), 64, None),
+        (
+            "UNet 32x32x3 (DDPM CIFAR-10 layout, random init)",
+            _edm_unet(32, 3, (128, 256, 256, 256), True),
+            None,
+            (3, 32, 32),
+            8,
+            None,
+        ),
+    ]
     for label, den, data, shape, batch, _ in cases:
         if data is None:
-            data = (lambda sh: (lambda n, gen: torch.randn((n, *sh), generator=gen).clamp(-1, 1)))(shape)
+            data = (lambda sh: lambda n, gen: torch.randn((n, *sh), generator=gen).clamp(-1, 1))(shape)
         params = getattr(den, "parameters", None)
-        est = EMSEstimator(sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, intervals=1, samples=batch, batch_size=batch)
+        est = EMSEstimator(
+            sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, intervals=1, samples=batch, batch_size=batch
+        )
         t0 = time.perf_counter()
         est.run(den, data, max_batches=2, disable=True)  # the two l-levels
         l_cost = (time.perf_counter() - t0) / (2 * batch)
@@ -461,13 +620,35 @@ def run_cost() -> None:
         fwd = (time.perf_counter() - t0) / batch
         per_sample = l_cost + f_cost
         paper = 1201 * 1024 * per_sample / 3600
-        rows.append([label, params if isinstance(params, int) else "-", fwd * 1e3, per_sample * 1e3,
-                     per_sample / fwd, paper])
+        rows.append(
+            [
+                label,
+                params if isinstance(params, int) else "-",
+                fwd * 1e3,
+                per_sample * 1e3,
+                per_sample / fwd,
+                paper,
+            ]
+        )
     payload["estimator"] = rows
-    md.append("\n**Monte-Carlo estimator** (this CPU, one thread set by torch): per sample and level, the l pass "
-              "(one JVP) plus the f pass (one forward + one JVP); extrapolated to the paper's N = 1200, K = 1024:\n\n")
-    md.append(_table(["denoiser", "parameters", "forward (ms/sample)", "estimator (ms/sample/level)",
-                      "in forwards", "N=1200, K=1024 (hours)"], rows))
+    md.append(
+        "\n**Monte-Carlo estimator** (this CPU, one thread set by torch): per sample and level, the l pass "
+        "(one JVP) plus the f pass (one forward + one JVP); extrapolated to the paper's "
+        "N = 1200, K = 1024:\n\n"
+    )
+    md.append(
+        _table(
+            [
+                "denoiser",
+                "parameters",
+                "forward (ms/sample)",
+                "estimator (ms/sample/level)",
+                "in forwards",
+                "N=1200, K=1024 (hours)",
+            ],
+            rows,
+        )
+    )
     _write("cost", payload, "".join(md))
 
 

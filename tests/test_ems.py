@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 from gaussport.analytic import Dense, Diagonal, Gaussian, LowRankPlusIsotropic
 from gaussport.ems import EMS, EMSEstimator, analytic_ems, estimate_ems
 from gaussport.ems._quadrature import psi, step_integrals
-from gaussport.ems.estimate import central_derivative
 from gaussport.testing import gaussians, random_gaussian
 
 
@@ -70,7 +69,9 @@ def test_independent_coordinates_reduce_to_the_per_dimension_formula() -> None:
 @pytest.mark.parametrize("representation", ["dense", "lowrank"])
 @settings(max_examples=15)
 @given(g=st.integers(0, 2**31 - 1), dim=st.integers(2, 6), sigma=st.floats(0.01, 60.0))
-def test_closed_form_matches_dense_linear_algebra(representation: str, g: int, dim: int, sigma: float) -> None:
+def test_closed_form_matches_dense_linear_algebra(
+    representation: str, g: int, dim: int, sigma: float
+) -> None:
     spectrum = torch.logspace(0.5, -2.5, dim, dtype=torch.float64).tolist()
     gauss = random_gaussian(spectrum, g, representation=representation)
     ems = analytic_ems(gauss, sigma_min=sigma, sigma_max=2 * sigma, intervals=1)
@@ -121,7 +122,7 @@ def _hutchinson_sd(g: Gaussian, sigma: float, samples: int) -> torch.Tensor:
     return torch.sqrt((off**2).sum(1) / samples)
 
 
-def _sampler(g: Gaussian):  # noqa: ANN202
+def _sampler(g: Gaussian):
     return lambda n, gen: g.sample(n, 0.0, gen, dtype=torch.float64)
 
 
@@ -137,7 +138,9 @@ def test_hutchinson_l_is_unbiased_with_the_predicted_spread(samples: int) -> Non
         z = (est.arrays["l_value"][j] - exact) / _hutchinson_sd(g, sigma, samples)
         assert float(z.abs().max()) < 5.0, (j, z)
     # Independent coordinates: P is diagonal and the estimator is exact for any number of samples.
-    diag = Gaussian.diagonal(torch.zeros(3, dtype=torch.float64), torch.tensor([1.0, 0.1, 0.01], dtype=torch.float64))
+    diag = Gaussian.diagonal(
+        torch.zeros(3, dtype=torch.float64), torch.tensor([1.0, 0.1, 0.01], dtype=torch.float64)
+    )
     exact_ems = analytic_ems(diag, sigma_min=0.05, sigma_max=10.0, intervals=6)
     est = EMSEstimator(sigma_min=0.05, sigma_max=10.0, intervals=6, samples=3, batch_size=3)
     while est.phase == "l":
@@ -156,8 +159,9 @@ def test_least_squares_s_b_are_unbiased_with_the_predicted_spread(samples: int) 
     stats = [dense_statistics(g, s) for s in sigmas]
     l = torch.stack([st_["l"] for st_ in stats])
     dl = torch.stack([st_["dl"] for st_ in stats])
-    est = EMSEstimator(sigma_min=0.1, sigma_max=10.0, intervals=5, samples=samples, batch_size=8192, l=l,
-                       l_derivative=dl)
+    est = EMSEstimator(
+        sigma_min=0.1, sigma_max=10.0, intervals=5, samples=samples, batch_size=8192, l=l, l_derivative=dl
+    )
     assert est.run(g, _sampler(g), dtype=torch.float64, disable=True)
     ems = est.result()
     for j, st_ in enumerate(stats):
@@ -171,7 +175,9 @@ def test_least_squares_s_b_are_unbiased_with_the_predicted_spread(samples: int) 
         assert float(((ems.b[j] - b_true) / sd_b).abs().max()) < 5.0
 
 
-def _fit_for(g: Gaussian, sigma: float, l: torch.Tensor, dl: torch.Tensor, samples: int) -> tuple[torch.Tensor, ...]:
+def _fit_for(
+    g: Gaussian, sigma: float, l: torch.Tensor, dl: torch.Tensor, samples: int
+) -> tuple[torch.Tensor, ...]:
     """The least-squares (s, b) the estimator targets when it uses the curves ``l``, ``l'`` (any,
     not only the optimal ones), and their sampling standard deviations for K = ``samples``:
     ``f = (P - diag l)(x - mu) - l mu``, ``f' = (-2P + P^2 + diag(l) P - diag(l'))(x - mu) - l' mu``
@@ -207,7 +213,9 @@ def test_estimator_converges_to_the_analytic_ems() -> None:
     sigmas = [math.exp(-lam) for lam in exact.lambdas]
     errors = {}
     for samples in (256, 16384):
-        est = EMSEstimator(sigma_min=lo, sigma_max=hi, intervals=n, samples=samples, batch_size=8192, smoothing=0)
+        est = EMSEstimator(
+            sigma_min=lo, sigma_max=hi, intervals=n, samples=samples, batch_size=8192, smoothing=0
+        )
         assert est.run(g, _sampler(g), dtype=torch.float64, disable=True)
         ems = est.result()
         sd_l = torch.stack([_hutchinson_sd(g, s, samples) for s in sigmas])
@@ -220,7 +228,7 @@ def test_estimator_converges_to_the_analytic_ems() -> None:
     assert all(errors[16384][k] < errors[256][k] / 3 for k in range(3)), errors
 
 
-def test_estimator_resumes_to_identical_numbers(tmp_path) -> None:  # noqa: ANN001
+def test_estimator_resumes_to_identical_numbers(tmp_path) -> None:
     g = random_gaussian([1.0, 0.2, 0.03], seed=1)
     settings_ = {"sigma_min": 0.1, "sigma_max": 5.0, "intervals": 4, "samples": 40, "batch_size": 16}
     whole = EMSEstimator(**settings_)
@@ -247,8 +255,9 @@ def test_estimator_resumes_to_identical_numbers(tmp_path) -> None:  # noqa: ANN0
 def test_estimator_accepts_a_dataset_tensor_and_float32() -> None:
     g = random_gaussian([1.0, 0.2, 0.03], seed=1)
     data = g.sample(64, 0.0, torch.Generator().manual_seed(0))
-    ems = estimate_ems(g, data, sigma_min=0.1, sigma_max=5.0, intervals=3, samples=32, batch_size=32,
-                       disable=True)
+    ems = estimate_ems(
+        g, data, sigma_min=0.1, sigma_max=5.0, intervals=3, samples=32, batch_size=32, disable=True
+    )
     assert ems.source == "estimated" and ems.samples == 32 and ems.shape == (3,)
     assert bool(torch.isfinite(ems.s).all()) and ems.l.dtype == torch.float64
     with pytest.raises(TypeError, match="data must be"):
@@ -256,7 +265,7 @@ def test_estimator_accepts_a_dataset_tensor_and_float32() -> None:
 
 
 # ----------------------------------------------------------------------------- the value object
-def test_save_load_round_trip_without_pickle(tmp_path) -> None:  # noqa: ANN001
+def test_save_load_round_trip_without_pickle(tmp_path) -> None:
     ems = analytic_ems(random_gaussian([1.0, 0.1], seed=2), sigma_min=0.01, sigma_max=20.0, intervals=7)
     path = tmp_path / "ems.npz"
     ems.save(path)
@@ -278,14 +287,21 @@ def test_save_load_round_trip_without_pickle(tmp_path) -> None:  # noqa: ANN001
         EMS.load(other)
 
 
-def test_reads_the_reference_file_layout(tmp_path) -> None:  # noqa: ANN001
+def test_reads_the_reference_file_layout(tmp_path) -> None:
     l = np.random.default_rng(0).uniform(0, 1, (5, 1, 2, 2))
     np.savez(tmp_path / "l.npz", l=l)
     np.savez(tmp_path / "sb.npz", s=np.zeros_like(l), b=np.ones_like(l))
-    ems = EMS.from_official(tmp_path / "l.npz", tmp_path / "sb.npz", lambda_start=-math.log(80.0),
-                            lambda_end=-math.log(0.002), samples=1024)
+    ems = EMS.from_official(
+        tmp_path / "l.npz",
+        tmp_path / "sb.npz",
+        lambda_start=-math.log(80.0),
+        lambda_end=-math.log(0.002),
+        samples=1024,
+    )
     assert ems.shape == (1, 2, 2) and ems.intervals == 4 and ems.samples == 1024
-    assert ems.sigma_max == pytest.approx(80.0, rel=1e-14) and ems.sigma_min == pytest.approx(0.002, rel=1e-14)
+    assert ems.sigma_max == pytest.approx(80.0, rel=1e-14) and ems.sigma_min == pytest.approx(
+        0.002, rel=1e-14
+    )
     assert np.array_equal(ems.l.numpy(), l)
 
 
@@ -314,8 +330,13 @@ def test_snap_reproduces_the_reference_quantisation() -> None:
 
     cases = json.loads(str(fixture["provenance"]))["cases"]
     lr = fixture["ems_edm_lambda_range"]
-    ems = EMS.from_lambdas(fixture["ems_edm_l"], fixture["ems_edm_s"], fixture["ems_edm_b"],
-                           lambda_start=float(lr[0]), lambda_end=float(lr[1]))
+    ems = EMS.from_lambdas(
+        fixture["ems_edm_l"],
+        fixture["ems_edm_s"],
+        fixture["ems_edm_b"],
+        lambda_start=float(lr[0]),
+        lambda_end=float(lr[1]),
+    )
     for case in cases:
         if case["schedule"] != "edm" or case["name"].startswith("edm_mid"):
             continue
@@ -339,7 +360,7 @@ def test_degenerate_coefficients_are_the_exact_phi_functions() -> None:
     ems = EMS.degenerate((), sigma_min=0.01, sigma_max=50.0)
     levels = (50.0, 7.0, 0.3, 0.01)
     table = ems.coefficients(levels, degree=2)
-    for (a, b), step in zip(zip(levels, levels[1:]), table.steps):
+    for (a, b), step in zip(zip(levels, levels[1:], strict=False), table.steps, strict=True):
         h = math.log(a / b)
         # phi_k = int_0^h e^u u^k / k! du; decay = e^{-h}.
         assert float(step.decay) == pytest.approx(math.exp(-h), rel=1e-15)
@@ -390,3 +411,44 @@ def test_analytic_ems_are_finite_for_any_gaussian(g: Gaussian) -> None:
     ems = analytic_ems(g, sigma_min=0.002, sigma_max=80.0, intervals=8)
     assert all(bool(torch.isfinite(getattr(ems, k)).all()) for k in ("l", "s", "b"))
     assert bool(((ems.l > 0) & (ems.l <= 1 + 1e-12)).all())
+
+
+def test_estimator_runs_on_a_network_with_fused_attention() -> None:
+    # scaled_dot_product_attention's fused CPU/GPU kernels have no forward-mode derivative; the
+    # estimator falls back to the math backend. A tiny randomly initialised diffusers UNet.
+    diffusers = pytest.importorskip("diffusers")
+    with torch.random.fork_rng():  # module initialisation draws from the global RNG; keep it local
+        torch.manual_seed(0)
+        net = (
+            diffusers.UNet2DModel(
+                sample_size=8,
+                in_channels=1,
+                out_channels=1,
+                block_out_channels=(8, 16),
+                layers_per_block=1,
+                down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+                norm_num_groups=4,
+                attention_head_dim=4,
+            )
+            .eval()
+            .requires_grad_(False)
+        )
+
+    def denoiser(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        s = sigma.reshape(-1, 1, 1, 1)
+        return (
+            x / (1 + s * s) + s / torch.sqrt(1 + s * s) * net(x / torch.sqrt(1 + s * s), sigma.log()).sample
+        )
+
+    ems = estimate_ems(
+        denoiser,
+        lambda n, gen: torch.randn((n, 1, 8, 8), generator=gen),
+        sigma_min=0.1,
+        sigma_max=10.0,
+        intervals=1,
+        samples=4,
+        batch_size=4,
+        disable=True,
+    )
+    assert ems.shape == (1, 8, 8) and all(bool(torch.isfinite(getattr(ems, k)).all()) for k in "lsb")

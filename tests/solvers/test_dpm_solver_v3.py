@@ -51,7 +51,9 @@ def independent_problem(representation: str = "diagonal") -> Gaussian:
 
 
 # ----------------------------------------------------------------------------- exact EMS
-@pytest.mark.parametrize(("representation", "counts"), [("diagonal", range(5, 101)), ("dense", (5, 10, 33, 100))])
+@pytest.mark.parametrize(
+    ("representation", "counts"), [("diagonal", range(5, 101)), ("dense", (5, 10, 33, 100))]
+)
 def test_exact_ems_make_v3_exact_up_to_quadrature(representation: str, counts: range) -> None:
     # With l*, s*, b* of independent Gaussian coordinates, g is constant along every trajectory,
     # so even the first-order update is exact: only the quadrature of the EMS integrals remains
@@ -62,8 +64,14 @@ def test_exact_ems_make_v3_exact_up_to_quadrature(representation: str, counts: r
     exact = g.flow(x, 80.0, 0.002)
     worst = 0.0
     for steps in counts:
-        sol = gaussport.solve(g, x, grids.exponential(steps + 1, 0.002, 80.0, append_zero=False),
-                              "dpm_solver_v3", ems=ems, disable=True)
+        sol = gaussport.solve(
+            g,
+            x,
+            grids.exponential(steps + 1, 0.002, 80.0, append_zero=False),
+            "dpm_solver_v3",
+            ems=ems,
+            disable=True,
+        )
         assert sol.nfe == steps
         worst = max(worst, _rel(sol.x, exact))
     assert worst <= 1e-6, worst
@@ -92,7 +100,9 @@ def test_analytic_ems_beat_degenerate_ems_at_few_steps() -> None:
     for steps in (5, 8):
         sig = grids.exponential(steps + 1, 0.002, 80.0, append_zero=False)
         analytic = _rel(gaussport.solve(g, x, sig, "dpm_solver_v3", ems=ems, disable=True).x, exact)
-        degenerate = _rel(gaussport.solve(g, x, sig, "dpm_solver_v3", ems="degenerate", disable=True).x, exact)
+        degenerate = _rel(
+            gaussport.solve(g, x, sig, "dpm_solver_v3", ems="degenerate", disable=True).x, exact
+        )
         assert analytic < degenerate / 5, (steps, analytic, degenerate)
 
 
@@ -134,8 +144,9 @@ def test_degenerate_v3_is_dpm_solver_pp_taylor(order: int) -> None:
     diffs = []
     for n in (1200, 2400, 4800):
         ems = EMS.degenerate((1,), sigma_min=0.002, sigma_max=80.0, intervals=n)
-        trap = gaussport.solve(g, x, sig, "dpm_solver_v3", ems=ems, quadrature="trapezoid", **options,
-                               disable=True).x
+        trap = gaussport.solve(
+            g, x, sig, "dpm_solver_v3", ems=ems, quadrature="trapezoid", **options, disable=True
+        ).x
         diffs.append(_rel(trap, ref))
     assert all(3.5 < diffs[i] / diffs[i + 1] < 4.5 for i in range(2)), diffs  # O(N^-2)
 
@@ -154,14 +165,21 @@ def test_parity_with_official_implementation(case: dict) -> None:
     g = Gaussian(torch.from_numpy(arrays["mean"]), torch.from_numpy(arrays["cov"]))
     sched = case["schedule"]
     lam = arrays[f"ems_{sched}_lambda_range"]
-    ems = EMS.from_lambdas(*(arrays[f"ems_{sched}_{k}"] for k in "lsb"), lambda_start=float(lam[0]),
-                           lambda_end=float(lam[1]))
+    ems = EMS.from_lambdas(
+        *(arrays[f"ems_{sched}_{k}"] for k in "lsb"), lambda_start=float(lam[0]), lambda_end=float(lam[1])
+    )
     name = case["name"]
     corrector = ("pseudo" if case["c_pseudo"] else "normal") if case["use_corrector"] else None
-    solver = get("dpm_solver_v3", ems=ems, predictor_order=case["order"],
-                 predictor="pseudo" if case["p_pseudo"] else "normal", corrector=corrector,
-                 lower_order_final=case["lower_order_final"], half=0.5 if case["half"] else None,
-                 quadrature="trapezoid")
+    solver = get(
+        "dpm_solver_v3",
+        ems=ems,
+        predictor_order=case["order"],
+        predictor="pseudo" if case["p_pseudo"] else "normal",
+        corrector=corrector,
+        lower_order_final=case["lower_order_final"],
+        half=0.5 if case["half"] else None,
+        quadrature="trapezoid",
+    )
     sigmas = [float(s) for s in arrays[f"{name}_sigmas"]]
     sol = gaussport.solve(g, torch.from_numpy(arrays[f"{name}_x0"]), sigmas, solver, disable=True)
     assert sol.nfe == case["steps"]
@@ -184,9 +202,17 @@ def test_mid_trajectory_start_is_as_accurate_as_a_full_run_over_the_sub_range() 
         e_mid, e_own = _rel(mid.x, exact), _rel(own.x, exact)
         assert e_mid <= 1e-6 and e_own <= 1e-6, (steps, e_mid, e_own)
         # The same run through the warm start: teleport to sigma_skip, then the same grid.
-        warm = gaussport.sample(g, x80, grids.exponential(steps + 1, 0.002, 80.0, append_zero=False),
-                                "dpm_solver_v3", warm_start=g, sigma_skip=skip, schedule="respace",
-                                ems=full_range, disable=True)
+        warm = gaussport.sample(
+            g,
+            x80,
+            grids.exponential(steps + 1, 0.002, 80.0, append_zero=False),
+            "dpm_solver_v3",
+            warm_start=g,
+            sigma_skip=skip,
+            schedule="respace",
+            ems=full_range,
+            disable=True,
+        )
         assert warm.sigmas == pytest.approx(sig, rel=1e-12) and _rel(warm.x, mid.x) < 1e-12
         # What the reference does with t_start = t_mid: the same rows stretched over [0.002, 3].
         stretched = EMS(full_range.l, full_range.s, full_range.b, sigma_min=0.002, sigma_max=skip)
@@ -214,24 +240,44 @@ def test_sample_builds_analytic_ems_from_the_warm_start() -> None:
     sig = grids.karras(12, 0.002, 80.0)
     x = g.sample(4, 80.0, torch.Generator().manual_seed(2), dtype=torch.float64)
     counter = CountingDenoiser(g)
-    auto = gaussport.sample(counter, x, sig, "dpm_solver_v3", warm_start=g, sigma_skip=10.0,
-                            schedule="respace", disable=True)
+    auto = gaussport.sample(
+        counter, x, sig, "dpm_solver_v3", warm_start=g, sigma_skip=10.0, schedule="respace", disable=True
+    )
     assert auto.nfe == counter.calls == len(sig) - 1  # NFE = steps (the last one is x = D)
     run = auto.sigmas
     explicit = analytic_ems(g, sigma_min=run[-2], sigma_max=run[0], intervals=1200)
-    manual = gaussport.sample(g, x, sig, "dpm_solver_v3", warm_start=g, sigma_skip=10.0, schedule="respace",
-                              ems=explicit, disable=True)
+    manual = gaussport.sample(
+        g,
+        x,
+        sig,
+        "dpm_solver_v3",
+        warm_start=g,
+        sigma_skip=10.0,
+        schedule="respace",
+        ems=explicit,
+        disable=True,
+    )
     assert torch.equal(auto.x, manual.x)
     assert auto.state.ems.source == "analytic"
     # Cached per Gaussian and grid: a second run reuses the same statistics object.
-    again = gaussport.sample(g, x, sig, "dpm_solver_v3", warm_start=g, sigma_skip=10.0, schedule="respace",
-                             disable=True)
+    again = gaussport.sample(
+        g, x, sig, "dpm_solver_v3", warm_start=g, sigma_skip=10.0, schedule="respace", disable=True
+    )
     assert again.state.ems is auto.state.ems
     # Without a warm start, or with ems="degenerate", the degenerate EMS (DPM-Solver++).
     plain = gaussport.solve(g, x, sig, "dpm_solver_v3", disable=True)
     assert plain.state.ems.source == "degenerate"
-    forced = gaussport.sample(g, x, sig, "dpm_solver_v3", warm_start=g, sigma_skip=10.0, schedule="respace",
-                              ems="degenerate", disable=True)
+    forced = gaussport.sample(
+        g,
+        x,
+        sig,
+        "dpm_solver_v3",
+        warm_start=g,
+        sigma_skip=10.0,
+        schedule="respace",
+        ems="degenerate",
+        disable=True,
+    )
     assert forced.state.ems.source == "degenerate"
     # The grid ends in 0, whose last step is x = D(x, sigma_min): compare with D at the exact state.
     at_min = g.flow(x, 80.0, run[-2])
@@ -248,9 +294,16 @@ def test_realised_grid_is_the_grid_given() -> None:
     x = g.sample(2, 80.0, torch.Generator().manual_seed(0), dtype=torch.float64)
     counter = CountingDenoiser(g)
     seen: list[tuple[float, float]] = []
-    sol = gaussport.solve(counter, x, sig, "dpm_solver_v3", ems=ems, disable=True,
-                          callback=lambda info: seen.append((info.sigma, info.sigma_next)))
-    assert sol.sigmas == sig and seen == list(zip(sig, sig[1:]))
+    sol = gaussport.solve(
+        counter,
+        x,
+        sig,
+        "dpm_solver_v3",
+        ems=ems,
+        disable=True,
+        callback=lambda info: seen.append((info.sigma, info.sigma_next)),
+    )
+    assert sol.sigmas == sig and seen == list(zip(sig, sig[1:], strict=False))
     assert counter.sigmas == pytest.approx(list(sig[:-1]), rel=1e-6)  # float32 sigma tensors
     snapped = ems.snap(sig)
     assert snapped != sig and snapped[-1] == 0.0
@@ -290,7 +343,9 @@ def test_corrector_schedule() -> None:
     assert not torch.equal(run(8, half=1.0), run(8))
     # NFE is the number of steps with or without the corrector, ending in 0 or not.
     counter = CountingDenoiser(g)
-    gaussport.solve(counter, x, grids.karras(7, 0.01, 80.0), "dpm_solver_v3", corrector="pseudo", disable=True)
+    gaussport.solve(
+        counter, x, grids.karras(7, 0.01, 80.0), "dpm_solver_v3", corrector="pseudo", disable=True
+    )
     assert counter.calls == 7
 
 

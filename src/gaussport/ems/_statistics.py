@@ -50,8 +50,13 @@ class StepCoefficients:
         def move(t: Tensor) -> Tensor:
             return t.to(device=device, dtype=dtype)
 
-        return StepCoefficients(move(self.decay), move(self.s_gain), move(self.b_gain), move(self.bias),
-                                tuple(move(p) for p in self.phi))
+        return StepCoefficients(
+            move(self.decay),
+            move(self.s_gain),
+            move(self.b_gain),
+            move(self.bias),
+            tuple(move(p) for p in self.phi),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +78,13 @@ class Coefficients:
     rule: str
 
     def to(self, device: torch.device, dtype: torch.dtype) -> Coefficients:
-        return Coefficients(self.sigmas, self.lambdas, tuple(v.to(device=device, dtype=dtype) for v in self.l),
-                            tuple(c.to(device, dtype) for c in self.steps), self.rule)
+        return Coefficients(
+            self.sigmas,
+            self.lambdas,
+            tuple(v.to(device=device, dtype=dtype) for v in self.l),
+            tuple(c.to(device, dtype) for c in self.steps),
+            self.rule,
+        )
 
 
 def _as_array(t: Any, what: str) -> Tensor:
@@ -129,7 +139,8 @@ class EMS:
         l64, s64, b64 = _as_array(l, "l"), _as_array(s, "s"), _as_array(b, "b")
         if not l64.shape == s64.shape == b64.shape:
             raise ValueError(
-                f"EMS l, s, b must have one shape; got {tuple(l64.shape)}, {tuple(s64.shape)}, {tuple(b64.shape)}."
+                "EMS l, s, b must have one shape; got "
+                f"{tuple(l64.shape)}, {tuple(s64.shape)}, {tuple(b64.shape)}."
             )
         sigma_min, sigma_max = float(sigma_min), float(sigma_max)
         if not (math.isfinite(sigma_min) and math.isfinite(sigma_max) and 0.0 < sigma_min < sigma_max):
@@ -150,18 +161,28 @@ class EMS:
     # ------------------------------------------------------------------ construction
     @classmethod
     def degenerate(
-        cls, shape: Sequence[int] = (), *, sigma_min: float = 0.002, sigma_max: float = 80.0, intervals: int = 1
+        cls,
+        shape: Sequence[int] = (),
+        *,
+        sigma_min: float = 0.002,
+        sigma_max: float = 80.0,
+        intervals: int = 1,
     ) -> EMS:
-        """``l = 1, s = 0, b = 0``: DPM-Solver-v3 reduces to DPM-Solver++ ('taylor' type, exact phi-functions).
+        """``l = 1, s = 0, b = 0``: DPM-Solver-v3 becomes DPM-Solver++ ('taylor' type, exact phi-functions).
 
         With the default exponential quadrature the reduction is exact to round-off for any
         ``intervals`` (docs/ems.md), so one interval suffices; the trapezoid rule needs many.
         """
         _check_intervals(intervals)
         full = (intervals + 1, *tuple(int(d) for d in shape))
-        return cls(torch.ones(full, dtype=torch.float64), torch.zeros(full, dtype=torch.float64),
-                   torch.zeros(full, dtype=torch.float64), sigma_min=sigma_min, sigma_max=sigma_max,
-                   source="degenerate")
+        return cls(
+            torch.ones(full, dtype=torch.float64),
+            torch.zeros(full, dtype=torch.float64),
+            torch.zeros(full, dtype=torch.float64),
+            sigma_min=sigma_min,
+            sigma_max=sigma_max,
+            source="degenerate",
+        )
 
     @classmethod
     def analytic(cls, gaussian: Any, *, sigma_min: float, sigma_max: float, intervals: int = 1200) -> EMS:
@@ -171,13 +192,21 @@ class EMS:
         return analytic_ems(gaussian, sigma_min=sigma_min, sigma_max=sigma_max, intervals=intervals)
 
     @classmethod
-    def from_lambdas(cls, l: Any, s: Any, b: Any, *, lambda_start: float, lambda_end: float, **kwargs: Any) -> EMS:
+    def from_lambdas(
+        cls, l: Any, s: Any, b: Any, *, lambda_start: float, lambda_end: float, **kwargs: Any
+    ) -> EMS:
         """EMS whose grid is given in half-logSNR ``lambda = log(alpha / sigma_vp) = -log sigma``.
 
         ``lambda_start`` belongs to the first row (high noise), ``lambda_end`` to the last.
         """
-        return cls(l, s, b, sigma_min=math.exp(-float(lambda_end)), sigma_max=math.exp(-float(lambda_start)),
-                   **kwargs)
+        return cls(
+            l,
+            s,
+            b,
+            sigma_min=math.exp(-float(lambda_end)),
+            sigma_max=math.exp(-float(lambda_start)),
+            **kwargs,
+        )
 
     @classmethod
     def from_official(
@@ -198,8 +227,16 @@ class EMS:
         """
         with np.load(l_file, allow_pickle=False) as lf, np.load(sb_file, allow_pickle=False) as sbf:
             l, s, b = lf["l"], sbf["s"], sbf["b"]
-        return cls.from_lambdas(l, s, b, lambda_start=lambda_start, lambda_end=lambda_end, samples=samples,
-                                source="official", metadata={"files": [os.fspath(l_file), os.fspath(sb_file)]})
+        return cls.from_lambdas(
+            l,
+            s,
+            b,
+            lambda_start=lambda_start,
+            lambda_end=lambda_end,
+            samples=samples,
+            source="official",
+            metadata={"files": [os.fspath(l_file), os.fspath(sb_file)]},
+        )
 
     # ------------------------------------------------------------------ properties
     @property
@@ -249,8 +286,10 @@ class EMS:
         return tuple(math.exp(-lam) for lam in self.lambdas)
 
     def __repr__(self) -> str:
-        return (f"EMS(shape={self.shape}, intervals={self.intervals}, sigma=[{self._sigma_min:g}, "
-                f"{self._sigma_max:g}], samples={self.samples}, source={self.source!r})")
+        return (
+            f"EMS(shape={self.shape}, intervals={self.intervals}, sigma=[{self._sigma_min:g}, "
+            f"{self._sigma_max:g}], samples={self.samples}, source={self.source!r})"
+        )
 
     # ------------------------------------------------------------------ grid helpers
     def _node(self, j: int) -> float:
@@ -293,7 +332,7 @@ class EMS:
         sample_shape = tuple(int(d) for d in sample_shape)
         # By hand: torch.broadcast_shapes imports sympy (seconds) on first use.
         ok = len(self.shape) <= len(sample_shape) and all(
-            e in (1, d) for e, d in zip(reversed(self.shape), reversed(sample_shape))
+            e in (1, d) for e, d in zip(reversed(self.shape), reversed(sample_shape), strict=False)
         )
         if not ok:
             raise ValueError(
@@ -375,7 +414,9 @@ class EMS:
         if table is None:
             lambdas = tuple(-math.log(s) for s in levels)
             l_at = tuple(self.at(lam)[0] for lam in lambdas)
-            steps = tuple(self._step(lambdas[i], lambdas[i + 1], degree, rule) for i in range(len(lambdas) - 1))
+            steps = tuple(
+                self._step(lambdas[i], lambdas[i + 1], degree, rule) for i in range(len(lambdas) - 1)
+            )
             table = Coefficients(levels, lambdas, l_at, steps, rule)
         self._remember(base_key, table)
         if key != base_key:
@@ -395,16 +436,22 @@ class EMS:
         inner = self._lambda_start + torch.arange(first, last + 1, dtype=torch.float64) * self._h
         if last == self.intervals:
             inner[-1] = self._lambda_end
-        u = torch.cat([torch.tensor([lam_a], dtype=torch.float64), inner,
-                       torch.tensor([lam_b], dtype=torch.float64)])
+        u = torch.cat(
+            [torch.tensor([lam_a], dtype=torch.float64), inner, torch.tensor([lam_b], dtype=torch.float64)]
+        )
         start, end = self.at(lam_a), self.at(lam_b)
         l, s, b = (
             torch.cat([start[k].unsqueeze(0), arr[first : last + 1], end[k].unsqueeze(0)])
             for k, arr in enumerate((self._l, self._s, self._b))
         )
         out = step_integrals(u, l, s, b, degree, rule)
-        return StepCoefficients(out["decay"], out["s_gain"], out["b_gain"], out["bias"],  # type: ignore[arg-type]
-                                tuple(out["phi"]))  # type: ignore[arg-type]
+        return StepCoefficients(
+            out["decay"],
+            out["s_gain"],
+            out["b_gain"],
+            out["bias"],  # type: ignore[arg-type]
+            tuple(out["phi"]),
+        )  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -420,8 +467,14 @@ class EMS:
             "metadata": self.metadata,
         }
         with open(path, "wb") as f:
-            np.savez(f, gaussport_format=np.array(FORMAT), metadata=np.array(json.dumps(meta)),
-                     l=self._l.numpy(), s=self._s.numpy(), b=self._b.numpy())
+            np.savez(
+                f,
+                gaussport_format=np.array(FORMAT),
+                metadata=np.array(json.dumps(meta)),
+                l=self._l.numpy(),
+                s=self._s.numpy(),
+                b=self._b.numpy(),
+            )
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> EMS:
@@ -430,8 +483,10 @@ class EMS:
         Raises:
             ValueError: if the file is not a gaussport EMS file or is inconsistent.
         """
-        not_ours = (f"{os.fspath(path)!r} is not a gaussport EMS file (an .npz written by EMS.save); "
-                    "read the reference implementation's l.npz/sb.npz with EMS.from_official.")
+        not_ours = (
+            f"{os.fspath(path)!r} is not a gaussport EMS file (an .npz written by EMS.save); "
+            "read the reference implementation's l.npz/sb.npz with EMS.from_official."
+        )
         try:
             data = np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
@@ -452,16 +507,33 @@ class EMS:
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{os.fspath(path)!r} has damaged metadata: {exc}") from exc
         if version > FORMAT_VERSION:
-            raise ValueError(f"{os.fspath(path)!r} has format version {version}; this gaussport reads up to "
-                             f"{FORMAT_VERSION}. Upgrade gaussport.")
-        ems = cls(arrays["l"], arrays["s"], arrays["b"], sigma_min=sigma_min, sigma_max=sigma_max,
-                  samples=meta.get("samples"), source=meta.get("source", ""), metadata=meta.get("metadata"))
-        if list(ems.shape) != list(meta.get("shape", ems.shape)) or ems.intervals != meta.get("intervals", ems.intervals):
-            raise ValueError(f"{os.fspath(path)!r} is inconsistent: arrays of shape {tuple(ems.l.shape)} but "
-                             f"metadata says {meta.get('intervals')} intervals of shape {meta.get('shape')}.")
+            raise ValueError(
+                f"{os.fspath(path)!r} has format version {version}; this gaussport reads up to "
+                f"{FORMAT_VERSION}. Upgrade gaussport."
+            )
+        ems = cls(
+            arrays["l"],
+            arrays["s"],
+            arrays["b"],
+            sigma_min=sigma_min,
+            sigma_max=sigma_max,
+            samples=meta.get("samples"),
+            source=meta.get("source", ""),
+            metadata=meta.get("metadata"),
+        )
+        if list(ems.shape) != list(meta.get("shape", ems.shape)) or ems.intervals != meta.get(
+            "intervals", ems.intervals
+        ):
+            raise ValueError(
+                f"{os.fspath(path)!r} is inconsistent: arrays of shape {tuple(ems.l.shape)} but "
+                f"metadata says {meta.get('intervals')} intervals of shape {meta.get('shape')}."
+            )
         return ems
 
 
 def _check_intervals(intervals: int) -> None:
     if not isinstance(intervals, int) or isinstance(intervals, bool) or intervals < 1:
-        raise ValueError(f"intervals must be a positive integer (the EMS grid has intervals + 1 levels); got {intervals!r}.")
+        raise ValueError(
+            "intervals must be a positive integer (the EMS grid has intervals + 1 levels); "
+            f"got {intervals!r}."
+        )

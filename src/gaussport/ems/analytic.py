@@ -38,8 +38,9 @@ __all__ = ["analytic_ems", "spectral_weights"]
 
 # Var_w(lam) <= _DECOUPLED * Sigma_dd^2: the dimension is an eigen-direction (Var f = 0 at all levels).
 _DECOUPLED = 1e-10
-# Work in chunks of lambda levels so that the [levels, d, k] intermediates stay small.
-_CHUNK_ELEMENTS = 2**24
+# Levels per chunk: the [levels, k] and [levels, d] intermediates stay ~32 MB while the products
+# (U∘U) @ f(lam) run as matrix-matrix products.
+_CHUNK_ELEMENTS = 2**22
 
 
 def spectral_weights(gaussian: Gaussian) -> tuple[Tensor, Tensor] | None:
@@ -68,7 +69,9 @@ def _diagonal_ems(variances: Tensor, mu: Tensor, sigma2: Tensor) -> tuple[Tensor
     return l, torch.zeros_like(l), -dl * mu[None, :]
 
 
-def _dense_ems(w: Tensor, lam: Tensor, mu: Tensor, sigma2: Tensor, decoupled: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _dense_ems(
+    w: Tensor, lam: Tensor, mu: Tensor, sigma2: Tensor, decoupled: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
     """The formulas of the module docstring for a chunk of levels ``sigma2 [n]``; returns ``[n, d]`` each."""
     wt = w.T  # [k, d]
     m = w @ lam  # Sigma_dd, [d]
@@ -118,8 +121,9 @@ def analytic_ems(gaussian: Gaussian, *, sigma_min: float, sigma_max: float, inte
         raise ValueError(f"need 0 < sigma_min < sigma_max; got {sigma_min}, {sigma_max}.")
     start = time.perf_counter()
     lam0, lam1 = -math.log(sigma_max), -math.log(sigma_min)
-    lambdas = torch.tensor([lam0 + j * (lam1 - lam0) / intervals for j in range(intervals)] + [lam1],
-                           dtype=torch.float64)
+    lambdas = torch.tensor(
+        [lam0 + j * (lam1 - lam0) / intervals for j in range(intervals)] + [lam1], dtype=torch.float64
+    )
     sigma2 = torch.exp(-2.0 * lambdas)
     mu = gaussian.mean.reshape(-1)
     spectral = spectral_weights(gaussian)
@@ -131,12 +135,22 @@ def analytic_ems(gaussian: Gaussian, *, sigma_min: float, sigma_max: float, inte
         m = w @ lam
         spread = (w * (lam[None, :] - m[:, None]) ** 2).sum(1)
         decoupled = spread <= _DECOUPLED * m * m
-        chunk = max(1, _CHUNK_ELEMENTS // max(1, w.numel()))
-        parts = [_dense_ems(w, lam, mu, sigma2[i : i + chunk], decoupled) for i in range(0, sigma2.numel(), chunk)]
+        chunk = max(1, _CHUNK_ELEMENTS // (w.shape[0] + w.shape[1]))
+        parts = [
+            _dense_ems(w, lam, mu, sigma2[i : i + chunk], decoupled) for i in range(0, sigma2.numel(), chunk)
+        ]
         l, s, b = (torch.cat([p[k] for p in parts]) for k in range(3))
     shape = (intervals + 1, *gaussian.shape)
     meta: dict[str, Any] = {"representation": gaussian.representation, "seconds": time.perf_counter() - start}
     if gaussian.source:
         meta["gaussian_source"] = gaussian.source
-    return EMS(l.reshape(shape), s.reshape(shape), b.reshape(shape), sigma_min=sigma_min, sigma_max=sigma_max,
-               samples=None, source="analytic", metadata=meta)
+    return EMS(
+        l.reshape(shape),
+        s.reshape(shape),
+        b.reshape(shape),
+        sigma_min=sigma_min,
+        sigma_max=sigma_max,
+        samples=None,
+        source="analytic",
+        metadata=meta,
+    )

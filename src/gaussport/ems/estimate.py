@@ -31,7 +31,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,7 +47,7 @@ FORMAT = "gaussport.ems-estimator"
 FORMAT_VERSION = 1
 _PHASES = ("l", "f", "done")
 
-Data = Union[Tensor, Callable[[int, torch.Generator], Tensor]]
+Data = Tensor | Callable[[int, torch.Generator], Tensor]
 
 
 def _seed(*parts: int) -> int:
@@ -55,21 +55,35 @@ def _seed(*parts: int) -> int:
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
-def _jvp(fn: Callable[[Tensor, Tensor], Tensor], primals: tuple[Tensor, Tensor],
-         tangents: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-    """Forward-mode JVP; falls back to the double-backward trick for models without forward AD."""
-    try:
-        return torch.func.jvp(fn, primals, tangents)
-    except (RuntimeError, NotImplementedError, TypeError) as first:
+def _jvp(
+    fn: Callable[[Tensor, Tensor], Tensor], primals: tuple[Tensor, Tensor], tangents: tuple[Tensor, Tensor]
+) -> tuple[Tensor, Tensor]:
+    """Forward-mode JVP of ``fn`` with two fallbacks.
+
+    Fused attention kernels (``scaled_dot_product_attention``'s flash/efficient backends) have no
+    forward-mode derivative: the JVP is retried with the math backend, which is differentiable
+    everywhere; models without forward AD at all use the double-backward trick.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    errors = []
+    for attempt in ("forward", "math attention", "double backward"):
         try:
-            with torch.enable_grad():
-                return torch.autograd.functional.jvp(fn, primals, tangents)
-        except Exception as second:  # noqa: BLE001 -- report both failures
-            raise RuntimeError(
-                "EMS estimation needs a JVP of the denoiser in x and sigma; both torch.func.jvp "
-                f"({first}) and torch.autograd.functional.jvp ({second}) failed. The denoiser must be "
-                "differentiable in x and sigma (no .item() on sigma, no in-place ops on inputs)."
-            ) from second
+            if attempt == "forward":
+                return torch.func.jvp(fn, primals, tangents)
+            with sdpa_kernel([SDPBackend.MATH]):
+                if attempt == "math attention":
+                    return torch.func.jvp(fn, primals, tangents)
+                with torch.enable_grad():
+                    return torch.autograd.functional.jvp(fn, primals, tangents)
+        except (RuntimeError, NotImplementedError, TypeError) as exc:
+            errors.append(f"{attempt}: {exc}")
+    raise RuntimeError(
+        "EMS estimation needs a JVP of the denoiser in x and sigma, and every way failed ("
+        + "; ".join(errors)
+        + "). The denoiser must be differentiable in x and sigma (no .item() on sigma, no in-place ops "
+        "on its inputs)."
+    )
 
 
 def _moving_average(values: Tensor, half_width: int) -> Tensor:
@@ -156,8 +170,11 @@ class EMSEstimator:
         if l is not None:
             self._set_shape(tuple(torch.as_tensor(l).shape[1:]))
             self.arrays["l_value"] = self._grid_array(l, "l")
-            self.arrays["l_derivative"] = (self._grid_array(l_derivative, "l_derivative")
-                                           if l_derivative is not None else self._derivative())
+            self.arrays["l_derivative"] = (
+                self._grid_array(l_derivative, "l_derivative")
+                if l_derivative is not None
+                else self._derivative()
+            )
             self.phase = "f"
 
     # ------------------------------------------------------------------ bookkeeping
@@ -196,7 +213,9 @@ class EMSEstimator:
         h = (self.lambda_end - self.lambda_start) / self.intervals
         return _moving_average(central_derivative(self.arrays["l_value"], h), self.smoothing)
 
-    def _draw(self, data: Data, n: int, seed: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, torch.Generator]:
+    def _draw(
+        self, data: Data, n: int, seed: int, device: torch.device, dtype: torch.dtype
+    ) -> tuple[Tensor, torch.Generator]:
         gen = torch.Generator(device=device).manual_seed(seed)
         if isinstance(data, Tensor):
             cpu = torch.Generator().manual_seed(seed)
@@ -205,9 +224,13 @@ class EMSEstimator:
         elif callable(data):
             x0 = data(n, gen)
         else:
-            raise TypeError("data must be a tensor [M, *shape] of samples or a callable (n, generator) -> samples.")
+            raise TypeError(
+                "data must be a tensor [M, *shape] of samples or a callable (n, generator) -> samples."
+            )
         if not isinstance(x0, Tensor) or x0.shape[0] != n:
-            raise ValueError(f"the data source must return a tensor with {n} rows; got {getattr(x0, 'shape', x0)}.")
+            raise ValueError(
+                f"the data source must return a tensor with {n} rows; got {getattr(x0, 'shape', x0)}."
+            )
         return x0.to(device=device, dtype=dtype), gen
 
     # ------------------------------------------------------------------ the work
@@ -315,7 +338,8 @@ class EMSEstimator:
         self.level = 0
         if self.phase == "l":
             self.arrays["l_value"] = self.arrays["l_sum"] / self.arrays["l_count"].reshape(
-                (-1,) + (1,) * (self.arrays["l_sum"].ndim - 1))
+                (-1,) + (1,) * (self.arrays["l_sum"].ndim - 1)
+            )
             if not self._given_dl:
                 self.arrays["l_derivative"] = self._derivative()
             self.phase = "f"
@@ -330,8 +354,10 @@ class EMSEstimator:
             RuntimeError: if :meth:`run` has not finished.
         """
         if not self.done:
-            raise RuntimeError(f"the estimation is not finished (phase {self.phase!r}, level {self.level}); "
-                               "call run() until it returns True.")
+            raise RuntimeError(
+                f"the estimation is not finished (phase {self.phase!r}, level {self.level}); "
+                "call run() until it returns True."
+            )
         arr = self.arrays
         count = arr["f_count"].reshape((-1,) + (1,) * (arr["f_mean"].ndim - 1))
         var = arr["f_m2"] / count
@@ -341,24 +367,52 @@ class EMSEstimator:
         ok = var > 1e-12 * (mean_f * mean_f + var)
         s = torch.where(ok, cov / torch.where(ok, var, torch.ones_like(var)), torch.zeros_like(var))
         b = mean_fd - s * mean_f
-        meta = {"seed": self.seed, "smoothing": self.smoothing, "batch_size": self.batch_size,
-                "seconds": self.seconds, "l_given": self._given_l, **(metadata or {})}
-        return EMS(arr["l_value"], s, b, sigma_min=self.sigma_min, sigma_max=self.sigma_max,
-                   samples=self.samples, source="estimated", metadata=meta)
+        meta = {
+            "seed": self.seed,
+            "smoothing": self.smoothing,
+            "batch_size": self.batch_size,
+            "seconds": self.seconds,
+            "l_given": self._given_l,
+            **(metadata or {}),
+        }
+        return EMS(
+            arr["l_value"],
+            s,
+            b,
+            sigma_min=self.sigma_min,
+            sigma_max=self.sigma_max,
+            samples=self.samples,
+            source="estimated",
+            metadata=meta,
+        )
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Checkpoint the accumulators (``.npz``, no pickle); resume with :meth:`load` and :meth:`run`."""
         meta = {
-            "version": FORMAT_VERSION, "sigma_min": self.sigma_min, "sigma_max": self.sigma_max,
-            "intervals": self.intervals, "samples": self.samples, "batch_size": self.batch_size,
-            "seed": self.seed, "smoothing": self.smoothing, "shape": None if self.shape is None else list(self.shape),
-            "phase": self.phase, "level": self.level, "batch": self.batch, "seconds": self.seconds,
-            "given_l": self._given_l, "given_dl": self._given_dl,
+            "version": FORMAT_VERSION,
+            "sigma_min": self.sigma_min,
+            "sigma_max": self.sigma_max,
+            "intervals": self.intervals,
+            "samples": self.samples,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "smoothing": self.smoothing,
+            "shape": None if self.shape is None else list(self.shape),
+            "phase": self.phase,
+            "level": self.level,
+            "batch": self.batch,
+            "seconds": self.seconds,
+            "given_l": self._given_l,
+            "given_dl": self._given_dl,
         }
         tmp = os.fspath(path) + ".tmp"
         with open(tmp, "wb") as f:
-            np.savez(f, gaussport_format=np.array(FORMAT), metadata=np.array(json.dumps(meta)),
-                     **{k: v.numpy() for k, v in self.arrays.items()})
+            np.savez(
+                f,
+                gaussport_format=np.array(FORMAT),
+                metadata=np.array(json.dumps(meta)),
+                **{k: v.numpy() for k, v in self.arrays.items()},
+            )
         os.replace(tmp, path)  # never leave a half-written checkpoint
 
     @classmethod
@@ -372,12 +426,24 @@ class EMSEstimator:
             if "gaussport_format" not in data.files or str(data["gaussport_format"]) != FORMAT:
                 raise ValueError(f"{os.fspath(path)!r} is not an EMS estimator checkpoint.")
             meta = json.loads(str(data["metadata"]))
-            arrays = {k: torch.from_numpy(data[k].copy()) for k in data.files if k not in ("gaussport_format", "metadata")}
+            arrays = {
+                k: torch.from_numpy(data[k].copy())
+                for k in data.files
+                if k not in ("gaussport_format", "metadata")
+            }
         if int(meta["version"]) > FORMAT_VERSION:
-            raise ValueError(f"{os.fspath(path)!r} has checkpoint version {meta['version']}; upgrade gaussport.")
-        est = cls(sigma_min=meta["sigma_min"], sigma_max=meta["sigma_max"], intervals=meta["intervals"],
-                  samples=meta["samples"], batch_size=meta["batch_size"], seed=meta["seed"],
-                  smoothing=meta["smoothing"])
+            raise ValueError(
+                f"{os.fspath(path)!r} has checkpoint version {meta['version']}; upgrade gaussport."
+            )
+        est = cls(
+            sigma_min=meta["sigma_min"],
+            sigma_max=meta["sigma_max"],
+            intervals=meta["intervals"],
+            samples=meta["samples"],
+            batch_size=meta["batch_size"],
+            seed=meta["seed"],
+            smoothing=meta["smoothing"],
+        )
         est.shape = None if meta["shape"] is None else tuple(meta["shape"])
         est.phase, est.level, est.batch = meta["phase"], int(meta["level"]), int(meta["batch"])
         est.seconds = float(meta["seconds"])
@@ -414,7 +480,14 @@ def estimate_ems(
     if checkpoint is not None and os.path.exists(checkpoint):
         est = EMSEstimator.load(checkpoint)
     else:
-        est = EMSEstimator(sigma_min=sigma_min, sigma_max=sigma_max, intervals=intervals, samples=samples,
-                           batch_size=batch_size, seed=seed, smoothing=smoothing)
+        est = EMSEstimator(
+            sigma_min=sigma_min,
+            sigma_max=sigma_max,
+            intervals=intervals,
+            samples=samples,
+            batch_size=batch_size,
+            seed=seed,
+            smoothing=smoothing,
+        )
     est.run(denoiser, data, device=device, dtype=dtype, checkpoint=checkpoint, disable=disable)
     return est.result()

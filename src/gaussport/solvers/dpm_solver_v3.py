@@ -100,7 +100,7 @@ def _combine(x_s: Tensor, step: StepCoefficients, g: list[Tensor], weights: list
     acc = step.phi[0] * g[0] + step.bias
     for k, row in enumerate(weights, start=1):
         derivative = row[0] * g[0]
-        for w, gi in zip(row[1:], g[1:]):
+        for w, gi in zip(row[1:], g[1:], strict=True):
             derivative = derivative + w * gi
         acc = acc + step.phi[k] * derivative
     return step.decay * (x_s - acc)
@@ -121,7 +121,7 @@ class DPMSolverV3(SingleEvaluationSolver[V3State]):
     The integrals ``phi_k = int exp(int (l + s)) (lambda - lambda_s)^k / k!`` and ``bias`` are
     pre-integrated once per run over the EMS grid plus the run's own levels (nothing is snapped:
     the run integrates exactly the grid it was given) and cached by what they depend on (EMS,
-    levels, degree, rule). ``g^(k)`` comes from the last ``order`` points (``predictor="normal"``:
+    levels, degree, rule). ``g^(k)`` comes from the last ``predictor_order`` points (``predictor="normal"``:
     Taylor/Vandermonde; ``"pseudo"``: the paper's pseudo-order divided differences). The corrector
     (paper Alg. 2) re-takes the previous step with the new evaluation included in the fit, at the
     start of a step, with the evaluation at the current point, so it costs nothing; its order is
@@ -137,13 +137,14 @@ class DPMSolverV3(SingleEvaluationSolver[V3State]):
     Explicit EMS must cover the run's noise levels; a run starting mid-way integrates the EMS
     over its own sub-range (never re-mapped, solvers.md §1.12).
 
-    Order: the predictor's local order is ``order + 1`` (``"pseudo"``: 2 for every ``order``
-    >= 2); the first (warm-up) step and, with ``lower_order_final``, the last step are first
-    order, so the global order measured on grids ending at sigma_min > 0 is ``min(order, 2)`` for
-    the defaults (docs/ems.md lists the measurements).
+    Order: the predictor's local order is ``predictor_order + 1``; the first (warm-up) step and,
+    with ``lower_order_final``, the last step are first order, which caps the global order:
+    ``self.order = min(predictor_order, 2)``, as measured on grids ending at sigma_min > 0
+    (docs/ems.md lists the measurements per configuration; the higher local order shows in the
+    error constant).
     Cost: 1 denoiser evaluation per step (NFE = steps, with or without the corrector).
-    State: the last ``order`` values of ``g``, the corrected previous state and the run's
-    precomputed integrals (:class:`V3State`).
+    State: the last ``predictor_order`` values of ``g``, the corrected previous state and the
+    run's precomputed integrals (:class:`V3State`).
 
     Args:
         predictor_order: the order of the multistep predictor, 1..3 (the reference's ``order``; the
@@ -189,7 +190,9 @@ class DPMSolverV3(SingleEvaluationSolver[V3State]):
                 "The reference's half=True with its EDM schedule is half=0.5."
             )
         if not (self.ems is None or self.ems == "degenerate" or isinstance(self.ems, EMS)):
-            raise ValueError(f"ems must be a gaussport.ems.EMS, None or 'degenerate'; got {type(self.ems).__name__}.")
+            raise ValueError(
+                f"ems must be a gaussport.ems.EMS, None or 'degenerate'; got {type(self.ems).__name__}."
+            )
         if not isinstance(self.ems_intervals, int) or self.ems_intervals < 1:
             raise ValueError(f"ems_intervals must be a positive integer; got {self.ems_intervals!r}.")
         if self.quadrature not in _RULES:
@@ -216,7 +219,9 @@ class DPMSolverV3(SingleEvaluationSolver[V3State]):
 
             if isinstance(model, Gaussian):
                 return _analytic_for(model, positive[-1], positive[0], self.ems_intervals)
-            logger.info("dpm_solver_v3: warm start %s is not a Gaussian; using degenerate EMS", type(model).__name__)
+            logger.info(
+                "dpm_solver_v3: warm start %s is not a Gaussian; using degenerate EMS", type(model).__name__
+            )
         shape = (1,) * (x.ndim - 1)
         if len(positive) >= 2:
             return EMS.degenerate(shape, sigma_min=positive[-1], sigma_max=positive[0])
@@ -228,12 +233,20 @@ class DPMSolverV3(SingleEvaluationSolver[V3State]):
         return V3State(ems, self._table(ems, sigmas, x))
 
     def _table(self, ems: EMS, sigmas: Grid, x: Tensor) -> Coefficients:
-        return ems.coefficients(sigmas, degree=self._degree, rule=self.quadrature, device=x.device, dtype=x.dtype)
+        return ems.coefficients(
+            sigmas, degree=self._degree, rule=self.quadrature, device=x.device, dtype=x.dtype
+        )
 
     # ------------------------------------------------------------------ the step
-    def advance(self, x: Tensor, denoised: Tensor, sigmas: Grid, i: int, state: V3State) -> tuple[Tensor, V3State]:
+    def advance(
+        self, x: Tensor, denoised: Tensor, sigmas: Grid, i: int, state: V3State
+    ) -> tuple[Tensor, V3State]:
         table, pos = state.table, state.position
-        if not (pos + 1 < len(table.sigmas) and table.sigmas[pos] == sigmas[i] and table.sigmas[pos + 1] == sigmas[i + 1]):
+        if not (
+            pos + 1 < len(table.sigmas)
+            and table.sigmas[pos] == sigmas[i]
+            and table.sigmas[pos + 1] == sigmas[i + 1]
+        ):
             # A continued run (solve(..., state=...)) on a new grid: integrate its levels; the
             # history (g values, corrected state, previous step) carries over unchanged.
             table, pos = self._table(state.ems, sigmas[i:], x), 0
@@ -243,8 +256,11 @@ class DPMSolverV3(SingleEvaluationSolver[V3State]):
         # Corrector (paper Alg. 2): re-take the previous step with f at this level in the fit.
         x_here = x
         previous = state.previous
-        if previous is not None and state.x is not None and self.corrector is not None and (
-            self.half is None or sigmas[i] > self.half
+        if (
+            previous is not None
+            and state.x is not None
+            and self.corrector is not None
+            and (self.half is None or sigmas[i] > self.half)
         ):
             corr_order = state.last_order + (1 if self.corrector == "pseudo" else 0)
             if corr_order > 1:
@@ -277,8 +293,12 @@ def _analytic_for(gaussian: Any, sigma_min: float, sigma_max: float, intervals: 
     key = (sigma_min, sigma_max, intervals)
     if key not in per_model:
         per_model[key] = EMS.analytic(gaussian, sigma_min=sigma_min, sigma_max=sigma_max, intervals=intervals)
-        logger.debug("dpm_solver_v3: built analytic EMS for sigma in [%g, %g], %d intervals", sigma_min,
-                     sigma_max, intervals)
+        logger.debug(
+            "dpm_solver_v3: built analytic EMS for sigma in [%g, %g], %d intervals",
+            sigma_min,
+            sigma_max,
+            intervals,
+        )
         while len(per_model) > _ANALYTIC_CACHE_SIZE:
             per_model.popitem(last=False)
     else:
