@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/v3.py solvers   [--problem mixture|digits|all] [--quick]
+    python benchmarks/v3.py solvers   [--problem mixture|digits-mixture|digits|all] [--quick]
     python benchmarks/v3.py accuracy  # exact-EMS floor, DPM-Solver++ reduction, mid-start, orders, estimator
     python benchmarks/v3.py cost      # seconds to build analytic EMS vs the estimator's per-sample cost
     python benchmarks/v3.py all
@@ -25,6 +25,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
+import itertools  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
@@ -96,11 +97,14 @@ def _solver_configs(ems_sets: dict[str, EMS]) -> list[tuple[str, str, dict[str, 
     return configs
 
 
-def _grid(nfe: int, per_step: int) -> tuple[float, ...] | None:
+FAMILIES = {"Karras rho=7": grids.Karras(7.0), "logSNR-uniform": grids.Exponential()}
+
+
+def _grid(nfe: int, per_step: int, family: grids.GridFamily) -> tuple[float, ...] | None:
     if per_step == 1:
-        return grids.karras(nfe, SIGMA_MIN, SIGMA_MAX)  # nfe intervals, the last one to 0
+        return family(nfe, SIGMA_MIN, SIGMA_MAX)  # nfe intervals, the last one to 0
     steps = (nfe + 1) // 2  # Heun: 2n - 1 evaluations on n intervals ending at 0
-    return grids.karras(steps, SIGMA_MIN, SIGMA_MAX) if 2 * steps - 1 == nfe else None
+    return family(steps, SIGMA_MIN, SIGMA_MAX) if 2 * steps - 1 == nfe else None
 
 
 def compare_solvers(
@@ -113,6 +117,7 @@ def compare_solvers(
     estimator_samples: tuple[int, ...],
     estimator_intervals: int,
     model_dtype: torch.dtype,
+    surrogate: Any = None,
 ) -> tuple[dict[str, Any], str]:
     """Error vs NFE for every solver, without and with teleportation to ``sigma_skip``."""
     start = time.perf_counter()
@@ -139,51 +144,67 @@ def compare_solvers(
             disable=True,
         )
         build[f"estimated K={k}"] = time.perf_counter() - start
+    if surrogate is not None:
+        # EMS of an analytic mixture fitted to the data, estimated without a single network call.
+        start = time.perf_counter()
+        ems_sets["mixture surrogate K=1024"] = estimate_ems(
+            surrogate,
+            lambda n, gen: surrogate.sample(n, 0.0, gen, dtype=torch.float64),
+            sigma_min=SIGMA_MIN,
+            sigma_max=SIGMA_MAX,
+            intervals=estimator_intervals,
+            samples=1024,
+            batch_size=256,
+            dtype=torch.float64,
+            disable=True,
+        )
+        build["mixture surrogate K=1024"] = time.perf_counter() - start
     ems_sets["degenerate"] = EMS.degenerate((1,) * (x.ndim - 1), sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX)
     build["degenerate"] = 0.0
 
     rows: list[dict[str, Any]] = []
-    for label, solver, options, per_step in _solver_configs(ems_sets):
-        for teleport in (False, True):
-            for nfe in NFES:
-                grid = _grid(nfe, per_step)
-                if grid is None:
-                    continue
-                t0 = time.perf_counter()
-                if teleport:
-                    sol = gaussport.sample(
-                        denoiser,
-                        x,
-                        grid,
-                        solver,
-                        warm_start=gaussian,
-                        sigma_skip=sigma_skip,
-                        schedule="respace",
-                        dtype=torch.float64,
-                        model_dtype=model_dtype,
-                        disable=True,
-                        **options,
-                    )
-                else:
-                    sol = gaussport.solve(
-                        denoiser,
-                        x,
-                        grid,
-                        solver,
-                        dtype=torch.float64,
-                        model_dtype=model_dtype,
-                        disable=True,
-                        **options,
-                    )
-                rows.append(
-                    {
-                        "solver": label,
-                        "teleport": teleport,
-                        "nfe": sol.nfe,
-                        "error": _rel(sol.x, reference),
-                        "seconds": time.perf_counter() - t0,
-                    }
-                )
+    for (family_name, family), (label, solver, options, per_step), teleport, nfe in itertools.product(
+        FAMILIES.items(), _solver_configs(ems_sets), (False, True), NFES
+    ):
+        grid = _grid(nfe, per_step, family)
+        if grid is None:
+            continue
+        t0 = time.perf_counter()
+        if teleport:
+            sol = gaussport.sample(
+                denoiser,
+                x,
+                grid,
+                solver,
+                warm_start=gaussian,
+                sigma_skip=sigma_skip,
+                schedule="respace",
+                dtype=torch.float64,
+                model_dtype=model_dtype,
+                disable=True,
+                **options,
+            )
+        else:
+            sol = gaussport.solve(
+                denoiser,
+                x,
+                grid,
+                solver,
+                dtype=torch.float64,
+                model_dtype=model_dtype,
+                disable=True,
+                **options,
+            )
+        rows.append(
+            {
+                "grid": family_name,
+                "solver": label,
+                "teleport": teleport,
+                "nfe": sol.nfe,
+                "error": _rel(sol.x, reference),
+                "seconds": time.perf_counter() - t0,
+            }
+        )
     payload = {
         "problem": name,
         "batch": x.shape[0],
@@ -199,29 +220,25 @@ def compare_solvers(
 def _solver_markdown(payload: dict[str, Any]) -> str:
     rows = payload["rows"]
     labels = list(dict.fromkeys(r["solver"] for r in rows))
-    out = [
-        f"### {payload['problem']}: relative error vs NFE "
-        f"(Karras rho=7, sigma {SIGMA_MAX} -> {SIGMA_MIN} -> 0)\n"
-    ]
-    for teleport in (False, True):
+    nfes = sorted({r["nfe"] for r in rows})
+    out = [f"### {payload['problem']}: relative error vs NFE (sigma {SIGMA_MAX} -> {SIGMA_MIN} -> 0)\n"]
+    for family, teleport in itertools.product(FAMILIES, (False, True)):
         title = f"with teleport to sigma = {payload['sigma_skip']}" if teleport else "without teleport"
         out.append(
-            f"\n**{title}** (batch {payload['batch']}; "
+            f"\n**{family} grid, {title}** (batch {payload['batch']}; "
             "mean relative L2 error against the reference endpoint)\n\n"
         )
-        nfes = sorted({r["nfe"] for r in rows})
         table = []
         for label in labels:
             by_nfe = {
-                r["nfe"]: r["error"] for r in rows if r["solver"] == label and r["teleport"] == teleport
+                r["nfe"]: r["error"]
+                for r in rows
+                if r["solver"] == label and r["teleport"] == teleport and r["grid"] == family
             }
             table.append([label] + [by_nfe.get(n, "") for n in nfes])
         out.append(_table(["solver"] + [f"NFE {n}" for n in nfes], table))
-    out.append(
-        "\nEMS build time (s): "
-        + ", ".join(f"{k}: {v:.2f}" for k, v in payload["ems_build_seconds"].items())
-        + f" (estimator grid N = {payload['estimator_intervals']})\n"
-    )
+    build = ", ".join(f"{k}: {v:.2f}" for k, v in payload["ems_build_seconds"].items())
+    out.append(f"\nEMS build time (s): {build} (estimator grid N = {payload['estimator_intervals']})\n")
     return "".join(out)
 
 
@@ -233,25 +250,27 @@ def _plot(payloads: list[dict[str, Any]], path: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    fig, axes = plt.subplots(len(payloads), 2, figsize=(11, 4 * len(payloads)), squeeze=False)
-    for row, payload in enumerate(payloads):
+    panels = [(p, f) for p in payloads for f in FAMILIES]
+    fig, axes = plt.subplots(len(panels), 2, figsize=(11, 3.6 * len(panels)), squeeze=False)
+    for row, (payload, family) in enumerate(panels):
         for col, teleport in enumerate((False, True)):
             ax = axes[row][col]
             for label in dict.fromkeys(r["solver"] for r in payload["rows"]):
                 pts = sorted(
                     (r["nfe"], r["error"])
                     for r in payload["rows"]
-                    if r["solver"] == label and r["teleport"] == teleport
+                    if r["solver"] == label and r["teleport"] == teleport and r["grid"] == family
                 )
                 style = "-" if label.startswith("v3") else "--"
                 ax.loglog([p[0] for p in pts], [p[1] for p in pts], style, marker="o", ms=3, label=label)
-            ax.set_title(f"{payload['problem']} " + ("with teleport" if teleport else "without teleport"))
+            kind = "with teleport" if teleport else "without teleport"
+            ax.set_title(f"{payload['problem']}, {family}, {kind}", fontsize=9)
             ax.set_xlabel("NFE")
             ax.set_ylabel("relative error")
             ax.grid(True, which="both", alpha=0.3)
         axes[row][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
@@ -277,9 +296,54 @@ def mixture_problem(quick: bool) -> tuple[dict[str, Any], str]:
     )
 
 
+def digits_mixture_problem(quick: bool) -> tuple[dict[str, Any], str] | None:
+    """The class-conditional Gaussian mixture of the 8x8 digits as an exact stand-in for a trained model.
+
+    Real-data statistics without a network: the target is the mixture of the ten per-class
+    Gaussians fitted (float64) to scikit-learn's digits in [-1, 1]; the warm start and the analytic
+    EMS use the single Gaussian fitted to the same images, as they would for a trained model.
+    """
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        print("[digits-mixture] skipped: scikit-learn is not installed")
+        return None
+    import warnings
+
+    from gaussport.analytic import GaussianMixture
+
+    digits = load_digits()
+    images = (torch.as_tensor(digits.images, dtype=torch.float64) / 8.0 - 1.0).unsqueeze(1)
+    labels = torch.as_tensor(digits.target)
+    with warnings.catch_warnings():  # round-off negative eigenvalues of the rank-deficient fits
+        warnings.simplefilter("ignore")
+        gaussian = Gaussian.fit(images, source="sklearn digits, all 1797 images")
+        mixture = GaussianMixture([Gaussian.fit(images[labels == k]) for k in range(10)])
+    batch = 64 if quick else 256
+    x = SIGMA_MAX * torch.randn(
+        batch, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
+
+    def data(n: int, gen: torch.Generator) -> torch.Tensor:
+        return mixture.sample(n, 0.0, gen, dtype=torch.float64)
+
+    return compare_solvers(
+        "digits class mixture (10 Gaussians fitted to the 8x8 digits)",
+        mixture,
+        gaussian,
+        x,
+        data,
+        sigma_skip=5.0,
+        estimator_samples=(64,) if quick else (64, 1024),
+        estimator_intervals=120,
+        model_dtype=torch.float64,
+    )
+
+
 def digits_problem(quick: bool) -> tuple[dict[str, Any], str] | None:
     try:
         from gaussport.models import (
+            load_digits_class_gaussians,
             load_digits_denoiser,
             load_digits_gaussian,
             load_digits_test_set,
@@ -289,6 +353,7 @@ def digits_problem(quick: bool) -> tuple[dict[str, Any], str] | None:
         net = load_digits_denoiser()
         gaussian = load_digits_gaussian()
         test = load_digits_test_set()
+        classes = load_digits_class_gaussians()
     except Exception as exc:  # noqa: BLE001 -- the model lands on another branch
         print(f"[digits] skipped: gaussport.models is not available ({type(exc).__name__}: {exc})")
         return None
@@ -314,6 +379,7 @@ def digits_problem(quick: bool) -> tuple[dict[str, Any], str] | None:
         estimator_samples=(64,) if quick else (64, 512),
         estimator_intervals=120,
         model_dtype=torch.float32,
+        surrogate=classes,
     )
 
 
@@ -323,6 +389,11 @@ def run_solvers(problem: str, quick: bool) -> None:
         p, md = mixture_problem(quick)
         payloads.append(p)
         parts.append(md)
+    if problem in ("digits-mixture", "all"):
+        result = digits_mixture_problem(quick)
+        if result is not None:
+            payloads.append(result[0])
+            parts.append(result[1])
     if problem in ("digits", "all"):
         result = digits_problem(quick)
         if result is not None:
@@ -655,7 +726,7 @@ def run_cost() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("part", choices=["solvers", "accuracy", "cost", "all"])
-    parser.add_argument("--problem", choices=["mixture", "digits", "all"], default="all")
+    parser.add_argument("--problem", choices=["mixture", "digits-mixture", "digits", "all"], default="all")
     parser.add_argument("--quick", action="store_true", help="smaller batches and fewer EMS samples")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
