@@ -32,7 +32,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["RULES", "psi", "step_integrals"]
+__all__ = ["RULES", "psi", "psis", "step_integrals"]
 
 RULES = ("exponential", "trapezoid")
 
@@ -41,11 +41,12 @@ _SERIES_RADIUS = 2.0
 _SERIES_TERMS = 32  # 2^32 / 32! ~ 2e-26
 
 
-def psi(m: int, z: Tensor) -> Tensor:
-    """``psi_m(z) = int_0^1 t^m e^{z t} dt`` elementwise, stable for every ``z``.
+def psis(z: Tensor, m_max: int) -> list[Tensor]:
+    """``[psi_0(z), ..., psi_m_max(z)]`` with ``psi_m(z) = int_0^1 t^m e^{z t} dt``, elementwise.
 
-    ``|z| < 2``: the series ``sum_n z^n / (n! (n + m + 1))``; otherwise the recursion
-    ``psi_0 = expm1(z) / z``, ``psi_m = (e^z - m psi_{m-1}) / z``.
+    ``|z| < 2``: the series ``sum_n z^n / (n! (n + m + 1))`` (its terms shared by every ``m``);
+    otherwise the recursion ``psi_0 = expm1(z) / z``, ``psi_m = (e^z - m psi_{m-1}) / z``, which
+    cancels for small ``|z|``.
     """
     small = z.abs() < _SERIES_RADIUS
     zs = torch.where(small, z, torch.zeros_like(z))
@@ -56,22 +57,30 @@ def psi(m: int, z: Tensor) -> Tensor:
         bound *= radius / terms
         terms += 1
     term = torch.ones_like(z)
-    series = term / (m + 1)
+    series = [term / (m + 1) for m in range(m_max + 1)]
     for n in range(1, terms):
         term = term * zs / n
-        series = series + term / (n + m + 1)
+        series = [acc + term / (n + m + 1) for m, acc in enumerate(series)]
     zl = torch.where(small, torch.ones_like(z), z)
-    closed = torch.expm1(zl) / zl
     exp_z = torch.exp(zl)
-    for k in range(1, m + 1):
-        closed = (exp_z - k * closed) / zl
-    return torch.where(small, series, closed)
+    closed = [torch.expm1(zl) / zl]
+    for k in range(1, m_max + 1):
+        closed.append((exp_z - k * closed[-1]) / zl)
+    return [torch.where(small, a, c) for a, c in zip(series, closed, strict=True)]
 
 
-def _integrate_linear(rule: str, w: Tensor, a: Tensor, f: Tensor, cumulative: bool) -> Tensor:
+def psi(m: int, z: Tensor) -> Tensor:
+    """``psi_m(z) = int_0^1 t^m e^{z t} dt`` elementwise (see :func:`psis`)."""
+    return psis(z, m)[m]
+
+
+def _integrate_linear(
+    rule: str, w: Tensor, a: Tensor, f: Tensor, cumulative: bool, moments: list[Tensor] | None = None
+) -> Tensor:
     """``int e^{a(u)} F(u) du`` over the cells, ``a`` and ``F`` given at the nodes ``[n+1, D]``.
 
     Returns the cumulative integral at every node ``[n+1, D]`` (first row 0) or the total ``[D]``.
+    ``moments``: ``psis(a[1:] - a[:-1], 1)`` if already computed (exponential rule).
     """
     shift = a.max(dim=0, keepdim=True).values
     left = torch.exp(a[:-1] - shift)  # e^{a_j - shift}
@@ -80,7 +89,7 @@ def _integrate_linear(rule: str, w: Tensor, a: Tensor, f: Tensor, cumulative: bo
     if rule == "trapezoid":
         cells = 0.5 * ww * (f[:-1] * left + f[1:] * torch.exp(a[1:] - shift))
     else:
-        psi0, psi1 = psi(0, z), psi(1, z)
+        psi0, psi1 = (moments or psis(z, 1))[:2]
         cells = ww * left * (f[:-1] * psi0 + (f[1:] - f[:-1]) * psi1)
     scale = torch.exp(shift)
     if not cumulative:
@@ -89,7 +98,9 @@ def _integrate_linear(rule: str, w: Tensor, a: Tensor, f: Tensor, cumulative: bo
     return torch.cat([torch.zeros_like(out[:1]), out], dim=0)
 
 
-def _integrate_monomials(rule: str, u: Tensor, a: Tensor, degree: int) -> list[Tensor]:
+def _integrate_monomials(
+    rule: str, u: Tensor, a: Tensor, degree: int, moments: list[Tensor] | None = None
+) -> list[Tensor]:
     """``phi_k = int e^{a(u)} (u - u_0)^k / k! du`` for ``k = 0..degree`` (totals ``[D]``).
 
     With ``c_j = u_j - u_0`` the offset of cell ``j``: ``(c_j + u')^k = sum_m C(k, m) c_j^{k-m} u'^m``,
@@ -111,7 +122,7 @@ def _integrate_monomials(rule: str, u: Tensor, a: Tensor, degree: int) -> list[T
             for k in range(degree + 1)
         ]
     # int_cell e^{a} u'^m du' = w^{m+1} e^{a_j} psi_m(z) for a linear exponent, z = a_{j+1} - a_j.
-    moments = [psi(m, a[1:] - a[:-1]) for m in range(degree + 1)]
+    moments = moments or psis(a[1:] - a[:-1], degree)
     out = []
     for k in range(degree + 1):
         acc = torch.zeros_like(left)
@@ -143,11 +154,15 @@ def step_integrals(
     big_s = torch.cat([zero, torch.cumsum(0.5 * w * (s[1:] + s[:-1]), 0)])
     exponent = big_l + big_s
     cells = u[1:] - u[:-1]
-    j = _integrate_linear(rule, cells, -big_s, b, cumulative=True)  # J at every node
+    # The exponential rule's cell moments, computed once per exponent and shared.
+    exact = rule == "exponential"
+    mom_s = psis(big_s[:-1] - big_s[1:], 1) if exact else None
+    mom_e = psis(exponent[1:] - exponent[:-1], max(degree, 1)) if exact else None
+    j = _integrate_linear(rule, cells, -big_s, b, cumulative=True, moments=mom_s)  # J at every node
     return {
         "decay": torch.exp(-big_l[-1]),
         "s_gain": torch.exp(big_s[-1]),
         "b_gain": j[-1],
-        "phi": _integrate_monomials(rule, u, exponent, degree),
-        "bias": _integrate_linear(rule, cells, exponent, j, cumulative=False),
+        "phi": _integrate_monomials(rule, u, exponent, degree, moments=mom_e),
+        "bias": _integrate_linear(rule, cells, exponent, j, cumulative=False, moments=mom_e),
     }
