@@ -189,9 +189,14 @@ class DPMSolverV3(SingleEvaluationSolver[V3State]):
                 f"half must be a noise level (the corrector runs only above it) or None; got {self.half!r}. "
                 "The reference's half=True with its EDM schedule is half=0.5."
             )
-        if not (self.ems is None or self.ems == "degenerate" or isinstance(self.ems, EMS)):
+        if not (
+            self.ems is None
+            or isinstance(self.ems, EMS)
+            or (isinstance(self.ems, str) and self.ems == "degenerate")
+        ):
             raise ValueError(
-                f"ems must be a gaussport.ems.EMS, None or 'degenerate'; got {type(self.ems).__name__}."
+                f"ems must be a gaussport.ems.EMS, None or 'degenerate'; got {self.ems!r:.60}. "
+                "Build EMS with gaussport.ems.analytic_ems / estimate_ems / EMS.load."
             )
         if not isinstance(self.ems_intervals, int) or self.ems_intervals < 1:
             raise ValueError(f"ems_intervals must be a positive integer; got {self.ems_intervals!r}.")
@@ -223,6 +228,7 @@ class DPMSolverV3(SingleEvaluationSolver[V3State]):
                 "dpm_solver_v3: warm start %s is not a Gaussian; using degenerate EMS", type(model).__name__
             )
         shape = (1,) * (x.ndim - 1)
+        logger.debug("dpm_solver_v3: no EMS given; degenerate EMS (DPM-Solver++)")
         if len(positive) >= 2:
             return EMS.degenerate(shape, sigma_min=positive[-1], sigma_max=positive[0])
         return EMS.degenerate(shape)
