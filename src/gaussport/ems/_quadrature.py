@@ -37,16 +37,16 @@ __all__ = ["RULES", "psi", "psis", "step_integrals"]
 RULES = ("exponential", "trapezoid")
 
 # |z| below this: power series of psi_m (the closed-form recursion cancels there).
-_SERIES_RADIUS = 2.0
-_SERIES_TERMS = 32  # 2^32 / 32! ~ 2e-26
+_SERIES_RADIUS = 0.5
+_SERIES_TERMS = 20  # 0.5^20 / 20! ~ 4e-25
 
 
 def psis(z: Tensor, m_max: int) -> list[Tensor]:
     """``[psi_0(z), ..., psi_m_max(z)]`` with ``psi_m(z) = int_0^1 t^m e^{z t} dt``, elementwise.
 
-    ``|z| < 2``: the series ``sum_n z^n / (n! (n + m + 1))`` (its terms shared by every ``m``);
+    ``|z| < 0.5``: the series ``sum_n z^n / (n! (n + m + 1))`` (its terms shared by every ``m``);
     otherwise the recursion ``psi_0 = expm1(z) / z``, ``psi_m = (e^z - m psi_{m-1}) / z``, which
-    cancels for small ``|z|``.
+    cancels for small ``|z|`` (at ``|z| = 0.5`` it loses < 3 digits for ``m <= 4``).
     """
     small = z.abs() < _SERIES_RADIUS
     zs = torch.where(small, z, torch.zeros_like(z))
@@ -56,16 +56,18 @@ def psis(z: Tensor, m_max: int) -> list[Tensor]:
     while bound > 1e-17 and terms < _SERIES_TERMS:
         bound *= radius / terms
         terms += 1
+    # In place: these arrays have (cells x dimensions) entries, ~10^7 for latent-size data.
     term = torch.ones_like(z)
-    series = [term / (m + 1) for m in range(m_max + 1)]
+    series = [torch.full_like(z, 1.0 / (m + 1)) for m in range(m_max + 1)]
     for n in range(1, terms):
-        term = term * zs / n
-        series = [acc + term / (n + m + 1) for m, acc in enumerate(series)]
+        term.mul_(zs).div_(n)
+        for m, acc in enumerate(series):
+            acc.add_(term, alpha=1.0 / (n + m + 1))
     zl = torch.where(small, torch.ones_like(z), z)
     exp_z = torch.exp(zl)
-    closed = [torch.expm1(zl) / zl]
+    closed = [torch.expm1(zl).div_(zl)]
     for k in range(1, m_max + 1):
-        closed.append((exp_z - k * closed[-1]) / zl)
+        closed.append((exp_z - k * closed[-1]).div_(zl))
     return [torch.where(small, a, c) for a, c in zip(series, closed, strict=True)]
 
 

@@ -387,7 +387,7 @@ class EMS:
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float64,
     ) -> Coefficients:
-        """The DPM-Solver-v3 integrals for a run over the positive ``sigmas`` (cached, float64, CPU).
+        """The DPM-Solver-v3 integrals for a run over the positive ``sigmas`` (float64, cached).
 
         Each step is integrated over its own nodes: the EMS grid levels strictly inside the step
         plus its two ends, where ``l, s, b`` are interpolated linearly in lambda. Nothing is
@@ -398,7 +398,9 @@ class EMS:
                 ``x = D``).
             degree: highest Taylor degree needed (order - 1, plus one for a pseudo-order corrector).
             rule: ``"exponential"`` or ``"trapezoid"`` (docs/ems.md, "Quadrature").
-            device, dtype: where the solver wants them (computed in float64 on the CPU, moved once).
+            device, dtype: where the solver wants them. They are computed in float64 on a CUDA
+                device when that is the target (seconds for latent-size data on a CPU), else on
+                the CPU, and cast once.
         """
         if rule not in RULES:
             raise ValueError(f"rule must be one of {RULES}; got {rule!r}.")
@@ -409,13 +411,14 @@ class EMS:
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        base_key = (levels, int(degree), rule, torch.device("cpu"), torch.float64)
+        work = target if target.type == "cuda" else torch.device("cpu")  # float64 wherever it is fast
+        base_key = (levels, int(degree), rule, work, torch.float64)
         table = self._cache.get(base_key)
         if table is None:
             lambdas = tuple(-math.log(s) for s in levels)
-            l_at = tuple(self.at(lam)[0] for lam in lambdas)
+            l_at = tuple(self.at(lam)[0].to(work) for lam in lambdas)
             steps = tuple(
-                self._step(lambdas[i], lambdas[i + 1], degree, rule) for i in range(len(lambdas) - 1)
+                self._step(lambdas[i], lambdas[i + 1], degree, rule, work) for i in range(len(lambdas) - 1)
             )
             table = Coefficients(levels, lambdas, l_at, steps, rule)
         self._remember(base_key, table)
@@ -430,7 +433,9 @@ class EMS:
         while len(self._cache) > _CACHE_SIZE:
             self._cache.popitem(last=False)
 
-    def _step(self, lam_a: float, lam_b: float, degree: int, rule: str) -> StepCoefficients:
+    def _step(
+        self, lam_a: float, lam_b: float, degree: int, rule: str, device: torch.device
+    ) -> StepCoefficients:
         pa, pb = self._position(lam_a), self._position(lam_b)
         first, last = math.floor(pa) + 1, math.ceil(pb) - 1  # grid levels strictly inside the step
         inner = self._lambda_start + torch.arange(first, last + 1, dtype=torch.float64) * self._h
@@ -441,10 +446,10 @@ class EMS:
         )
         start, end = self.at(lam_a), self.at(lam_b)
         l, s, b = (
-            torch.cat([start[k].unsqueeze(0), arr[first : last + 1], end[k].unsqueeze(0)])
+            torch.cat([start[k].unsqueeze(0), arr[first : last + 1], end[k].unsqueeze(0)]).to(device)
             for k, arr in enumerate((self._l, self._s, self._b))
         )
-        out = step_integrals(u, l, s, b, degree, rule)
+        out = step_integrals(u.to(device), l, s, b, degree, rule)
         return StepCoefficients(
             out["decay"],
             out["s_gain"],
