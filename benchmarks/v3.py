@@ -84,27 +84,27 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 # ============================================================================ solver comparison
-def _solver_configs(ems_sets: dict[str, EMS]) -> list[tuple[str, str, dict[str, Any], int]]:
-    """(label, registry name, options, evaluations per step) for every solver to compare."""
-    configs: list[tuple[str, str, dict[str, Any], int]] = []
-    for label, ems in ems_sets.items():
-        configs.append((f"v3 ({label})", "dpm_solver_v3", {"ems": ems}, 1))
-    available = gaussport.solvers.available()
-    for name in available:
-        if name in ("euler", "ddim") or name.startswith(("dpmpp", "unipc", "dpm_solver_pp")):
-            configs.append((name, name, {}, 1))
-    configs.append(("heun", "heun", {}, 2))
+def _solver_configs(ems_sets: dict[str, EMS]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(label, registry name, options) for every solver to compare: v3 with each EMS, then every
+    other registered solver (Euler, Heun, and DPM-Solver++ / UniPC / ... when they are registered)."""
+    configs = [(f"v3 ({label})", "dpm_solver_v3", {"ems": ems}) for label, ems in ems_sets.items()]
+    for name in gaussport.solvers.available():
+        if name != "dpm_solver_v3" and not name.startswith("_"):
+            configs.append((name, name, {}))
     return configs
 
 
 FAMILIES = {"Karras rho=7": grids.Karras(7.0), "logSNR-uniform": grids.Exponential()}
 
 
-def _grid(nfe: int, per_step: int, family: grids.GridFamily) -> tuple[float, ...] | None:
-    if per_step == 1:
-        return family(nfe, SIGMA_MIN, SIGMA_MAX)  # nfe intervals, the last one to 0
-    steps = (nfe + 1) // 2  # Heun: 2n - 1 evaluations on n intervals ending at 0
-    return family(steps, SIGMA_MIN, SIGMA_MAX) if 2 * steps - 1 == nfe else None
+def _grid(nfe: int, solver: str, family: grids.GridFamily) -> tuple[float, ...] | None:
+    """The grid of ``family`` (ending in 0) on which ``solver`` makes exactly ``nfe`` evaluations."""
+    instance = gaussport.solvers.get(solver)
+    for steps in range(nfe, 0, -1):
+        grid = family(steps, SIGMA_MIN, SIGMA_MAX)  # steps intervals, the last one to 0
+        if instance.evaluations(grid) == nfe:
+            return grid
+    return None
 
 
 def compare_solvers(
@@ -163,10 +163,10 @@ def compare_solvers(
     build["degenerate"] = 0.0
 
     rows: list[dict[str, Any]] = []
-    for (family_name, family), (label, solver, options, per_step), teleport, nfe in itertools.product(
+    for (family_name, family), (label, solver, options), teleport, nfe in itertools.product(
         FAMILIES.items(), _solver_configs(ems_sets), (False, True), NFES
     ):
-        grid = _grid(nfe, per_step, family)
+        grid = _grid(nfe, solver, family)
         if grid is None:
             continue
         t0 = time.perf_counter()
@@ -460,7 +460,7 @@ def run_accuracy() -> None:
     rows = []
     for order in (1, 2):
         ref = _dpmpp_taylor(g2, x2, sig, order)
-        opts = {"predictor_order": order, "corrector": None, "lower_order_final": False}
+        opts = {"solver_order": order, "corrector": None, "lower_order_final": False}
         exp = gaussport.solve(g2, x2, sig, "dpm_solver_v3", ems="degenerate", disable=True, **opts).x
         row = [order, _rel(exp, ref)]
         for n in (1200, 2400, 4800):
@@ -539,10 +539,10 @@ def run_accuracy() -> None:
     # (e) measured global orders (gaussport.testing.measured_order, degenerate EMS).
     rows = []
     for label, opts in [
-        ("p1", {"predictor_order": 1, "corrector": None}),
-        ("p2", {"predictor_order": 2, "corrector": None}),
-        ("p3", {"predictor_order": 3, "corrector": None}),
-        ("p2 + corrector", {"predictor_order": 2}),
+        ("p1", {"solver_order": 1, "corrector": None}),
+        ("p2", {"solver_order": 2, "corrector": None}),
+        ("p3", {"solver_order": 3, "corrector": None}),
+        ("p2 + corrector", {"solver_order": 2}),
         ("p3 + corrector (default)", {}),
         ("p3 + pseudo-corrector", {"corrector": "pseudo"}),
         ("pseudo-p3 + corrector", {"predictor": "pseudo"}),

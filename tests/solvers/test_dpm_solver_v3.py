@@ -136,7 +136,7 @@ def test_degenerate_v3_is_dpm_solver_pp_taylor(order: int) -> None:
     x = g.sample(4, 80.0, torch.Generator().manual_seed(3), dtype=torch.float64)
     sig = grids.karras(11, 0.002, 80.0, append_zero=False)
     ref = dpmpp_taylor(g, x, sig, order)
-    options = {"predictor_order": order, "corrector": None, "lower_order_final": False}
+    options = {"solver_order": order, "corrector": None, "lower_order_final": False}
     # Exponential rule: exact phi-functions, so equal to round-off for any EMS grid.
     exp = gaussport.solve(g, x, sig, "dpm_solver_v3", ems="degenerate", **options, disable=True).x
     assert _rel(exp, ref) < 1e-12
@@ -173,7 +173,7 @@ def test_parity_with_official_implementation(case: dict) -> None:
     solver = get(
         "dpm_solver_v3",
         ems=ems,
-        predictor_order=case["order"],
+        solver_order=case["order"],
         predictor="pseudo" if case["p_pseudo"] else "normal",
         corrector=corrector,
         lower_order_final=case["lower_order_final"],
@@ -361,8 +361,8 @@ def test_one_step_and_float32() -> None:
 
 
 def test_bad_options_are_named() -> None:
-    with pytest.raises(ValueError, match="predictor_order must be"):
-        get("dpm_solver_v3", predictor_order=4)
+    with pytest.raises(ValueError, match="solver_order must be"):
+        get("dpm_solver_v3", solver_order=4)
     with pytest.raises(ValueError, match="predictor must be"):
         get("dpm_solver_v3", predictor="taylor")
     with pytest.raises(ValueError, match="corrector must be"):
@@ -375,7 +375,7 @@ def test_bad_options_are_named() -> None:
         get("dpm_solver_v3", quadrature="simpson")
     with pytest.raises(TypeError, match="has no option"):
         get("dpm_solver_v3", order=3)
-    assert get("dpm_solver_v3").order == 2 and get("dpm_solver_v3", predictor_order=1).order == 1
+    assert get("dpm_solver_v3").order == 2 and get("dpm_solver_v3", solver_order=1).order == 1
 
 
 @pytest.mark.gpu

@@ -121,7 +121,7 @@ class DPMSolverV3(SingleEvaluationSolver[V3State]):
     The integrals ``phi_k = int exp(int (l + s)) (lambda - lambda_s)^k / k!`` and ``bias`` are
     pre-integrated once per run over the EMS grid plus the run's own levels (nothing is snapped:
     the run integrates exactly the grid it was given) and cached by what they depend on (EMS,
-    levels, degree, rule). ``g^(k)`` comes from the last ``predictor_order`` points (``predictor="normal"``:
+    levels, degree, rule). ``g^(k)`` comes from the last ``solver_order`` points (``predictor="normal"``:
     Taylor/Vandermonde; ``"pseudo"``: the paper's pseudo-order divided differences). The corrector
     (paper Alg. 2) re-takes the previous step with the new evaluation included in the fit, at the
     start of a step, with the evaluation at the current point, so it costs nothing; its order is
@@ -137,17 +137,17 @@ class DPMSolverV3(SingleEvaluationSolver[V3State]):
     Explicit EMS must cover the run's noise levels; a run starting mid-way integrates the EMS
     over its own sub-range (never re-mapped, solvers.md §1.12).
 
-    Order: the predictor's local order is ``predictor_order + 1``; the first (warm-up) step and,
+    Order: the predictor's local order is ``solver_order + 1``; the first (warm-up) step and,
     with ``lower_order_final``, the last step are first order, which caps the global order:
-    ``self.order = min(predictor_order, 2)``, as measured on grids ending at sigma_min > 0
+    ``self.order = min(solver_order, 2)``, as measured on grids ending at sigma_min > 0
     (docs/ems.md lists the measurements per configuration; the higher local order shows in the
     error constant).
     Cost: 1 denoiser evaluation per step (NFE = steps, with or without the corrector).
-    State: the last ``predictor_order`` values of ``g``, the corrected previous state and the
+    State: the last ``solver_order`` values of ``g``, the corrected previous state and the
     run's precomputed integrals (:class:`V3State`).
 
     Args:
-        predictor_order: the order of the multistep predictor, 1..3 (the reference's ``order``; the
+        solver_order: the order of the multistep predictor, 1..3 (the reference's ``order``; the
             paper uses 3 unconditionally, 2 with guidance).
         predictor: ``"normal"`` or ``"pseudo"`` (reference: ``p_pseudo``).
         corrector: ``None``, ``"normal"`` (reference: ``use_corrector=True, c_pseudo=False``) or
@@ -167,7 +167,7 @@ class DPMSolverV3(SingleEvaluationSolver[V3State]):
         thu-ml/DPM-Solver-v3 ``dpm_solver_v3.py`` (MIT), written in VE coordinates here.
     """
 
-    predictor_order: int = 3
+    solver_order: int = 3
     predictor: str = "normal"
     corrector: str | None = "normal"
     lower_order_final: bool = True
@@ -177,9 +177,9 @@ class DPMSolverV3(SingleEvaluationSolver[V3State]):
     quadrature: str = "exponential"
 
     def __post_init__(self) -> None:
-        p = self.predictor_order
+        p = self.solver_order
         if not isinstance(p, int) or isinstance(p, bool) or not 1 <= p <= _MAX_ORDER:
-            raise ValueError(f"predictor_order must be 1, 2 or 3; got {p!r}.")
+            raise ValueError(f"solver_order must be 1, 2 or 3; got {p!r}.")
         if self.predictor not in _VARIANTS:
             raise ValueError(f"predictor must be one of {_VARIANTS}; got {self.predictor!r}.")
         if self.corrector is not None and self.corrector not in _VARIANTS:
@@ -206,12 +206,12 @@ class DPMSolverV3(SingleEvaluationSolver[V3State]):
     # ------------------------------------------------------------------ set-up
     @property
     def order(self) -> int:
-        """The global order, ``min(predictor_order, 2)``: the warm-up step is first order."""
-        return min(self.predictor_order, 2)
+        """The global order, ``min(solver_order, 2)``: the warm-up step is first order."""
+        return min(self.solver_order, 2)
 
     @property
     def _degree(self) -> int:
-        return self.predictor_order - 1 + (1 if self.corrector == "pseudo" else 0)
+        return self.solver_order - 1 + (1 if self.corrector == "pseudo" else 0)
 
     def statistics(self, x: Tensor, sigmas: Grid, warm_start: WarmStart | None = None) -> EMS:
         """The EMS a run over ``sigmas`` from ``x`` uses (see the class docstring)."""
@@ -276,7 +276,7 @@ class DPMSolverV3(SingleEvaluationSolver[V3State]):
                 x_here = _combine(state.x, previous, points, taylor_weights(lams, self.corrector))
 
         # Move the history to this level: g_j <- exp(S_here - S_prev) (g_j + B_prev(lambda_here)).
-        keep = self.predictor_order
+        keep = self.solver_order
         if previous is not None:
             moved = tuple(previous.s_gain * (g + previous.b_gain) for g in state.g[: keep - 1])
         else:
@@ -285,7 +285,7 @@ class DPMSolverV3(SingleEvaluationSolver[V3State]):
         lambdas = (lam, *state.lambdas[: keep - 1])
 
         # Predictor from this level to the next.
-        p = min(self.predictor_order, len(history))
+        p = min(self.solver_order, len(history))
         if self.lower_order_final:
             last = len(sigmas) - 1 if sigmas[-1] > 0.0 else len(sigmas) - 2
             p = min(p, last - i)
