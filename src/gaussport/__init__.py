@@ -17,7 +17,7 @@ Example:
 
 import logging as _logging
 
-from . import analytic, grids, schedules, solvers
+from . import analytic, ems, grids, schedules, solvers
 from .denoiser import Denoiser, DenoiserCall, FlowMap
 from .reference import reference_solve
 from .solve import Callback, Solution, StepInfo, sample, solve
@@ -32,6 +32,7 @@ __all__ = [
     "Solution",
     "StepInfo",
     "analytic",
+    "ems",
     "grids",
     "reference_solve",
     "sample",
