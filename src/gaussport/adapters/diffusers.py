@@ -274,7 +274,10 @@ def fit_latent_gaussian(
         latents: ``"sample"`` (default; the latents the model was trained on) or ``"mean"``.
         generator: randomness for ``"sample"``.
         batch_size: encoding batch size when ``images`` is one tensor.
-        representation, rank: as in :meth:`gaussport.analytic.Gaussian.fit` (``"dense"`` forms a
+        representation: as in :meth:`gaussport.analytic.Gaussian.fit` (``"dense"`` forms a
+            ``d x d`` matrix: 4x64x64 SD latents are d = 16,384, ~2 GiB in float64; use
+            ``"diagonal"`` or fit ``"lowrank"`` at lower resolution for larger latents).
+        rank: as in :meth:`gaussport.analytic.Gaussian.fit` (``"dense"`` forms a
             ``d x d`` matrix: 4x64x64 SD latents are d = 16,384, ~2 GiB in float64; use
             ``"diagonal"`` or fit ``"lowrank"`` at lower resolution for larger latents).
         source: provenance stored with the statistics.

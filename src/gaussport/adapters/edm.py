@@ -207,7 +207,10 @@ def edm_sample(
         latents: standard normal noise ``[B, C, H, W]``.
         class_labels: one-hot labels (or indices) for class-conditional nets; they also select
             per-class Gaussians of a :class:`ClassConditionalGaussian` warm start.
-        num_steps, sigma_min, sigma_max, rho: EDM's Karras grid (clamped to the net's range).
+        num_steps: EDM's Karras grid (clamped to the net's range).
+        sigma_min: EDM's Karras grid (clamped to the net's range).
+        sigma_max: EDM's Karras grid (clamped to the net's range).
+        rho: EDM's Karras grid (clamped to the net's range).
         sigmas: an explicit grid instead (rounded too).
         solver: a registered solver name or instance (``"heun"`` = EDM's deterministic sampler:
             ``2 num_steps - 1`` evaluations).
@@ -215,7 +218,8 @@ def edm_sample(
             statistics path, or a :class:`ClassConditionalGaussian`.
         sigma_skip: the teleport level (rounded with ``round_sigma``).
         schedule: ``"truncate"`` or ``"respace"``, as in :func:`gaussport.sample`.
-        callback, disable: as in :func:`gaussport.solve`.
+        callback: as in :func:`gaussport.solve`.
+        disable: as in :func:`gaussport.solve`.
         dtype: solver-state dtype (float64 like EDM).
         model_dtype: the dtype the net receives (EDM nets compute in float32).
         **options: solver options.

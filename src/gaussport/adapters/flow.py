@@ -174,7 +174,11 @@ def sample_rectified_flow(
             :func:`gaussport.sample`).
         callback: called once per interval of ``ts`` with a :class:`~gaussport.StepInfo` in native
             coordinates (``sigma`` = flow time, ``x`` = native state).
-        disable, dtype, model_dtype, check_finite, **options: as in :func:`gaussport.solve`.
+        disable: as in :func:`gaussport.solve`.
+        dtype: as in :func:`gaussport.solve`.
+        model_dtype: as in :func:`gaussport.solve`.
+        check_finite: as in :func:`gaussport.solve`.
+        **options: as in :func:`gaussport.solve`.
 
     Returns:
         A :class:`~gaussport.Solution` with the native state at ``ts[-1]``; ``sigmas`` are the flow

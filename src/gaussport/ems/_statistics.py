@@ -116,9 +116,14 @@ class EMS:
     :meth:`load` (a file written by :meth:`save`), :meth:`from_official` (the reference's ``.npz``).
 
     Args:
-        l, s, b: ``[N + 1, *shape]`` arrays; ``shape`` must broadcast against the data's sample
+        l: ``[N + 1, *shape]`` arrays; ``shape`` must broadcast against the data's sample
             shape (``()`` or ``(1, 1, 1)`` for statistics shared by all dimensions).
-        sigma_min, sigma_max: the noise levels of the last and first grid point.
+        s: ``[N + 1, *shape]`` arrays; ``shape`` must broadcast against the data's sample
+            shape (``()`` or ``(1, 1, 1)`` for statistics shared by all dimensions).
+        b: ``[N + 1, *shape]`` arrays; ``shape`` must broadcast against the data's sample
+            shape (``()`` or ``(1, 1, 1)`` for statistics shared by all dimensions).
+        sigma_min: the noise levels of the last and first grid point.
+        sigma_max: the noise levels of the last and first grid point.
         samples: number of samples per level the statistics were estimated from (``None``: exact).
         source: provenance, e.g. ``"analytic"``, ``"estimated"``, ``"degenerate"``.
         metadata: free-form JSON-serialisable details (model id, schedule, settings).
@@ -398,7 +403,10 @@ class EMS:
                 ``x = D``).
             degree: highest Taylor degree needed (order - 1, plus one for a pseudo-order corrector).
             rule: ``"exponential"`` or ``"trapezoid"`` (docs/ems.md, "Quadrature").
-            device, dtype: where the solver wants them. They are computed in float64 on a CUDA
+            device: where the solver wants them. They are computed in float64 on a CUDA
+                device when that is the target (seconds for latent-size data on a CPU), else on
+                the CPU, and cast once.
+            dtype: where the solver wants them. They are computed in float64 on a CUDA
                 device when that is the target (seconds for latent-size data on a CPU), else on
                 the CPU, and cast once.
         """

@@ -105,7 +105,8 @@ def analytic_ems(gaussian: Gaussian, *, sigma_min: float, sigma_max: float, inte
 
     Args:
         gaussian: a :class:`gaussport.analytic.Gaussian` (e.g. the teleportation warm start).
-        sigma_min, sigma_max: the noise-level range of the grid (levels ``sigma_max .. sigma_min``).
+        sigma_min: the noise-level range of the grid (levels ``sigma_max .. sigma_min``).
+        sigma_max: the noise-level range of the grid (levels ``sigma_max .. sigma_min``).
         intervals: ``N``; the grid has ``N + 1`` levels uniform in ``lambda = -log sigma``.
 
     Raises:

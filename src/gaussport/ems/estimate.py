@@ -119,7 +119,8 @@ class EMSEstimator:
     """A resumable Monte-Carlo estimation of EMS (module docstring).
 
     Args:
-        sigma_min, sigma_max: the noise-level range of the EMS grid.
+        sigma_min: the noise-level range of the EMS grid.
+        sigma_max: the noise-level range of the EMS grid.
         intervals: ``N``; the grid has ``N + 1`` levels uniform in ``lambda = -log sigma``.
         samples: ``K``, samples per level (the paper: 1024-4096).
         batch_size: samples per denoiser call.
