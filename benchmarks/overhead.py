@@ -56,7 +56,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--shape", type=int, nargs="+", default=[3, 32, 32])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=2)
+    # One intra-op thread by default: with two OpenMP threads on a shared 2-core machine, a thread
+    # descheduled by another process stalls every parallel op (measured: 60x swings between runs).
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out"))
     args = parser.parse_args()
 
