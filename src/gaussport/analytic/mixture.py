@@ -4,18 +4,28 @@ For ``p0 = sum_k pi_k N(mu_k, Sigma_k)`` the noisy marginal is ``sum_k pi_k N(mu
 and the posterior mean is ``D(x, sigma) = sum_k w_k(x, sigma) D_k(x, sigma)`` with responsibilities
 ``w_k = softmax_k(log pi_k + log N(x; mu_k, Sigma_k + sigma^2 I))``. Their PF-ODE has no closed form;
 its exact endpoint comes from a high-accuracy solve (:func:`gaussport.reference.reference_solve`).
+
+A mixture is saved to and loaded from an ``.npz`` file with the conventions of
+:meth:`Gaussian.save` / :meth:`Gaussian.load`: a format tag, JSON metadata, float64 arrays, and
+``np.load(allow_pickle=False)`` (never unpickles).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from .covariance import Dense, LowRankPlusIsotropic, factor_dtype
+from .covariance import Covariance, Dense, Diagonal, LowRankPlusIsotropic, factor_dtype
 from .gaussian import Gaussian
+
+FORMAT = "gaussport.gaussian_mixture"
+FORMAT_VERSION = 1
 
 __all__ = ["GaussianMixture", "anisotropic_mixture"]
 
@@ -115,6 +125,92 @@ class GaussianMixture:
             if idx.numel():
                 out[idx] = c.sample(int(idx.numel()), sigma, generator, device=device, dtype=dtype)
         return out
+
+    # ----------------------------------------------------------------- files
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the weights and every component to an ``.npz`` file (no pickling).
+
+        Component ``k``'s arrays are stored under ``c{k}_mean`` and ``c{k}_<array>`` (the arrays of
+        its covariance representation, as in :meth:`Gaussian.save`); its metadata (representation,
+        ``n_samples``, ``scale``, ``source``) goes into the JSON metadata. Component order is kept.
+        """
+        components = [
+            {"representation": c.representation, "n_samples": c.n_samples, "scale": c.scale, "source": c.source}
+            for c in self.components
+        ]
+        metadata = {
+            "version": FORMAT_VERSION,
+            "shape": list(self._shape),
+            "n_components": len(self),
+            "components": components,
+            "normalization": "n-1",
+        }
+        arrays: dict[str, np.ndarray] = {"weights": self.weights.numpy()}
+        for k, c in enumerate(self.components):
+            arrays[f"c{k}_mean"] = c.mean.reshape(-1).numpy()
+            for name, value in c.cov.arrays().items():
+                arrays[f"c{k}_{name}"] = value
+        with open(path, "wb") as f:
+            np.savez(f, gaussport_format=np.array(FORMAT), metadata=np.array(json.dumps(metadata)), **arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> GaussianMixture:
+        """Read a mixture written by :meth:`save`. Never unpickles.
+
+        Raises:
+            ValueError: if the file is not a gaussport mixture file or is inconsistent.
+        """
+        name = repr(os.fspath(path))
+        not_ours = (f"{name} is not a gaussport Gaussian-mixture file (expected an .npz written by "
+                    "GaussianMixture.save; single Gaussians are read with Gaussian.load).")
+        try:
+            data = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise ValueError(not_ours) from exc
+        if not hasattr(data, "files"):  # a bare .npy array
+            raise ValueError(not_ours)
+        with data:
+            if "gaussport_format" not in data.files or str(data["gaussport_format"]) != FORMAT:
+                raise ValueError(not_ours)
+            try:
+                arrays = {key: data[key] for key in data.files}
+            except (ValueError, OSError) as exc:
+                raise ValueError(not_ours) from exc
+        try:
+            meta = json.loads(str(arrays["metadata"]))
+            version = int(meta["version"])
+            shape = tuple(int(s) for s in meta["shape"])
+            entries = list(meta["components"])
+            if int(meta["n_components"]) != len(entries):
+                raise ValueError("n_components disagrees with the component list")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{name} has damaged metadata: {exc}") from exc
+        if version > FORMAT_VERSION:
+            raise ValueError(f"{name} has format version {version}; this gaussport reads up to "
+                             f"{FORMAT_VERSION}. Upgrade gaussport.")
+        try:
+            components = []
+            for k, entry in enumerate(entries):
+                cov = _covariance_from_arrays(entry["representation"], arrays, prefix=f"c{k}_")
+                mean = torch.from_numpy(arrays[f"c{k}_mean"]).reshape(shape)
+                components.append(Gaussian(mean, cov, n_samples=entry.get("n_samples"),
+                                           scale=entry.get("scale"), source=entry.get("source")))
+            return cls(components, torch.from_numpy(arrays["weights"]))
+        except (KeyError, TypeError, RuntimeError, ValueError) as exc:
+            raise ValueError(f"{name} is inconsistent: {exc}") from exc
+
+
+def _covariance_from_arrays(kind: str, arrays: dict[str, np.ndarray], prefix: str) -> Covariance:
+    """Rebuild a covariance of representation ``kind`` from the arrays ``Covariance.arrays()`` wrote."""
+    if kind == "dense":
+        return Dense(torch.from_numpy(arrays[prefix + "eigenvalues"]), torch.from_numpy(arrays[prefix + "eigenvectors"]))
+    if kind == "diagonal":
+        return Diagonal(torch.from_numpy(arrays[prefix + "variances"]))
+    if kind == "lowrank":
+        return LowRankPlusIsotropic(torch.from_numpy(arrays[prefix + "eigenvalues"]),
+                                    torch.from_numpy(arrays[prefix + "eigenvectors"]),
+                                    float(arrays[prefix + "residual"]))
+    raise ValueError(f"unknown representation {kind!r}")
 
 
 class _Stacked:
