@@ -19,6 +19,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+import math  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -35,7 +36,7 @@ from gaussport.models import (  # noqa: E402
     load_digits_test_set,
     pixels_to_model,
 )
-from gaussport.models.train import DATA_SOURCE, load_sklearn_digits, stratified_split, train_digits  # noqa: E402
+from gaussport.models.train import load_sklearn_digits, stratified_split, train_digits  # noqa: E402
 
 
 def reference_points(out: Path, seed: int, n: int = 1000, num_steps: int = 18) -> dict[str, float]:
@@ -67,8 +68,23 @@ def reference_points(out: Path, seed: int, n: int = 1000, num_steps: int = 18) -
 def model_card(p: dict, refs: dict) -> str:
     d, c, data = p["denoiser"], p["classifier"], p["data"]
     net = d["network"]
-    load = d["load_average_1min"] or {}
+    load = {"min": math.nan, "mean": math.nan, "max": math.nan, **(d["load_average_1min"] or {})}
     cfg = d["config"]
+    files = [
+        ("digits_denoiser.safetensors",
+         "EMA weights of `DigitsUNet` (EDM-preconditioned, class-conditional with a null label), float32"),
+        ("digits_classifier.safetensors",
+         f"`DigitsClassifier` (tiny CNN; its {c['feature_dim']}-dim penultimate features feed the Frechet "
+         "distance)"),
+        ("digits_gaussian.npz",
+         "`Gaussian.fit` of the training split in [-1, 1] (dense, float64, N - 1), sample shape (1, 8, 8)"),
+        ("digits_class_gaussians.npz",
+         "`GaussianMixture` of the 10 class Gaussians (component k = digit k), weights = class frequencies"),
+        ("digits_test.npz", "held-out test split: uint8 pixels 0..16, labels, indices into `load_digits()`"),
+        ("digits_provenance.json", "machine-readable record of this run (all numbers below, the loss curve)"),
+    ]
+    table = "\n".join(f"| `{name}` | {text} |" for name, text in files)
+    minutes = p["wall_seconds"] / 60
     return f"""# The shipped 8x8-digits model
 
 Files in this directory (`gaussport/data/`), all written by one run of
@@ -77,29 +93,28 @@ Files in this directory (`gaussport/data/`), all written by one run of
 
 | File | Contents |
 |---|---|
-| `digits_denoiser.safetensors` | EMA weights of `DigitsUNet` (EDM-preconditioned, class-conditional with a null label), float32 |
-| `digits_classifier.safetensors` | `DigitsClassifier` (tiny CNN; its {c['feature_dim']}-dim penultimate features feed the Frechet distance) |
-| `digits_gaussian.npz` | `Gaussian.fit` of the training split in [-1, 1] (dense, float64, N - 1), sample shape (1, 8, 8) |
-| `digits_class_gaussians.npz` | `GaussianMixture` of the 10 class Gaussians (component k = digit k), weights = class frequencies |
-| `digits_test.npz` | held-out test split: uint8 pixels 0..16, labels, indices into `load_digits()` |
-| `digits_provenance.json` | the machine-readable record of this run (all numbers below and the loss curve) |
+{table}
 
 ## Command and run
 
 - Command: `{p['command']}`
 - Seed: {p['seed']} (split, initial weights, batches, noise levels, noise, label dropout, dropout)
 - Machine: {p['machine']}
-- Wall time (whole run: data, fits, classifier, denoiser, files): {p['wall_seconds']:.0f} s ({p['wall_seconds'] / 60:.1f} min);
-  denoiser training {d['train_seconds']:.0f} s ({d['seconds_per_step'] * 1000:.0f} ms/step)
-- 1-minute load average during denoiser training (sampled every 100 steps): min {load.get('min', float('nan')):.2f},
-  mean {load.get('mean', float('nan')):.2f}, max {load.get('max', float('nan')):.2f} (the machine's cores are shared)
+- Wall time (whole run: data, fits, classifier, denoiser, files): {p['wall_seconds']:.0f} s
+  ({minutes:.1f} min); denoiser training {d['train_seconds']:.0f} s
+  ({d['seconds_per_step'] * 1000:.0f} ms/step)
+- 1-minute load average during denoiser training (sampled every 100 steps): min {load['min']:.2f},
+  mean {load['mean']:.2f}, max {load['max']:.2f} (the machine's cores were shared with other jobs)
 
 ## Data
 
-{DATA_SOURCE}. Dua & Graff, UCI Machine Learning Repository; Alpaydin, E. and Kaynak, C. (1998),
-"Optical Recognition of Handwritten Digits", https://doi.org/10.24432/C50P49, licensed under
-Creative Commons Attribution 4.0 International (CC BY 4.0). The test split shipped here is a
-subset of that data set, redistributed under the same licence.
+Alpaydin, E. and Kaynak, C. (1998). *Optical Recognition of Handwritten Digits* [data set]. UCI
+Machine Learning Repository, https://doi.org/10.24432/C50P49
+(https://archive.ics.uci.edu/ml/datasets/Optical+Recognition+of+Handwritten+Digits). Licensed under
+Creative Commons Attribution 4.0 International (CC BY 4.0). Used as distributed by scikit-learn
+(`sklearn.datasets.load_digits`, a copy of the UCI test set: 1,797 images). The test split shipped
+here (`digits_test.npz`) is a subset of that data set, redistributed under CC BY 4.0 with this
+attribution; the statistics and weights are derived from it.
 
 - {data['n_images']} images of 8x8 pixels, values 0..16, scaled to [-1, 1] as `x = pixels / 8 - 1`.
 - Split: {data['rule']}; seed {data['seed']}: {data['n_train']} training and {data['n_test']} test images.
@@ -108,17 +123,20 @@ subset of that data set, redistributed under the same licence.
 ## Denoiser
 
 - `DigitsUNet`: {d['parameters']:,} parameters; model channels {net['model_channels']} (8x8) and
-  {net['model_channels'] * net['channel_mult']} (4x4), {net['num_blocks']} residual blocks per encoder level,
-  self-attention at 4x4 ({net['attention_heads']} heads), embedding width {net['emb_dim']}, dropout {net['dropout']};
-  EDM preconditioning with sigma_data = {net['sigma_data']}, sigma range [{net['sigma_min']}, {net['sigma_max']}].
-- Loss: EDM (ln sigma ~ N({cfg['p_mean']}, {cfg['p_std']}^2), weight (sigma^2 + sigma_data^2) / (sigma sigma_data)^2).
+  {net['model_channels'] * net['channel_mult']} (4x4), {net['num_blocks']} residual blocks per encoder
+  level, self-attention at 4x4 ({net['attention_heads']} heads), embedding width {net['emb_dim']},
+  dropout {net['dropout']}; EDM preconditioning with sigma_data = {net['sigma_data']}, sigma range
+  [{net['sigma_min']}, {net['sigma_max']}].
+- Loss: EDM (ln sigma ~ N({cfg['p_mean']}, {cfg['p_std']}^2), weight
+  (sigma^2 + sigma_data^2) / (sigma sigma_data)^2).
 - Optimiser: Adam, peak lr {cfg['lr']}, {cfg['warmup_steps']} warm-up steps, cosine decay to
   {cfg['final_lr_fraction']} x peak; batch {cfg['batch_size']}; {cfg['steps']} steps
   ({cfg['steps'] * cfg['batch_size'] / data['n_train']:.0f} epochs); label dropout {cfg['label_dropout']};
   EMA half-life {cfg['ema_fraction']} x images seen (shipped weights = EMA).
 - Final training loss (mean of the last 10% of steps, per pixel): {d['final_loss']:.4f}.
 - EMA model, EDM loss averaged over 8 fixed noise draws: test split {d['held_out_loss']:.4f}
-  (unconditional), {d['held_out_loss_conditional']:.4f} (with labels); training split {d['train_split_loss']:.4f}.
+  (unconditional), {d['held_out_loss_conditional']:.4f} (with labels); training split
+  {d['train_split_loss']:.4f} (unconditional).
 
 ## Classifier and Frechet distance
 
@@ -148,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    command = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/train_demo.py", *(argv or sys.argv[1:])])
+    words = ["benchmarks/train_demo.py", *(argv if argv is not None else sys.argv[1:])]
+    command = "python " + " ".join(shlex.quote(a) for a in words)
     provenance = train_digits(args.out, seed=args.seed, steps=args.steps, batch_size=args.batch_size,
                               classifier_epochs=args.classifier_epochs,
                               disable=True if args.no_progress else None, command=command)

@@ -52,7 +52,8 @@ class TrajectoryError:
     max: float
 
     def __str__(self) -> str:
-        return f"trajectory error: mean {self.mean:.4g}, rms {self.rms:.4g}, max {self.max:.4g} (per-sample RMS)"
+        return (f"trajectory error (per-sample RMS): mean {self.mean:.4g}, rms {self.rms:.4g}, "
+                f"max {self.max:.4g}")
 
 
 def trajectory_error(x: Tensor, x_ref: Tensor) -> TrajectoryError:
@@ -76,7 +77,8 @@ def trajectory_error(x: Tensor, x_ref: Tensor) -> TrajectoryError:
     if x.shape != x_ref.shape or x.ndim < 1 or x.shape[0] == 0:
         raise ValueError(f"x and x_ref must have the same shape [B, ...] with B >= 1; got "
                          f"{tuple(x.shape)} and {tuple(x_ref.shape)}.")
-    diff = (x.detach().to("cpu", torch.float64) - x_ref.detach().to("cpu", torch.float64)).reshape(x.shape[0], -1)
+    diff = x.detach().to("cpu", torch.float64) - x_ref.detach().to("cpu", torch.float64)
+    diff = diff.reshape(x.shape[0], -1)
     per_sample = diff.square().mean(dim=1).sqrt()
     return TrajectoryError(per_sample, float(per_sample.mean()), float(per_sample.square().mean().sqrt()),
                            float(per_sample.max()))
@@ -84,7 +86,7 @@ def trajectory_error(x: Tensor, x_ref: Tensor) -> TrajectoryError:
 
 # ---------------------------------------------------------------------- Frechet distance
 def feature_statistics(features: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean ``[d]`` and unbiased covariance ``[d, d]`` (divided by ``n - 1``) of ``[n, d]`` features, float64."""
+    """Mean ``[d]`` and unbiased covariance ``[d, d]`` (divided by ``n - 1``) of ``[n, d]`` features."""
     f = torch.as_tensor(features).detach().to("cpu", torch.float64)
     if f.ndim != 2 or f.shape[0] < 2:
         raise ValueError(f"features must have shape [n, d] with n >= 2; got {tuple(f.shape)}.")
@@ -127,7 +129,8 @@ def frechet_distance(
     root_a = _sqrt_psd(s_a)
     cross = torch.linalg.eigvalsh((root_a @ s_b @ root_a + (root_a @ s_b @ root_a).T) / 2)
     trace_cross = float(cross.clamp_min(0.0).sqrt().sum())
-    value = float((mu_a - mu_b).square().sum()) + float(torch.trace(s_a) + torch.trace(s_b)) - 2.0 * trace_cross
+    mean_term = float((mu_a - mu_b).square().sum())
+    value = mean_term + float(torch.trace(s_a) + torch.trace(s_b)) - 2.0 * trace_cross
     return max(value, 0.0)
 
 
@@ -136,7 +139,9 @@ _REFERENCE_CACHE: dict[tuple[str, str], tuple[Tensor, Tensor]] = {}
 
 
 @torch.no_grad()
-def digits_features(samples: Tensor, classifier: torch.nn.Module | None = None, *, batch_size: int = 1024) -> Tensor:
+def digits_features(
+    samples: Tensor, classifier: torch.nn.Module | None = None, *, batch_size: int = 1024
+) -> Tensor:
     """Penultimate classifier features ``[n, d]`` (float64) of digits samples in [-1, 1].
 
     Samples ``[n, 1, 8, 8]`` are clamped to [-1, 1] (the data range) but not quantised to the 17
@@ -185,7 +190,7 @@ def digits_frechet_distance(samples: Tensor, *, directory: str | None = None) ->
 
 @dataclass(frozen=True)
 class FrechetSummary:
-    """A Frechet distance over several seeds: ``mean`` +- ``std`` (sample standard deviation) of ``values``."""
+    """A Frechet distance over seeds: ``mean`` +- ``std`` (sample standard deviation) of ``values``."""
 
     values: tuple[float, ...]
     mean: float

@@ -63,7 +63,8 @@ class DigitsClassifier(nn.Module):
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 bound = math.sqrt(3.0 / module.weight[0].numel())
-                module.weight.copy_((torch.rand(module.weight.shape, generator=gen, dtype=torch.float64) * 2 - 1) * bound)
+                u = torch.rand(module.weight.shape, generator=gen, dtype=torch.float64)
+                module.weight.copy_((u * 2 - 1) * bound)
                 module.bias.zero_()
 
     def features(self, x: Tensor) -> Tensor:

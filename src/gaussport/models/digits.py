@@ -93,7 +93,9 @@ def data_path(name: str, directory: str | os.PathLike[str] | None = None) -> Ite
 
 
 # ---------------------------------------------------------------------- networks (safetensors)
-def save_network(module: nn.Module, path: str | os.PathLike[str], fmt: str, extra: dict | None = None) -> None:
+def save_network(
+    module: nn.Module, path: str | os.PathLike[str], fmt: str, extra: dict | None = None
+) -> None:
     """Write ``module``'s state dict as float32 safetensors, with its ``config`` in the metadata."""
     from safetensors.torch import save_file
 
@@ -118,7 +120,8 @@ def _read_network(path: Path, fmt: str) -> tuple[dict[str, Tensor], dict, dict]:
         raise ValueError(not_ours) from exc
     try:
         if int(metadata["version"]) > FORMAT_VERSION:
-            raise ValueError(f"{os.fspath(path)!r} has format version {metadata['version']}; upgrade gaussport.")
+            raise ValueError(
+                f"{os.fspath(path)!r} has format version {metadata['version']}; upgrade gaussport.")
         config = json.loads(metadata["config"])
         extra = json.loads(metadata.get("extra", "{}"))
     except (KeyError, TypeError, json.JSONDecodeError) as exc:

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..analytic import Gaussian, GaussianMixture
@@ -63,7 +63,8 @@ logger = logging.getLogger("gaussport")
 
 DATA_SOURCE = (
     "UCI ML 'Optical Recognition of Handwritten Digits' (Alpaydin & Kaynak, 1998; "
-    "https://doi.org/10.24432/C50P49) as distributed by scikit-learn (sklearn.datasets.load_digits), CC BY 4.0"
+    "https://doi.org/10.24432/C50P49) as distributed by scikit-learn (sklearn.datasets.load_digits), "
+    "CC BY 4.0"
 )
 
 
@@ -73,7 +74,8 @@ def load_sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
     try:
         from sklearn.datasets import load_digits
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("training the digits model needs scikit-learn: pip install 'gaussport[train]'") from exc
+        raise ImportError(
+            "training the digits model needs scikit-learn: pip install 'gaussport[train]'") from exc
     bunch = load_digits()
     pixels = np.asarray(bunch.images)
     if pixels.min() < 0 or pixels.max() > _digits.PIXEL_MAX or not np.all(pixels == np.round(pixels)):
@@ -81,7 +83,9 @@ def load_sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
     return pixels.astype(np.uint8), np.asarray(bunch.target, dtype=np.int64)
 
 
-def stratified_split(labels: np.ndarray, test_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    labels: np.ndarray, test_fraction: float = 0.2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Sorted ``(train_indices, test_indices)``: per class, ``round(test_fraction * n_class)`` images
     chosen by a random permutation from ``torch.Generator().manual_seed(seed)`` go to the test split."""
     gen = torch.Generator().manual_seed(seed)
@@ -237,7 +241,7 @@ def train_denoiser(
             images_seen = (step + 1) * cfg.batch_size
             beta = 0.5 ** (cfg.batch_size / max(cfg.ema_fraction * images_seen, 1e-8))
             with torch.no_grad():
-                for p_ema, p in zip(ema.parameters(), net.parameters()):
+                for p_ema, p in zip(ema.parameters(), net.parameters(), strict=True):
                     p_ema.lerp_(p, 1.0 - beta)
             losses.append(float(loss.detach()))
             if (step + 1) % 100 == 0:
@@ -253,7 +257,8 @@ def train_denoiser(
         "loss_curve": curve,
         "train_seconds": elapsed,
         "seconds_per_step": elapsed / max(1, cfg.steps),
-        "load_average_1min": {"min": min(loads), "mean": statistics.fmean(loads), "max": max(loads)} if loads else None,
+        "load_average_1min": (
+            {"min": min(loads), "mean": statistics.fmean(loads), "max": max(loads)} if loads else None),
         "parameters": sum(p.numel() for p in ema.parameters()),
     }
     return ema, record
@@ -298,8 +303,8 @@ def train_classifier(
         train_acc = float((clf(x_train).argmax(1) == y_train).float().mean())
         test_acc = float((clf(x_test).argmax(1) == y_test).float().mean())
     record = {"epochs": epochs, "train_accuracy": train_acc, "test_accuracy": test_acc,
-              "train_seconds": time.perf_counter() - start, "parameters": sum(p.numel() for p in clf.parameters()),
-              "feature_dim": clf.feature_dim}
+              "train_seconds": time.perf_counter() - start,
+              "parameters": sum(p.numel() for p in clf.parameters()), "feature_dim": clf.feature_dim}
     return clf, record
 
 
@@ -314,7 +319,8 @@ def _machine() -> str:
                     break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    return f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} with {threads} threads"
 
 
 def train_digits(
@@ -370,9 +376,11 @@ def train_digits(
         counts = torch.bincount(y_train, minlength=10).to(torch.float64)
         GaussianMixture(classes, counts / counts.sum()).save(out / _digits.CLASS_GAUSSIANS_FILE)
         split_meta = {"seed": seed, "test_fraction": test_fraction,
-                      "rule": "per class, round(test_fraction * n) images by torch.randperm (stratified_split)",
+                      "rule": ("per class, round(test_fraction * n) images by torch.randperm "
+                               "(stratified_split)"),
                       "scale": "x = pixels / 8 - 1", "source": DATA_SOURCE}
-        _digits.save_test_set(out / _digits.TEST_SET_FILE, pixels[test_idx], labels[test_idx], test_idx, split_meta)
+        _digits.save_test_set(out / _digits.TEST_SET_FILE, pixels[test_idx], labels[test_idx], test_idx,
+                              split_meta)
 
         clf, clf_record = train_classifier(x_train, y_train, x_test, y_test, seed=seed,
                                            epochs=classifier_epochs, disable=disable)

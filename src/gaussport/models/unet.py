@@ -14,8 +14,10 @@ Models", Table 1, "ours" column), with ``sigma_data = 0.5``:
 
     D(x, sigma) = c_skip(sigma) x + c_out(sigma) F(c_in(sigma) x, c_noise(sigma), label)
 
-    c_skip = sigma_data^2 / (sigma^2 + sigma_data^2),   c_out = sigma sigma_data / sqrt(sigma^2 + sigma_data^2),
-    c_in   = 1 / sqrt(sigma_data^2 + sigma^2),           c_noise = log(sigma) / 4.
+    c_skip = sigma_data^2 / (sigma^2 + sigma_data^2),
+    c_out  = sigma sigma_data / sqrt(sigma^2 + sigma_data^2),
+    c_in   = 1 / sqrt(sigma_data^2 + sigma^2),
+    c_noise = log(sigma) / 4.
 
 ``F`` is a two-level U-Net (8x8 and 4x4) of residual blocks modulated by an embedding of the noise
 level and the class label, with self-attention at 4x4. The residual branch of every block and the
@@ -42,7 +44,9 @@ __all__ = ["DigitsUNet", "edm_preconditioning"]
 SIGMA_DATA = 0.5
 
 
-def edm_preconditioning(sigma: Tensor, sigma_data: float = SIGMA_DATA) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def edm_preconditioning(
+    sigma: Tensor, sigma_data: float = SIGMA_DATA
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(c_skip, c_out, c_in, c_noise)`` of EDM (Karras et al. 2022, Table 1), elementwise in ``sigma``."""
     s2 = sigma * sigma
     d2 = sigma_data * sigma_data
@@ -162,7 +166,8 @@ class DigitsUNet(nn.Module):
         c0, c1 = model_channels, model_channels * channel_mult
         self.fourier_dim = model_channels
         with torch.device("meta"):  # allocate without drawing from the global RNG
-            self.map_noise = nn.Sequential(nn.Linear(self.fourier_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+            self.map_noise = nn.Sequential(
+                nn.Linear(self.fourier_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
             self.map_label = nn.Linear(self.label_dim, emb_dim, bias=False) if self.label_dim else None
             self.conv_in = nn.Conv2d(img_channels, c0, 3, padding=1)
             self.enc0 = nn.ModuleList([_ResBlock(c0, c0, emb_dim, dropout) for _ in range(num_blocks)])
@@ -226,11 +231,14 @@ class DigitsUNet(nn.Module):
         features monotone over that span and the highest resolves ~2% changes of sigma.
         """
         half = self.fourier_dim // 2
-        freqs = torch.exp(torch.linspace(0.0, math.log(64.0), half, device=c_noise.device, dtype=c_noise.dtype))
+        freqs = torch.exp(
+            torch.linspace(0.0, math.log(64.0), half, device=c_noise.device, dtype=c_noise.dtype))
         angles = c_noise[:, None] * freqs
         return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
 
-    def one_hot(self, class_labels: Tensor | None, batch: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    def one_hot(
+        self, class_labels: Tensor | None, batch: int, device: torch.device, dtype: torch.dtype
+    ) -> Tensor:
         """The ``[batch, label_dim]`` label rows: ``None`` gives null (all-zero) rows; integer labels
         ``[batch]`` become one-hot rows; float rows ``[batch or 1, label_dim]`` pass through (broadcast)."""
         if class_labels is None:
@@ -310,7 +318,8 @@ class DigitsUNet(nn.Module):
             s = s.expand(batch)
         if s.shape != (batch,):
             raise ValueError(f"sigma must be a scalar or have {batch} elements; got shape {tuple(s.shape)}.")
-        c_skip, c_out, c_in, c_noise = (c.reshape(-1, 1, 1, 1) for c in edm_preconditioning(s, self.sigma_data))
+        coefficients = edm_preconditioning(s, self.sigma_data)
+        c_skip, c_out, c_in, c_noise = (c.reshape(-1, 1, 1, 1) for c in coefficients)
         xw = x.to(work)
         net_dtype = self.dtype
         labels = None if self.label_dim == 0 else self.one_hot(class_labels, batch, x.device, net_dtype)
