@@ -104,7 +104,8 @@ Files in this directory (`gaussport/data/`), all written by one run of
   ({minutes:.1f} min); denoiser training {d['train_seconds']:.0f} s
   ({d['seconds_per_step'] * 1000:.0f} ms/step)
 - 1-minute load average during denoiser training (sampled every 100 steps): min {load['min']:.2f},
-  mean {load['mean']:.2f}, max {load['max']:.2f} (the machine's cores were shared with other jobs)
+  mean {load['mean']:.2f}, max {load['max']:.2f} (the machine's cores were shared with other jobs; the
+  script sets `OMP_WAIT_POLICY=PASSIVE`, without which 2 OpenMP threads ran 5-10x slower under such load)
 
 ## Data
 
@@ -133,7 +134,8 @@ attribution; the statistics and weights are derived from it.
   {cfg['final_lr_fraction']} x peak; batch {cfg['batch_size']}; {cfg['steps']} steps
   ({cfg['steps'] * cfg['batch_size'] / data['n_train']:.0f} epochs); label dropout {cfg['label_dropout']};
   EMA half-life {cfg['ema_fraction']} x images seen (shipped weights = EMA).
-- Final training loss (mean of the last 10% of steps, per pixel): {d['final_loss']:.4f}.
+- Final training loss (mean of the last 10% of steps, per pixel; training batches, dropout on,
+  {100 * (1 - cfg['label_dropout']):.0f}% of them with labels): {d['final_loss']:.4f}.
 - EMA model, EDM loss averaged over 8 fixed noise draws: test split {d['held_out_loss']:.4f}
   (unconditional), {d['held_out_loss_conditional']:.4f} (with labels); training split
   {d['train_split_loss']:.4f} (unconditional).
