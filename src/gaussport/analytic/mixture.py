@@ -135,7 +135,8 @@ class GaussianMixture:
         ``n_samples``, ``scale``, ``source``) goes into the JSON metadata. Component order is kept.
         """
         components = [
-            {"representation": c.representation, "n_samples": c.n_samples, "scale": c.scale, "source": c.source}
+            {"representation": c.representation, "n_samples": c.n_samples, "scale": c.scale,
+             "source": c.source}
             for c in self.components
         ]
         metadata = {
@@ -203,7 +204,8 @@ class GaussianMixture:
 def _covariance_from_arrays(kind: str, arrays: dict[str, np.ndarray], prefix: str) -> Covariance:
     """Rebuild a covariance of representation ``kind`` from the arrays ``Covariance.arrays()`` wrote."""
     if kind == "dense":
-        return Dense(torch.from_numpy(arrays[prefix + "eigenvalues"]), torch.from_numpy(arrays[prefix + "eigenvectors"]))
+        return Dense(torch.from_numpy(arrays[prefix + "eigenvalues"]),
+                     torch.from_numpy(arrays[prefix + "eigenvectors"]))
     if kind == "diagonal":
         return Diagonal(torch.from_numpy(arrays[prefix + "variances"]))
     if kind == "lowrank":
