@@ -114,8 +114,9 @@ def frechet_distance(
     computed with two symmetric eigendecompositions in float64 (no SciPy ``sqrtm``).
 
     Args:
-        feats_a, feats_b: ``[n, d]`` feature sets, or precomputed ``(mean, covariance)`` pairs
+        feats_a: an ``[n, d]`` feature set, or its precomputed ``(mean, covariance)`` pair
             (see :func:`feature_statistics`).
+        feats_b: the other feature set (or pair), of the same dimension ``d``.
 
     Returns:
         ``d^2`` (the squared distance, as FID reports it), a float >= 0.

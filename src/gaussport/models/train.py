@@ -110,7 +110,8 @@ class DenoiserConfig:
         lr: peak Adam learning rate (betas 0.9, 0.999, eps 1e-8, as EDM).
         warmup_steps: linear learning-rate warm-up from 0.
         final_lr_fraction: the cosine decay after warm-up ends at ``lr * final_lr_fraction``.
-        p_mean, p_std: EDM's noise-level distribution ``ln sigma ~ N(p_mean, p_std^2)``.
+        p_mean: mean of EDM's noise-level distribution ``ln sigma ~ N(p_mean, p_std^2)``.
+        p_std: its standard deviation.
         label_dropout: probability that a training label is replaced by the null label.
         ema_fraction: EMA half-life as a fraction of the images seen so far (EDM's ramp-up rule
             ``halflife = ema_rampup_ratio * images_seen``, Karras et al. 2022, App. F.3).

@@ -121,7 +121,8 @@ class DigitsUNet(nn.Module):
         emb_dim: width of the noise/label embedding.
         attention_heads: heads of the self-attention at half resolution (0: no attention).
         dropout: dropout probability inside the residual blocks (training only).
-        sigma_min, sigma_max: the supported noise range (EDM's attributes; metadata for samplers).
+        sigma_min: the smallest supported noise level (EDM's attribute; metadata for samplers).
+        sigma_max: the largest supported noise level (EDM's attribute; metadata for samplers).
         sigma_data: EDM's data standard deviation (0.5 for data in [-1, 1]).
         generator: source of the initial weights (``torch.Generator().manual_seed(0)`` if ``None``);
             the global RNG is never used. Loading a state dict replaces them.
