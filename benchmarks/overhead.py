@@ -14,6 +14,7 @@ Writes a Markdown table to stdout and to ``benchmarks/out/overhead.md`` (plus JS
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -50,7 +51,9 @@ def time_runs(fn, device: torch.device, repeats: int) -> list[float]:  # type: i
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=15, help="interleaved repetitions per implementation")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 64])
@@ -73,8 +76,8 @@ def main() -> None:
     for batch in args.batches:
         x = 80.0 * torch.randn((batch, *args.shape), generator=torch.Generator().manual_seed(0)).to(device)
         for name, k_fn in pairs.items():
-            ours = lambda: gaussport.solve(near_free_denoiser, x, grid, name, disable=True)  # noqa: E731
-            theirs = lambda: k_fn(near_free_denoiser, x, k_sigmas, disable=True)  # noqa: E731
+            ours = functools.partial(gaussport.solve, near_free_denoiser, x, grid, name, disable=True)
+            theirs = functools.partial(k_fn, near_free_denoiser, x, k_sigmas, disable=True)
             for fn in (ours, theirs):  # warm-up
                 fn()
             t_ours, t_theirs = [], []
@@ -83,20 +86,33 @@ def main() -> None:
                 t_theirs += time_runs(theirs, device, 1)
             nfe = gaussport.solvers.get(name).evaluations(grid)
             med_o, med_t = statistics.median(t_ours), statistics.median(t_theirs)
-            rows.append({
-                "solver": name, "batch": batch, "steps": args.steps, "nfe": nfe,
-                "ours_us_per_step": 1e6 * med_o / args.steps, "kdiff_us_per_step": 1e6 * med_t / args.steps,
-                "ratio": med_o / med_t,
-            })
-    env = (f"{platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}, "
-           f"device {device}, x shape [B, {', '.join(map(str, args.shape))}], {args.steps} steps, "
-           f"median of {args.repeats} interleaved runs")
-    lines = [f"Environment: {env}", "",
-             "| solver | batch | gaussport (us/step) | k-diffusion (us/step) | ratio gaussport / k-diffusion |",
-             "|---|---|---|---|---|"]
+            rows.append(
+                {
+                    "solver": name,
+                    "batch": batch,
+                    "steps": args.steps,
+                    "nfe": nfe,
+                    "ours_us_per_step": 1e6 * med_o / args.steps,
+                    "kdiff_us_per_step": 1e6 * med_t / args.steps,
+                    "ratio": med_o / med_t,
+                }
+            )
+    env = (
+        f"{platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}, "
+        f"device {device}, x shape [B, {', '.join(map(str, args.shape))}], {args.steps} steps, "
+        f"median of {args.repeats} interleaved runs"
+    )
+    lines = [
+        f"Environment: {env}",
+        "",
+        "| solver | batch | gaussport (us/step) | k-diffusion (us/step) | ratio gaussport / k-diffusion |",
+        "|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['solver']} | {r['batch']} | {r['ours_us_per_step']:.1f} | {r['kdiff_us_per_step']:.1f} "
-                     f"| {r['ratio']:.2f}x |")
+        lines.append(
+            f"| {r['solver']} | {r['batch']} | {r['ours_us_per_step']:.1f} | {r['kdiff_us_per_step']:.1f} "
+            f"| {r['ratio']:.2f}x |"
+        )
     text = "\n".join(lines)
     print(text)
     os.makedirs(args.out, exist_ok=True)

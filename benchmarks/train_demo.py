@@ -71,15 +71,24 @@ def model_card(p: dict, refs: dict) -> str:
     load = {"min": math.nan, "mean": math.nan, "max": math.nan, **(d["load_average_1min"] or {})}
     cfg = d["config"]
     files = [
-        ("digits_denoiser.safetensors",
-         "EMA weights of `DigitsUNet` (EDM-preconditioned, class-conditional with a null label), float32"),
-        ("digits_classifier.safetensors",
-         f"`DigitsClassifier` (tiny CNN; its {c['feature_dim']}-dim penultimate features feed the Frechet "
-         "distance)"),
-        ("digits_gaussian.npz",
-         "`Gaussian.fit` of the training split in [-1, 1] (dense, float64, N - 1), sample shape (1, 8, 8)"),
-        ("digits_class_gaussians.npz",
-         "`GaussianMixture` of the 10 class Gaussians (component k = digit k), weights = class frequencies"),
+        (
+            "digits_denoiser.safetensors",
+            "EMA weights of `DigitsUNet` (EDM-preconditioned, class-conditional with a null label), float32",
+        ),
+        (
+            "digits_classifier.safetensors",
+            f"`DigitsClassifier` (tiny CNN; its {c['feature_dim']}-dim penultimate features feed the Frechet "
+            "distance)",
+        ),
+        (
+            "digits_gaussian.npz",
+            "`Gaussian.fit` of the training split in [-1, 1] (dense, float64, N - 1), sample shape (1, 8, 8)",
+        ),
+        (
+            "digits_class_gaussians.npz",
+            "`GaussianMixture` of the 10 class Gaussians (component k = digit k), "
+            "weights = class frequencies",
+        ),
         ("digits_test.npz", "held-out test split: uint8 pixels 0..16, labels, indices into `load_digits()`"),
         ("digits_provenance.json", "machine-readable record of this run (all numbers below, the loss curve)"),
     ]
@@ -97,14 +106,14 @@ Files in this directory (`gaussport/data/`), all written by one run of
 
 ## Command and run
 
-- Command: `{p['command']}`
-- Seed: {p['seed']} (split, initial weights, batches, noise levels, noise, label dropout, dropout)
-- Machine: {p['machine']}
-- Wall time (whole run: data, fits, classifier, denoiser, files): {p['wall_seconds']:.0f} s
-  ({minutes:.1f} min); denoiser training {d['train_seconds']:.0f} s
-  ({d['seconds_per_step'] * 1000:.0f} ms/step)
-- 1-minute load average during denoiser training (sampled every 100 steps): min {load['min']:.2f},
-  mean {load['mean']:.2f}, max {load['max']:.2f} (the machine's cores were shared with other jobs; the
+- Command: `{p["command"]}`
+- Seed: {p["seed"]} (split, initial weights, batches, noise levels, noise, label dropout, dropout)
+- Machine: {p["machine"]}
+- Wall time (whole run: data, fits, classifier, denoiser, files): {p["wall_seconds"]:.0f} s
+  ({minutes:.1f} min); denoiser training {d["train_seconds"]:.0f} s
+  ({d["seconds_per_step"] * 1000:.0f} ms/step)
+- 1-minute load average during denoiser training (sampled every 100 steps): min {load["min"]:.2f},
+  mean {load["mean"]:.2f}, max {load["max"]:.2f} (the machine's cores were shared with other jobs; the
   script sets `OMP_WAIT_POLICY=PASSIVE`, without which 2 OpenMP threads ran 5-10x slower under such load)
 
 ## Data
@@ -117,39 +126,39 @@ Creative Commons Attribution 4.0 International (CC BY 4.0). Used as distributed 
 here (`digits_test.npz`) is a subset of that data set, redistributed under CC BY 4.0 with this
 attribution; the statistics and weights are derived from it.
 
-- {data['n_images']} images of 8x8 pixels, values 0..16, scaled to [-1, 1] as `x = pixels / 8 - 1`.
-- Split: {data['rule']}; seed {data['seed']}: {data['n_train']} training and {data['n_test']} test images.
+- {data["n_images"]} images of 8x8 pixels, values 0..16, scaled to [-1, 1] as `x = pixels / 8 - 1`.
+- Split: {data["rule"]}; seed {data["seed"]}: {data["n_train"]} training and {data["n_test"]} test images.
 - The test split is used only for reported numbers (accuracy, held-out loss, Frechet distances).
 
 ## Denoiser
 
-- `DigitsUNet`: {d['parameters']:,} parameters; model channels {net['model_channels']} (8x8) and
-  {net['model_channels'] * net['channel_mult']} (4x4), {net['num_blocks']} residual blocks per encoder
-  level, self-attention at 4x4 ({net['attention_heads']} heads), embedding width {net['emb_dim']},
-  dropout {net['dropout']}; EDM preconditioning with sigma_data = {net['sigma_data']}, sigma range
-  [{net['sigma_min']}, {net['sigma_max']}].
-- Loss: EDM (ln sigma ~ N({cfg['p_mean']}, {cfg['p_std']}^2), weight
+- `DigitsUNet`: {d["parameters"]:,} parameters; model channels {net["model_channels"]} (8x8) and
+  {net["model_channels"] * net["channel_mult"]} (4x4), {net["num_blocks"]} residual blocks per encoder
+  level, self-attention at 4x4 ({net["attention_heads"]} heads), embedding width {net["emb_dim"]},
+  dropout {net["dropout"]}; EDM preconditioning with sigma_data = {net["sigma_data"]}, sigma range
+  [{net["sigma_min"]}, {net["sigma_max"]}].
+- Loss: EDM (ln sigma ~ N({cfg["p_mean"]}, {cfg["p_std"]}^2), weight
   (sigma^2 + sigma_data^2) / (sigma sigma_data)^2).
-- Optimiser: Adam, peak lr {cfg['lr']}, {cfg['warmup_steps']} warm-up steps, cosine decay to
-  {cfg['final_lr_fraction']} x peak; batch {cfg['batch_size']}; {cfg['steps']} steps
-  ({cfg['steps'] * cfg['batch_size'] / data['n_train']:.0f} epochs); label dropout {cfg['label_dropout']};
-  EMA half-life {cfg['ema_fraction']} x images seen (shipped weights = EMA).
+- Optimiser: Adam, peak lr {cfg["lr"]}, {cfg["warmup_steps"]} warm-up steps, cosine decay to
+  {cfg["final_lr_fraction"]} x peak; batch {cfg["batch_size"]}; {cfg["steps"]} steps
+  ({cfg["steps"] * cfg["batch_size"] / data["n_train"]:.0f} epochs); label dropout {cfg["label_dropout"]};
+  EMA half-life {cfg["ema_fraction"]} x images seen (shipped weights = EMA).
 - Final training loss (mean of the last 10% of steps, per pixel; training batches, dropout on,
-  {100 * (1 - cfg['label_dropout']):.0f}% of them with labels): {d['final_loss']:.4f}.
-- EMA model, EDM loss averaged over 8 fixed noise draws: test split {d['held_out_loss']:.4f}
-  (unconditional), {d['held_out_loss_conditional']:.4f} (with labels); training split
-  {d['train_split_loss']:.4f} (unconditional).
+  {100 * (1 - cfg["label_dropout"]):.0f}% of them with labels): {d["final_loss"]:.4f}.
+- EMA model, EDM loss averaged over 8 fixed noise draws: test split {d["held_out_loss"]:.4f}
+  (unconditional), {d["held_out_loss_conditional"]:.4f} (with labels); training split
+  {d["train_split_loss"]:.4f} (unconditional).
 
 ## Classifier and Frechet distance
 
-- `DigitsClassifier`: {c['parameters']:,} parameters, {c['epochs']} epochs AdamW;
-  test accuracy **{c['test_accuracy'] * 100:.2f}%** (training accuracy {c['train_accuracy'] * 100:.2f}%).
+- `DigitsClassifier`: {c["parameters"]:,} parameters, {c["epochs"]} epochs AdamW;
+  test accuracy **{c["test_accuracy"] * 100:.2f}%** (training accuracy {c["train_accuracy"] * 100:.2f}%).
 - Frechet distance of classifier features to the test split (`gaussport.metrics.digits_frechet_distance`;
   an FID analogue on this classifier, comparable only with itself):
-  - training split ({data['n_train']} images): {refs['train_split']:.3f} (the floor: real data vs real data)
-  - {refs['n_samples']} samples of the fitted Gaussian: {refs['gaussian_samples']:.3f}
-  - {refs['n_samples']} unconditional model samples, Heun on an 18-level Karras grid from sigma = 80
-    (NFE {refs['model_heun_nfe']}): {refs['model_heun']:.3f}
+  - training split ({data["n_train"]} images): {refs["train_split"]:.3f} (the floor: real data vs real data)
+  - {refs["n_samples"]} samples of the fitted Gaussian: {refs["gaussian_samples"]:.3f}
+  - {refs["n_samples"]} unconditional model samples, Heun on an 18-level Karras grid from sigma = 80
+    (NFE {refs["model_heun_nfe"]}): {refs["model_heun"]:.3f}
 
 ## Licence of the model
 
@@ -170,18 +179,29 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     words = ["benchmarks/train_demo.py", *(argv if argv is not None else sys.argv[1:])]
     command = "python " + " ".join(shlex.quote(a) for a in words)
-    provenance = train_digits(args.out, seed=args.seed, steps=args.steps, batch_size=args.batch_size,
-                              classifier_epochs=args.classifier_epochs,
-                              disable=True if args.no_progress else None, command=command)
+    provenance = train_digits(
+        args.out,
+        seed=args.seed,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        classifier_epochs=args.classifier_epochs,
+        disable=True if args.no_progress else None,
+        command=command,
+    )
     torch.set_num_threads(2)
     refs = reference_points(args.out, args.seed)
     provenance["frechet_reference_points"] = refs
     with open(args.out / "digits_provenance.json", "w") as f:
         json.dump(provenance, f, indent=2)
     (args.out / "DIGITS_MODEL.md").write_text(model_card(provenance, refs))
-    logging.info("wrote %s (wall %.0f s); Frechet: train %.3f, gaussian %.3f, model %.3f",
-                 args.out, provenance["wall_seconds"], refs["train_split"], refs["gaussian_samples"],
-                 refs["model_heun"])
+    logging.info(
+        "wrote %s (wall %.0f s); Frechet: train %.3f, gaussian %.3f, model %.3f",
+        args.out,
+        provenance["wall_seconds"],
+        refs["train_split"],
+        refs["gaussian_samples"],
+        refs["model_heun"],
+    )
     return 0
 
 

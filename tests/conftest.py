@@ -12,10 +12,15 @@ import gaussport
 
 # "ci" (default): reproducible and bounded; "dev": more examples, fresh randomness.
 settings.register_profile(
-    "ci", derandomize=True, deadline=None, max_examples=40,
+    "ci",
+    derandomize=True,
+    deadline=None,
+    max_examples=40,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-settings.register_profile("dev", deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "dev", deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow]
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # One intra-op thread: the suite is small tensor ops, where OpenMP hand-offs cost more than they

@@ -19,7 +19,9 @@ def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_console_script_runs() -> None:
-    out = subprocess.run([sys.executable, "-m", "gaussport.cli", "solvers"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "gaussport.cli", "solvers"], capture_output=True, text=True, check=True
+    )
     assert "heun" in out.stdout and "order 2" in out.stdout
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -20,17 +21,19 @@ def test_karras_shape_endpoints_monotone(n: int, r: tuple[float, float], rho: fl
     lo, hi = r
     g = grids.karras(n, lo, hi, rho)
     assert len(g) == n + 1 and g[0] == hi and g[-2] == lo and g[-1] == 0.0
-    assert all(a > b for a, b in zip(g, g[1:]))
+    assert all(a > b for a, b in itertools.pairwise(g))
     # Uniform in sigma^(1/rho): second differences vanish.
     u = [s ** (1 / rho) for s in g[:-1]]
-    assert max(abs(u[i + 1] - 2 * u[i] + u[i - 1]) for i in range(1, n - 1)) < 1e-9 * max(u) if n > 2 else True
+    assert (
+        max(abs(u[i + 1] - 2 * u[i] + u[i - 1]) for i in range(1, n - 1)) < 1e-9 * max(u) if n > 2 else True
+    )
 
 
 @given(n=n_levels, r=ranges)
 def test_exponential_is_log_uniform(n: int, r: tuple[float, float]) -> None:
     g = grids.exponential(n, *r, append_zero=False)
     logs = [math.log(s) for s in g]
-    steps = [a - b for a, b in zip(logs, logs[1:])]
+    steps = [a - b for a, b in itertools.pairwise(logs)]
     assert max(steps) - min(steps) < 1e-10
 
 
@@ -80,7 +83,7 @@ def test_respace_same_family_same_steps(n: int, skip_fraction: float, rho: float
     assert len(r) == len(g) and r[0] == pytest.approx(start) and r[-2] == 0.002 and r[-1] == 0.0
     # Same family: a fresh Karras grid over [0.002, start] with the same rho.
     expected = grids.karras(n, 0.002, start, rho)
-    assert max(abs(a - b) / max(b, 1e-12) for a, b in zip(r, expected)) < 1e-6
+    assert max(abs(a - b) / max(b, 1e-12) for a, b in zip(r, expected, strict=True)) < 1e-6
 
 
 def test_respace_of_full_range_is_identity_and_errors() -> None:
@@ -94,8 +97,14 @@ def test_respace_of_full_range_is_identity_and_errors() -> None:
 
 @pytest.mark.parametrize(
     "bad, match",
-    [([], "empty"), ([1.0, 1.0], "strictly decreasing"), ([1.0, 2.0], "strictly decreasing"),
-     ([1.0, -0.5], "negative"), ([float("nan"), 0.0], "not finite"), (torch.ones(2, 2), "1-D")],
+    [
+        ([], "empty"),
+        ([1.0, 1.0], "strictly decreasing"),
+        ([1.0, 2.0], "strictly decreasing"),
+        ([1.0, -0.5], "negative"),
+        ([float("nan"), 0.0], "not finite"),
+        (torch.ones(2, 2), "1-D"),
+    ],
 )
 def test_bad_grids_are_rejected(bad: object, match: str) -> None:
     g = grids.karras(4, 0.01, 1.0)

@@ -7,7 +7,8 @@ import sys
 def test_import_does_not_pull_optional_packages() -> None:
     code = (
         "import sys, gaussport, gaussport.solvers, gaussport.analytic, gaussport.adapters;"
-        "heavy = [m for m in ('k_diffusion', 'diffusers', 'torchdiffeq', 'scipy', 'matplotlib', 'hypothesis') "
+        "heavy = [m for m in ('k_diffusion', 'diffusers', 'torchdiffeq', 'scipy', 'matplotlib', "
+        "'hypothesis') "
         "if m in sys.modules]; print(','.join(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -33,4 +34,3 @@ def test_adapter_modules_import_no_third_party_package() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"importing the adapters imported {out.stdout.strip()}"
-

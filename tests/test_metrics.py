@@ -28,8 +28,9 @@ def _random_spd(d: int, gen: torch.Generator, low: float = 0.05, high: float = 2
 # ---------------------------------------------------------------------- Frechet distance
 def test_frechet_distance_of_a_set_to_itself_is_zero() -> None:
     gen = torch.Generator().manual_seed(0)
-    feats = torch.randn(500, 12, generator=gen, dtype=torch.float64) @ torch.randn(12, 12, generator=gen,
-                                                                                   dtype=torch.float64)
+    feats = torch.randn(500, 12, generator=gen, dtype=torch.float64) @ torch.randn(
+        12, 12, generator=gen, dtype=torch.float64
+    )
     scale = float(torch.trace(feature_statistics(feats)[1]))
     # Exactly 0 in exact arithmetic; the eigh round-off of tr(S) ~ scale is ~1e-13 * scale.
     assert frechet_distance(feats, feats) <= 1e-10 * scale

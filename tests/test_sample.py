@@ -17,7 +17,12 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
-@given(g=gaussians(min_dim=2, max_dim=8), n=st.integers(6, 20), k=st.integers(1, 4), solver=st.sampled_from(["euler", "heun"]))
+@given(
+    g=gaussians(min_dim=2, max_dim=8),
+    n=st.integers(6, 20),
+    k=st.integers(1, 4),
+    solver=st.sampled_from(["euler", "heun"]),
+)
 def test_teleport_on_grid_beats_solving_everything(g: Gaussian, n: int, k: int, solver: str) -> None:
     # Exact data and the Gaussian's own denoiser: the teleported part has no error at all.
     sig = grids.karras(n, 0.01, 80.0, append_zero=False)
@@ -50,13 +55,16 @@ def test_respace_keeps_steps_and_nfe() -> None:
     sig = grids.karras(10, 0.002, 80.0)
     x = g.sample(4, 80.0, torch.Generator().manual_seed(0), dtype=torch.float64)
     plain = gaussport.solve(g, x, sig, "heun", disable=True)
-    warm = gaussport.sample(g, x, sig, "heun", warm_start=g, sigma_skip=10.0, schedule="respace", disable=True)
+    warm = gaussport.sample(
+        g, x, sig, "heun", warm_start=g, sigma_skip=10.0, schedule="respace", disable=True
+    )
     assert warm.nfe == plain.nfe and len(warm.sigmas) == len(sig)
     assert warm.sigmas == pytest.approx(grids.karras(10, 0.002, 10.0), rel=1e-9)
     exact = g.flow(x, 80.0, 0.0)
     assert _rel(warm.x, exact) < _rel(plain.x, exact)
-    family = gaussport.sample(g, x, sig, "heun", warm_start=g, sigma_skip=10.0, schedule=grids.Exponential(),
-                              disable=True)
+    family = gaussport.sample(
+        g, x, sig, "heun", warm_start=g, sigma_skip=10.0, schedule=grids.Exponential(), disable=True
+    )
     assert family.sigmas == pytest.approx(grids.exponential(10, 0.002, 10.0), rel=1e-12)
 
 
@@ -78,7 +86,10 @@ def test_sample_without_warm_start_is_solve_and_bad_input() -> None:
     g = random_gaussian([1.0, 0.1], seed=0)
     sig = grids.karras(5, 0.01, 10.0)
     x = g.sample(2, 10.0, torch.Generator().manual_seed(0), dtype=torch.float64)
-    assert torch.equal(gaussport.sample(g, x, sig, "heun", disable=True).x, gaussport.solve(g, x, sig, "heun", disable=True).x)
+    assert torch.equal(
+        gaussport.sample(g, x, sig, "heun", disable=True).x,
+        gaussport.solve(g, x, sig, "heun", disable=True).x,
+    )
     with pytest.raises(ValueError, match="outside the grid"):
         gaussport.sample(g, x, sig, warm_start=g, sigma_skip=11.0, disable=True)
     with pytest.raises(ValueError, match="needs sigma_skip"):
@@ -90,4 +101,6 @@ def test_sample_without_warm_start_is_solve_and_bad_input() -> None:
     with pytest.raises(TypeError, match="flow"):
         gaussport.sample(g, x, sig, warm_start=object(), sigma_skip=1.0, disable=True)
     with pytest.raises(ValueError, match="sample shape"):
-        gaussport.sample(g, torch.zeros(2, 3, dtype=torch.float64), sig, warm_start=g, sigma_skip=1.0, disable=True)
+        gaussport.sample(
+            g, torch.zeros(2, 3, dtype=torch.float64), sig, warm_start=g, sigma_skip=1.0, disable=True
+        )

@@ -48,7 +48,9 @@ def test_vp_discrete_matches_k_diffusion_interpolation() -> None:
 
 @pytest.mark.parametrize("schedule", SCHEDULES, ids=lambda s: type(s).__name__)
 @pytest.mark.parametrize("prediction", ["epsilon", "v", "x0", "flow"])
-def test_native_model_round_trip_recovers_the_gaussian(schedule: schedules.NoiseSchedule, prediction: str) -> None:
+def test_native_model_round_trip_recovers_the_gaussian(
+    schedule: schedules.NoiseSchedule, prediction: str
+) -> None:
     if prediction == "flow" and not isinstance(schedule, (schedules.VE, schedules.RectifiedFlow)):
         with pytest.raises(NotImplementedError):
             schedule.derivatives(torch.zeros(1))
@@ -96,5 +98,7 @@ def test_quantized_timesteps_keep_exact_scaling_like_k_diffusion() -> None:
     # k-diffusion's formula: the true sigma scales the input and the output, the index only the model.
     expected = x - sigma[:, None] * eps_model(x / torch.sqrt(1 + sigma[:, None] ** 2), t_q)
     assert torch.allclose(ours(x, sigma), expected, rtol=1e-13, atol=1e-13)
-    assert torch.allclose(ours(x, sigma), theirs(x, sigma).double(), rtol=1e-6, atol=1e-6)  # k-diffusion: ~1e-7
+    assert torch.allclose(
+        ours(x, sigma), theirs(x, sigma).double(), rtol=1e-6, atol=1e-6
+    )  # k-diffusion: ~1e-7
     assert torch.allclose(sch.sigma_of_t(sch.t_of_sigma(sigma)), sigma, rtol=1e-9)  # conversions stay exact

@@ -47,8 +47,13 @@ def test_tensor_grid_on_any_device_and_float32_default_state() -> None:
     g, sig, x = _setup()
     counter = CountingDenoiser(lambda xx, s: g(xx, s))
     dtypes = []
-    sol = gaussport.solve(lambda xx, s: dtypes.append((xx.dtype, s.dtype)) or counter(xx, s), x.float(),
-                          torch.tensor(sig), "euler", disable=True)
+    sol = gaussport.solve(
+        lambda xx, s: dtypes.append((xx.dtype, s.dtype)) or counter(xx, s),
+        x.float(),
+        torch.tensor(sig),
+        "euler",
+        disable=True,
+    )
     assert sol.x.dtype == torch.float32 and set(dtypes) == {(torch.float32, torch.float32)}
     sol64 = gaussport.solve(g, x.float(), sig, "euler", dtype=torch.float64, disable=True)
     assert sol64.x.dtype == torch.float32  # output keeps the input dtype; state was float64

@@ -57,7 +57,9 @@ def check_state(x: Tensor, *, name: str = "x") -> None:
     if x.ndim < 1:
         raise ValueError(f"{name} must have a batch dimension [B, ...]; got a 0-d tensor.")
     if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN or infinite values; check the initial noise or the input image.")
+        raise ValueError(
+            f"{name} contains NaN or infinite values; check the initial noise or the input image."
+        )
 
 
 def state_dtype(x_dtype: torch.dtype, requested: torch.dtype | None) -> torch.dtype:
@@ -68,6 +70,8 @@ def state_dtype(x_dtype: torch.dtype, requested: torch.dtype | None) -> torch.dt
     """
     if requested is not None:
         if requested not in (torch.float32, torch.float64):
-            raise ValueError(f"dtype must be torch.float32 or torch.float64 for solver state; got {requested}.")
+            raise ValueError(
+                f"dtype must be torch.float32 or torch.float64 for solver state; got {requested}."
+            )
         return requested
     return torch.float64 if x_dtype == torch.float64 else torch.float32

@@ -70,29 +70,60 @@ def run_mixture_demo(
     gaussian = target.moments()
     x = target.sample(batch, SIGMA_MAX, torch.Generator().manual_seed(seed), dtype=torch.float64)
     logger.info("computing the exact endpoints (RK4 reference solve) ...")
-    exact = reference_solve(target, x, grids.karras(2, SIGMA_MIN, SIGMA_MAX), steps_per_unit=50, disable=disable)
+    exact = reference_solve(
+        target, x, grids.karras(2, SIGMA_MIN, SIGMA_MAX), steps_per_unit=50, disable=disable
+    )
     rows = []
     for n in steps:
         sigmas = grids.karras(n, SIGMA_MIN, SIGMA_MAX)
         plain = solve(target, x, sigmas, solver, disable=True)
-        respace = sample(target, x, sigmas, solver, warm_start=gaussian, sigma_skip=sigma_skip,
-                         schedule="respace", disable=True)
+        respace = sample(
+            target,
+            x,
+            sigmas,
+            solver,
+            warm_start=gaussian,
+            sigma_skip=sigma_skip,
+            schedule="respace",
+            disable=True,
+        )
         on_grid = max(s for s in sigmas if s <= sigma_skip)
-        truncate = sample(target, x, sigmas, solver, warm_start=gaussian, sigma_skip=on_grid,
-                          schedule="truncate", disable=True)
-        rows.append(DemoRow(n, plain.nfe, _rms(plain.x, exact), respace.nfe, _rms(respace.x, exact),
-                            truncate.nfe, _rms(truncate.x, exact)))
+        truncate = sample(
+            target,
+            x,
+            sigmas,
+            solver,
+            warm_start=gaussian,
+            sigma_skip=on_grid,
+            schedule="truncate",
+            disable=True,
+        )
+        rows.append(
+            DemoRow(
+                n,
+                plain.nfe,
+                _rms(plain.x, exact),
+                respace.nfe,
+                _rms(respace.x, exact),
+                truncate.nfe,
+                _rms(truncate.x, exact),
+            )
+        )
     return rows
 
 
 def format_table(rows: list[DemoRow], sigma_skip: float) -> str:
     """The demo table as aligned text."""
-    head = (f"{'steps':>5}  {'NFE':>4} {'no teleport':>12}  |  teleport to sigma={sigma_skip:g}:  "
-            f"{'NFE':>4} {'respaced':>10}  {'NFE':>4} {'truncated':>10}")
+    head = (
+        f"{'steps':>5}  {'NFE':>4} {'no teleport':>12}  |  teleport to sigma={sigma_skip:g}:  "
+        f"{'NFE':>4} {'respaced':>10}  {'NFE':>4} {'truncated':>10}"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r.steps:>5}  {r.nfe_plain:>4} {r.error_plain:>12.4g}  |  {'':>26}"
-                     f"{r.nfe_respace:>4} {r.error_respace:>10.4g}  {r.nfe_truncate:>4} {r.error_truncate:>10.4g}")
+        lines.append(
+            f"{r.steps:>5}  {r.nfe_plain:>4} {r.error_plain:>12.4g}  |  {'':>26}"
+            f"{r.nfe_respace:>4} {r.error_respace:>10.4g}  {r.nfe_truncate:>4} {r.error_truncate:>10.4g}"
+        )
     lines.append("errors: RMS per coordinate against the exact ODE endpoint from the same noise")
     return "\n".join(lines)
 
@@ -108,12 +139,22 @@ def plot_rows(rows: list[DemoRow], path: str | os.PathLike[str], *, solver: str,
         logger.warning("matplotlib is not installed; skipping the plot (pip install 'gaussport[plot]').")
         return False
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    ax.loglog([r.nfe_plain for r in rows], [r.error_plain for r in rows], "o-", label=f"{solver}, no teleport")
-    ax.loglog([r.nfe_respace for r in rows], [r.error_respace for r in rows], "s-",
-              label=f"teleport to {sigma_skip:g} + {solver} (respaced)")
+    ax.loglog(
+        [r.nfe_plain for r in rows], [r.error_plain for r in rows], "o-", label=f"{solver}, no teleport"
+    )
+    ax.loglog(
+        [r.nfe_respace for r in rows],
+        [r.error_respace for r in rows],
+        "s-",
+        label=f"teleport to {sigma_skip:g} + {solver} (respaced)",
+    )
     truncated = sorted((r.nfe_truncate, r.error_truncate) for r in rows)
-    ax.loglog([p[0] for p in truncated], [p[1] for p in truncated], "^--",
-              label=f"teleport to {sigma_skip:g} + {solver} (truncated grid)")
+    ax.loglog(
+        [p[0] for p in truncated],
+        [p[1] for p in truncated],
+        "^--",
+        label=f"teleport to {sigma_skip:g} + {solver} (truncated grid)",
+    )
     ax.set_xlabel("denoiser evaluations (NFE)")
     ax.set_ylabel("RMS error to the exact endpoint")
     ax.set_title("Gaussian-mixture target (d = 32, 6 components)")
@@ -123,5 +164,3 @@ def plot_rows(rows: list[DemoRow], path: str | os.PathLike[str], *, solver: str,
     fig.savefig(path)
     plt.close(fig)
     return True
-
-

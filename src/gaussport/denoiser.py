@@ -58,9 +58,7 @@ class DenoiserCall:
 
     def __init__(self, denoiser: Denoiser, *, model_dtype: torch.dtype, state_dtype: torch.dtype) -> None:
         if not callable(denoiser):
-            raise TypeError(
-                f"denoiser must be callable as D(x, sigma) -> x0; got {type(denoiser).__name__}."
-            )
+            raise TypeError(f"denoiser must be callable as D(x, sigma) -> x0; got {type(denoiser).__name__}.")
         self.denoiser = denoiser
         self.model_dtype = model_dtype
         self.state_dtype = state_dtype

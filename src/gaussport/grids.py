@@ -78,7 +78,7 @@ class GridFamily(ABC):
         if n <= 2:
             return True
         ours = self.levels(n, positive[-1], positive[0])
-        return all(abs(a - b) <= _MATCH_RTOL * b for a, b in zip(ours, positive))
+        return all(abs(a - b) <= _MATCH_RTOL * b for a, b in zip(ours, positive, strict=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,16 +193,16 @@ def truncate(sigmas: Tensor | Sequence[float], sigma: float) -> Grid:
     grid = as_grid(sigmas)
     sigma = float(sigma)
     if not grid[-1] <= sigma <= grid[0]:
-        raise ValueError(f"sigma = {sigma} is outside the grid [{grid[-1]}, {grid[0]}]; pick a level inside it.")
+        raise ValueError(
+            f"sigma = {sigma} is outside the grid [{grid[-1]}, {grid[0]}]; pick a level inside it."
+        )
     for level in grid:
         if abs(level - sigma) <= 1e-9 * level:
             sigma = level
     return (sigma,) + tuple(s for s in grid if s < sigma)
 
 
-def respace(
-    sigmas: Tensor | Sequence[float], sigma_start: float, family: GridFamily | None = None
-) -> Grid:
+def respace(sigmas: Tensor | Sequence[float], sigma_start: float, family: GridFamily | None = None) -> Grid:
     """The same number of steps of the same family, spread over ``[sigma_min, sigma_start]``.
 
     ``sigma_min`` is the smallest positive level of ``sigmas``; a trailing 0 is kept. The family is

@@ -52,8 +52,9 @@ class TrajectoryError:
     max: float
 
     def __str__(self) -> str:
-        return (f"trajectory error (per-sample RMS): mean {self.mean:.4g}, rms {self.rms:.4g}, "
-                f"max {self.max:.4g}")
+        return (
+            f"trajectory error (per-sample RMS): mean {self.mean:.4g}, rms {self.rms:.4g}, max {self.max:.4g}"
+        )
 
 
 def trajectory_error(x: Tensor, x_ref: Tensor) -> TrajectoryError:
@@ -75,13 +76,19 @@ def trajectory_error(x: Tensor, x_ref: Tensor) -> TrajectoryError:
     if not isinstance(x, Tensor) or not isinstance(x_ref, Tensor):
         raise TypeError("x and x_ref must be tensors.")
     if x.shape != x_ref.shape or x.ndim < 1 or x.shape[0] == 0:
-        raise ValueError(f"x and x_ref must have the same shape [B, ...] with B >= 1; got "
-                         f"{tuple(x.shape)} and {tuple(x_ref.shape)}.")
+        raise ValueError(
+            f"x and x_ref must have the same shape [B, ...] with B >= 1; got "
+            f"{tuple(x.shape)} and {tuple(x_ref.shape)}."
+        )
     diff = x.detach().to("cpu", torch.float64) - x_ref.detach().to("cpu", torch.float64)
     diff = diff.reshape(x.shape[0], -1)
     per_sample = diff.square().mean(dim=1).sqrt()
-    return TrajectoryError(per_sample, float(per_sample.mean()), float(per_sample.square().mean().sqrt()),
-                           float(per_sample.max()))
+    return TrajectoryError(
+        per_sample,
+        float(per_sample.mean()),
+        float(per_sample.square().mean().sqrt()),
+        float(per_sample.max()),
+    )
 
 
 # ---------------------------------------------------------------------- Frechet distance
@@ -125,8 +132,10 @@ def frechet_distance(
     mu_b, s_b = feats_b if isinstance(feats_b, tuple) else feature_statistics(feats_b)
     mu_a, s_a, mu_b, s_b = (torch.as_tensor(t).to("cpu", torch.float64) for t in (mu_a, s_a, mu_b, s_b))
     if mu_a.shape != mu_b.shape or s_a.shape != s_b.shape or s_a.shape != (mu_a.numel(), mu_a.numel()):
-        raise ValueError(f"feature dimensions differ: means {tuple(mu_a.shape)} and {tuple(mu_b.shape)}, "
-                         f"covariances {tuple(s_a.shape)} and {tuple(s_b.shape)}.")
+        raise ValueError(
+            f"feature dimensions differ: means {tuple(mu_a.shape)} and {tuple(mu_b.shape)}, "
+            f"covariances {tuple(s_a.shape)} and {tuple(s_b.shape)}."
+        )
     root_a = _sqrt_psd(s_a)
     cross = torch.linalg.eigvalsh((root_a @ s_b @ root_a + (root_a @ s_b @ root_a).T) / 2)
     trace_cross = float(cross.clamp_min(0.0).sqrt().sum())

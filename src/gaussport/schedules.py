@@ -88,8 +88,10 @@ class NoiseSchedule(ABC):
 
     def derivatives(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """``(d alpha / dt, d sigma / dt)``, needed for velocity (``"flow"``) predictions."""
-        raise NotImplementedError(f"{type(self).__name__} does not define time derivatives; "
-                                  "flow predictions need RectifiedFlow or VE.")
+        raise NotImplementedError(
+            f"{type(self).__name__} does not define time derivatives; "
+            "flow predictions need RectifiedFlow or VE."
+        )
 
     def sigma_of_t(self, t: Tensor) -> Tensor:
         """The VE noise level ``sigma(t) / alpha(t)``."""
@@ -159,7 +161,9 @@ def _betas(beta_schedule: str, beta_start: float, beta_end: float, n: int) -> Te
         steps = torch.arange(n + 1, dtype=torch.float64) / n
         f = torch.cos((steps + 0.008) / 1.008 * math.pi / 2) ** 2
         return (1 - f[1:] / f[:-1]).clamp(max=0.999)
-    raise ValueError(f"unknown beta_schedule {beta_schedule!r}; use linear, scaled_linear or squaredcos_cap_v2.")
+    raise ValueError(
+        f"unknown beta_schedule {beta_schedule!r}; use linear, scaled_linear or squaredcos_cap_v2."
+    )
 
 
 @dataclass(frozen=True)
@@ -176,7 +180,9 @@ class VPDiscrete(NoiseSchedule):
     quantize: bool = False
     log_sigmas: Tensor = field(init=False, repr=False)
     # Device copies of log_sigmas: one host-to-device copy per device, not one per model call.
-    _device_tables: dict[torch.device, Tensor] = field(init=False, repr=False, compare=False, default_factory=dict)
+    _device_tables: dict[torch.device, Tensor] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         table = torch.as_tensor(self.alphas_cumprod).detach().to("cpu", torch.float64).flatten()
@@ -196,7 +202,10 @@ class VPDiscrete(NoiseSchedule):
         beta_schedule: str = "linear",
         **kwargs: bool,
     ) -> VPDiscrete:
-        """The table of a diffusers-style beta schedule (``linear``, ``scaled_linear``, ``squaredcos_cap_v2``)."""
+        """The table of a diffusers-style beta schedule.
+
+        ``beta_schedule`` is ``"linear"``, ``"scaled_linear"`` or ``"squaredcos_cap_v2"``.
+        """
         betas = _betas(beta_schedule, beta_start, beta_end, num_train_timesteps)
         return cls(torch.cumprod(1 - betas, 0), **kwargs)
 
@@ -229,7 +238,9 @@ class VPDiscrete(NoiseSchedule):
     def t_of_sigma(self, sigma_ve: Tensor) -> Tensor:
         log_sigmas = self._log_sigmas_on(sigma_ve.device)
         log_s = torch.log(sigma_ve.to(log_sigmas.dtype))
-        low = (torch.searchsorted(log_sigmas, log_s.contiguous(), right=True) - 1).clamp(0, len(log_sigmas) - 2)
+        low = (torch.searchsorted(log_sigmas, log_s.contiguous(), right=True) - 1).clamp(
+            0, len(log_sigmas) - 2
+        )
         lo, hi = log_sigmas[low], log_sigmas[low + 1]
         w = ((log_s - lo) / (hi - lo)).clamp(0, 1)
         return (low + w).to(sigma_ve.dtype)
@@ -277,7 +288,9 @@ class VPLinear(NoiseSchedule):
 
 @dataclass(frozen=True)
 class VPCosine(NoiseSchedule):
-    """Continuous cosine VP (Nichol & Dhariwal 2021): ``alpha_t = cos(pi/2 (t + s)/(1 + s)) / cos(pi/2 s/(1 + s))``.
+    """Continuous cosine VP (Nichol & Dhariwal 2021).
+
+    ``alpha_t = cos(pi/2 (t + s)/(1 + s)) / cos(pi/2 s/(1 + s))``.
 
     ``t`` in ``[t_min, t_max]`` with ``t_max = 0.9946`` (``t = 1`` is singular).
     """
@@ -339,7 +352,8 @@ def to_denoised(schedule: NoiseSchedule, output: Tensor, x_t: Tensor, t: Tensor,
     * ``epsilon``: ``x0 = (x_t - sigma eps) / alpha``
     * ``v`` (``v = alpha eps - sigma x0``): ``x0 = (alpha x_t - sigma v) / (alpha^2 + sigma^2)``
     * ``x0``: unchanged
-    * ``flow`` (``u = dx_t/dt = alpha' x0 + sigma' eps``): ``x0 = (sigma' x_t - sigma u) / (sigma' alpha - sigma alpha')``
+    * ``flow`` (``u = dx_t/dt = alpha' x0 + sigma' eps``):
+      ``x0 = (sigma' x_t - sigma u) / (sigma' alpha - sigma alpha')``
     """
     kind = canonical_prediction(prediction)
     if kind == "x0":

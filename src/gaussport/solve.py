@@ -215,8 +215,19 @@ def sample(
     if warm_start is None:
         if sigma_skip is not None:
             raise ValueError("sigma_skip was given without warm_start; pass the Gaussian to teleport with.")
-        return solve(denoiser, x, sigmas, solver, callback=callback, disable=disable, dtype=dtype,
-                     model_dtype=model_dtype, check_finite=check_finite, enable_grad=enable_grad, **options)
+        return solve(
+            denoiser,
+            x,
+            sigmas,
+            solver,
+            callback=callback,
+            disable=disable,
+            dtype=dtype,
+            model_dtype=model_dtype,
+            check_finite=check_finite,
+            enable_grad=enable_grad,
+            **options,
+        )
     if not callable(getattr(warm_start, "flow", None)):
         raise TypeError(
             f"warm_start must provide flow(x, sigma_from, sigma_to) (e.g. gaussport.analytic.Gaussian); "
@@ -248,8 +259,18 @@ def sample(
     work = state_dtype(x.dtype, dtype)
     call = DenoiserCall(denoiser, model_dtype=model_dtype or x.dtype, state_dtype=work)
     with torch.set_grad_enabled(enable_grad):
-        return _teleport_and_solve(call, solver_obj, warm_start, x, grid, solver_grid, schedule == "truncate",
-                                   callback, disable, check_finite)
+        return _teleport_and_solve(
+            call,
+            solver_obj,
+            warm_start,
+            x,
+            grid,
+            solver_grid,
+            schedule == "truncate",
+            callback,
+            disable,
+            check_finite,
+        )
 
 
 def _teleport_and_solve(
@@ -273,9 +294,13 @@ def _teleport_and_solve(
         for i in range(covered):
             x_i = warm_start.flow(x0, grid[0], grid[i]) if i else x0
             sigma_i = torch.full((x0.shape[0],), grid[i], dtype=work, device=x0.device)
-            callback(StepInfo(i, grid[i], grid[i + 1], x_i, warm_start(x_i, sigma_i).to(work), teleported=True))
+            callback(
+                StepInfo(i, grid[i], grid[i + 1], x_i, warm_start(x_i, sigma_i).to(work), teleported=True)
+            )
     x_start = warm_start.flow(x0, grid[0], start) if start < grid[0] else x0
-    logger.debug("teleported from sigma=%g to sigma=%g; %d solver steps follow", grid[0], start, len(solver_grid) - 1)
+    logger.debug(
+        "teleported from sigma=%g to sigma=%g; %d solver steps follow", grid[0], start, len(solver_grid) - 1
+    )
     handover = WarmStart(warm_start, grid[0], x0, start) if start < grid[0] else None
     x_end, state = _integrate(call, solver, x_start, solver_grid, None, callback, disable, covered, handover)
     return Solution(_finish(x_end, x.dtype, check_finite), call.nfe, solver_grid, state, (grid[0], start))

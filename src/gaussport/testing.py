@@ -86,7 +86,10 @@ def _log_uniform(low: float, high: float) -> st.SearchStrategy[float]:
 def spectra(
     min_dim: int = 1, max_dim: int = 8, *, low: float = 1e-3, high: float = 10.0, zeros: bool = False
 ) -> st.SearchStrategy[list[float]]:
-    """Eigenvalue lists (log-uniform in ``[low, high]``; with ``zeros``, some exact zeros: rank deficiency)."""
+    """Eigenvalue lists, log-uniform in ``[low, high]``.
+
+    With ``zeros``, some entries are exactly 0 (rank-deficient covariances).
+    """
     value = st.one_of(_log_uniform(low, high), st.just(0.0)) if zeros else _log_uniform(low, high)
     return st.integers(min_dim, max_dim).flatmap(lambda d: st.lists(value, min_size=d, max_size=d))
 
@@ -367,7 +370,9 @@ def check_constant_exact(solver: Solver | str, *, examples: int = 25) -> None:
         out = solve(ConstantDenoiser(c), x, grid, solver, disable=True).x
         exact = c + (x - c) * (grid[-1] / grid[0])
         err = _max_rel(out, exact)
-        assert err < 1e-12, f"{_name(solver)} is not exact on a constant denoiser over {grid}: rel. error {err:.2e}"
+        assert err < 1e-12, (
+            f"{_name(solver)} is not exact on a constant denoiser over {grid}: rel. error {err:.2e}"
+        )
 
     run()
 
@@ -417,7 +422,8 @@ def check_nfe(solver: Solver | str, *, examples: int = 20) -> None:
         sol = solve(counter, x, grid, solver, disable=True)
         declared = solver.evaluations(grid)
         assert sol.nfe == counter.calls == declared, (
-            f"{_name(solver)} on {grid}: declared {declared} evaluations, reported {sol.nfe}, made {counter.calls}"
+            f"{_name(solver)} on {grid}: declared {declared} evaluations, "
+            f"reported {sol.nfe}, made {counter.calls}"
         )
         assert all(s > 0 for s in counter.sigmas), f"{_name(solver)} evaluated the denoiser at sigma = 0"
 
@@ -439,7 +445,10 @@ def check_start_anywhere(solver: Solver | str, *, starts: Sequence[float] = (0.7
     solver = _as_solver(solver)
     problem = GaussianProblem(anisotropic_gaussian(dim=8))
     for start in starts:
-        errors = [problem.error(solver, _grids.exponential(n + 1, 0.05, start, append_zero=False)) for n in (8, 16, 32)]
+        errors = [
+            problem.error(solver, _grids.exponential(n + 1, 0.05, start, append_zero=False))
+            for n in (8, 16, 32)
+        ]
         assert all(math.isfinite(e) for e in errors), f"{_name(solver)}: non-finite error starting at {start}"
         assert errors[2] < errors[1] < errors[0], (
             f"{_name(solver)} does not converge when started at sigma = {start}: errors {errors}"

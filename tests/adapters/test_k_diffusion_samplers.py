@@ -439,5 +439,7 @@ def test_k_diffusion_models_as_gaussport_denoisers(tiny_unet: Any, diffusers_pkg
     # External wrappers report their training range as floats.
     wrapped, _ = _unet_denoiser(tiny_unet, diffusers_pkg)
     kd = gk.KDiffusionDenoiser(wrapped)
-    assert kd.sigma_min == pytest.approx(float(wrapped.sigma_min)) and kd.sigma_max == pytest.approx(float(wrapped.sigma_max))
+    assert kd.sigma_min == pytest.approx(float(wrapped.sigma_min)) and kd.sigma_max == pytest.approx(
+        float(wrapped.sigma_max)
+    )
     assert gk.KDiffusionDenoiser(bound).sigma_min is None

@@ -67,7 +67,9 @@ def test_representations_agree_with_dense(spec: list[float], seed: int, s0: floa
         spec = [1.0] + spec[1:]
     dense = random_gaussian(spec, seed)
     low = random_gaussian(spec, seed, representation="lowrank")
-    diag_dense = Gaussian(dense.mean, Dense(torch.tensor(spec, dtype=torch.float64), torch.eye(len(spec), dtype=torch.float64)))
+    diag_dense = Gaussian(
+        dense.mean, Dense(torch.tensor(spec, dtype=torch.float64), torch.eye(len(spec), dtype=torch.float64))
+    )
     diag = random_gaussian(spec, seed, representation="diagonal")
     x = _points(dense)
     sig = torch.full((x.shape[0],), s0, dtype=torch.float64)
@@ -160,8 +162,9 @@ def test_fit_is_centred_float64_and_streams() -> None:
 
 
 def test_fit_representations() -> None:
-    data = random_gaussian(np.logspace(0, -2, 10).tolist(), seed=1).sample(3000, 0.0, torch.Generator().manual_seed(0),
-                                                                          dtype=torch.float64)
+    data = random_gaussian(np.logspace(0, -2, 10).tolist(), seed=1).sample(
+        3000, 0.0, torch.Generator().manual_seed(0), dtype=torch.float64
+    )
     dense = Gaussian.fit(data)
     diag = Gaussian.fit(data, representation="diagonal")
     low = Gaussian.fit(data, representation="lowrank", rank=4)
@@ -179,7 +182,13 @@ def test_save_load_round_trip(tmp_path, representation: str) -> None:  # type: i
     path = tmp_path / "stats.npz"
     g.save(path)
     h = Gaussian.load(path)
-    assert (h.shape, h.n_samples, h.scale, h.source, h.representation) == ((2, 2), 123, "[-1, 1]", "test", representation)
+    assert (h.shape, h.n_samples, h.scale, h.source, h.representation) == (
+        (2, 2),
+        123,
+        "[-1, 1]",
+        "test",
+        representation,
+    )
     x = _points(g)
     assert torch.equal(h.flow(x, 3.0, 0.5), g.flow(x, 3.0, 0.5))
 
@@ -198,7 +207,11 @@ def test_load_rejects_files_that_are_not_ours_and_never_unpickles(tmp_path) -> N
     pickled = tmp_path / "evil.pkl"
     pickled.write_bytes(pickle.dumps(_Payload()))
     obj_npz = tmp_path / "objects.npz"
-    np.savez(obj_npz, gaussport_format=np.array("gaussport.gaussian"), metadata=np.array([_Payload()], dtype=object))
+    np.savez(
+        obj_npz,
+        gaussport_format=np.array("gaussport.gaussian"),
+        metadata=np.array([_Payload()], dtype=object),
+    )
     plain = tmp_path / "plain.npz"
     np.savez(plain, mean=np.zeros(3))
     npy = tmp_path / "array.npy"

@@ -60,8 +60,10 @@ def test_bad_mixtures() -> None:
 def test_stacked_evaluation_equals_per_component_evaluation(rank: int | None) -> None:
     # The batched path (all components stacked) against the loop over Gaussian components.
     mix = anisotropic_mixture(dim=12, n_components=4, rank=rank, seed=5)
-    loop = GaussianMixture(list(mix.components) + [random_gaussian([1.0] * 12, seed=0, representation="diagonal")],
-                           list(mix.weights) + [1e-300])  # a Diagonal component disables stacking
+    loop = GaussianMixture(
+        list(mix.components) + [random_gaussian([1.0] * 12, seed=0, representation="diagonal")],
+        list(mix.weights) + [1e-300],
+    )  # a Diagonal component disables stacking
     assert mix._stacked is not None and loop._stacked is None
     for s in (0.01, 0.4, 7.0):
         x = mix.sample(5, s, torch.Generator().manual_seed(2), dtype=torch.float64)

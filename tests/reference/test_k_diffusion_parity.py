@@ -18,7 +18,11 @@ PAIRS = {"euler": ks.sample_euler, "heun": ks.sample_heun}
 @pytest.mark.parametrize("name", sorted(PAIRS))
 @pytest.mark.parametrize(
     "sigmas",
-    [grids.karras(12, 0.002, 80.0), grids.exponential(7, 0.05, 14.6, append_zero=False), (3.0, 1.0, 0.2, 0.0)],
+    [
+        grids.karras(12, 0.002, 80.0),
+        grids.exponential(7, 0.05, 14.6, append_zero=False),
+        (3.0, 1.0, 0.2, 0.0),
+    ],
     ids=["karras-to-zero", "exponential-to-sigma_min", "start-mid"],
 )
 def test_matches_k_diffusion(name: str, sigmas: tuple[float, ...]) -> None:

@@ -35,7 +35,9 @@ def test_starts_at_any_sigma(solver_name: str) -> None:
 def test_docstring_states_order_cost_and_reference(solver_name: str) -> None:
     cls, _ = gaussport.solvers.solver_class(solver_name)
     doc = (cls.__doc__ or "").lower()
-    assert "order" in doc and "evaluation" in doc and "reference" in doc, f"{cls.__name__} docstring incomplete"
+    assert "order" in doc and "evaluation" in doc and "reference" in doc, (
+        f"{cls.__name__} docstring incomplete"
+    )
 
 
 def test_registry_errors() -> None:

@@ -149,7 +149,8 @@ class Dense(Covariance):
         u = torch.as_tensor(eigenvectors).detach().to("cpu", torch.float64)
         if lam.ndim != 1 or u.shape != (lam.shape[0], lam.shape[0]):
             raise ValueError(
-                f"Dense needs eigenvalues [d] and eigenvectors [d, d]; got {tuple(lam.shape)} and {tuple(u.shape)}."
+                "Dense needs eigenvalues [d] and eigenvectors [d, d]; "
+                f"got {tuple(lam.shape)} and {tuple(u.shape)}."
             )
         order = torch.argsort(lam, descending=True)
         self.eigenvalues = _clamp_spectrum(lam[order], "covariance")
@@ -167,7 +168,8 @@ class Dense(Covariance):
         asym = float((c - c.T).abs().max()) if c.numel() else 0.0
         if asym > 1e-6 * max(scale, 1e-300):
             raise ValueError(
-                f"the covariance matrix is not symmetric (max |C - C^T| = {asym:.3g} for max |C| = {scale:.3g}); "
+                f"the covariance matrix is not symmetric (max |C - C^T| = {asym:.3g} "
+                f"for max |C| = {scale:.3g}); "
                 "pass (C + C.T) / 2 if the asymmetry is round-off."
             )
         lam, u = torch.linalg.eigh((c + c.T) / 2)
@@ -256,7 +258,9 @@ class LowRankPlusIsotropic(Covariance):
             )
         gram = u.T @ u
         if not torch.allclose(gram, torch.eye(u.shape[1], dtype=torch.float64), atol=1e-6):
-            raise ValueError("the eigenvectors of a LowRankPlusIsotropic covariance must be orthonormal columns.")
+            raise ValueError(
+                "the eigenvectors of a LowRankPlusIsotropic covariance must be orthonormal columns."
+            )
         residual = float(residual)
         if not math.isfinite(residual) or residual < 0.0:
             raise ValueError(f"the residual variance must be finite and >= 0; got {residual}.")

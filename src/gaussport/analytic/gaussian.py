@@ -5,7 +5,8 @@ is ``N(mu, Sigma + sigma^2 I)`` and (Wang & Vastola 2024, method.md §1.2-1.6):
 
 * denoiser ``D(x, sigma) = mu + Sigma (Sigma + sigma^2 I)^-1 (x - mu)``
   (per direction: shrink by ``lam / (lam + sigma^2)``);
-* PF-ODE flow from ``s0`` to ``s1``: ``x(s1) = mu + (Sigma + s1^2 I)^(1/2) (Sigma + s0^2 I)^(-1/2) (x(s0) - mu)``
+* PF-ODE flow from ``s0`` to ``s1``:
+  ``x(s1) = mu + (Sigma + s1^2 I)^(1/2) (Sigma + s0^2 I)^(-1/2) (x(s0) - mu)``
   (per direction: scale by ``sqrt((lam + s1^2) / (lam + s0^2))``; zero-variance directions by
   ``s1 / s0``). It transports ``N(mu, Sigma + s0^2 I)`` exactly onto ``N(mu, Sigma + s1^2 I)``.
 """
@@ -56,7 +57,9 @@ class MomentAccumulator:
         if self.shape is None:
             self.shape = tuple(batch.shape[1:])
         elif tuple(batch.shape[1:]) != self.shape:
-            raise ValueError(f"batch sample shape {tuple(batch.shape[1:])} differs from earlier {self.shape}.")
+            raise ValueError(
+                f"batch sample shape {tuple(batch.shape[1:])} differs from earlier {self.shape}."
+            )
         x = batch.detach().reshape(batch.shape[0], -1).to(torch.float64)
         if not bool(torch.isfinite(x).all()):
             raise ValueError("the data contain NaN or infinite values.")
@@ -226,13 +229,17 @@ class Gaussian:
         return self._cov.kind
 
     def __repr__(self) -> str:
-        return (f"Gaussian(shape={self._shape}, representation={self.representation!r}, "
-                f"n_samples={self.n_samples}, scale={self.scale!r})")
+        return (
+            f"Gaussian(shape={self._shape}, representation={self.representation!r}, "
+            f"n_samples={self.n_samples}, scale={self.scale!r})"
+        )
 
     # ----------------------------------------------------------------- helpers
     def _flat(self, x: Tensor, what: str = "x") -> Tensor:
         if not isinstance(x, Tensor) or not x.is_floating_point():
-            raise TypeError(f"{what} must be a floating-point tensor; got {getattr(x, 'dtype', type(x).__name__)}.")
+            raise TypeError(
+                f"{what} must be a floating-point tensor; got {getattr(x, 'dtype', type(x).__name__)}."
+            )
         if tuple(x.shape[1:]) != self._shape:
             raise ValueError(
                 f"{what} has sample shape {tuple(x.shape[1:])} but the Gaussian was fitted to samples of "
@@ -360,8 +367,13 @@ class Gaussian:
         """The top-``rank`` eigenpairs plus the mean discarded eigenvalue as residual (from dense)."""
         if not isinstance(self._cov, Dense):
             raise TypeError("to_low_rank needs a dense covariance.")
-        return Gaussian(self.mean, LowRankPlusIsotropic.from_dense(self._cov, rank),
-                        n_samples=self.n_samples, scale=self.scale, source=self.source)
+        return Gaussian(
+            self.mean,
+            LowRankPlusIsotropic.from_dense(self._cov, rank),
+            n_samples=self.n_samples,
+            scale=self.scale,
+            source=self.source,
+        )
 
     # ----------------------------------------------------------------- files
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -386,8 +398,10 @@ class Gaussian:
         Raises:
             ValueError: if the file is not a gaussport statistics file or is inconsistent.
         """
-        not_ours = (f"{os.fspath(path)!r} is not a gaussport statistics file (expected an .npz written by "
-                    "Gaussian.save); convert other statistics with Gaussian(mean, cov) and save them.")
+        not_ours = (
+            f"{os.fspath(path)!r} is not a gaussport statistics file (expected an .npz written by "
+            "Gaussian.save); convert other statistics with Gaussian(mean, cov) and save them."
+        )
         try:
             data = np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
@@ -409,21 +423,28 @@ class Gaussian:
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{os.fspath(path)!r} has damaged metadata: {exc}") from exc
         if version > FORMAT_VERSION:
-            raise ValueError(f"{os.fspath(path)!r} has format version {version}; this gaussport reads up to "
-                             f"{FORMAT_VERSION}. Upgrade gaussport.")
+            raise ValueError(
+                f"{os.fspath(path)!r} has format version {version}; this gaussport reads up to "
+                f"{FORMAT_VERSION}. Upgrade gaussport."
+            )
         try:
             mean = torch.from_numpy(arrays["mean"]).reshape(shape)
             if kind == "dense":
-                cov: Covariance = Dense(torch.from_numpy(arrays["eigenvalues"]),
-                                        torch.from_numpy(arrays["eigenvectors"]))
+                cov: Covariance = Dense(
+                    torch.from_numpy(arrays["eigenvalues"]), torch.from_numpy(arrays["eigenvectors"])
+                )
             elif kind == "diagonal":
                 cov = Diagonal(torch.from_numpy(arrays["variances"]))
             elif kind == "lowrank":
-                cov = LowRankPlusIsotropic(torch.from_numpy(arrays["eigenvalues"]),
-                                           torch.from_numpy(arrays["eigenvectors"]), float(arrays["residual"]))
+                cov = LowRankPlusIsotropic(
+                    torch.from_numpy(arrays["eigenvalues"]),
+                    torch.from_numpy(arrays["eigenvectors"]),
+                    float(arrays["residual"]),
+                )
             else:
                 raise ValueError(f"unknown representation {kind!r}")
         except (KeyError, RuntimeError, ValueError) as exc:
             raise ValueError(f"{os.fspath(path)!r} is inconsistent: {exc}") from exc
-        return cls(mean, cov, n_samples=meta.get("n_samples"), scale=meta.get("scale"), source=meta.get("source"))
-
+        return cls(
+            mean, cov, n_samples=meta.get("n_samples"), scale=meta.get("scale"), source=meta.get("source")
+        )

@@ -38,7 +38,9 @@ class GaussianMixture:
         weights: mixture weights (normalised here); uniform if ``None``.
     """
 
-    def __init__(self, components: Sequence[Gaussian], weights: Tensor | Sequence[float] | None = None) -> None:
+    def __init__(
+        self, components: Sequence[Gaussian], weights: Tensor | Sequence[float] | None = None
+    ) -> None:
         comps = tuple(components)
         if not comps:
             raise ValueError("a GaussianMixture needs at least one component.")
@@ -48,8 +50,11 @@ class GaussianMixture:
                 raise TypeError(f"component {k} is a {type(c).__name__}, not a gaussport Gaussian.")
             if c.shape != shape:
                 raise ValueError(f"component {k} has sample shape {c.shape}; component 0 has {shape}.")
-        w = torch.ones(len(comps), dtype=torch.float64) if weights is None else torch.as_tensor(
-            weights, dtype=torch.float64).detach().cpu()
+        w = (
+            torch.ones(len(comps), dtype=torch.float64)
+            if weights is None
+            else torch.as_tensor(weights, dtype=torch.float64).detach().cpu()
+        )
         if w.shape != (len(comps),) or not bool(torch.isfinite(w).all()) or bool((w <= 0).any()):
             raise ValueError(f"weights must be {len(comps)} positive finite numbers; got {w.tolist()}.")
         self.components = comps
@@ -94,7 +99,9 @@ class GaussianMixture:
         return torch.logsumexp(logits + self.weights.to(x.device).log(), dim=-1)
 
     def moments(self) -> Gaussian:
-        """The moment-matched Gaussian: ``mu = sum pi_k mu_k``, ``Sigma = sum pi_k (Sigma_k + mu_k mu_k^T) - mu mu^T``.
+        """The moment-matched Gaussian.
+
+        ``mu = sum pi_k mu_k`` and ``Sigma = sum pi_k (Sigma_k + mu_k mu_k^T) - mu mu^T``.
 
         This is the Gaussian a fit to infinitely many mixture samples converges to, so it is the
         warm start for mixture targets.
@@ -102,7 +109,7 @@ class GaussianMixture:
         means = torch.stack([c.mean.reshape(-1) for c in self.components])  # [K, d]
         mu = (self.weights[:, None] * means).sum(0)
         cov = torch.zeros(self.dim, self.dim, dtype=torch.float64)
-        for w, c, m in zip(self.weights, self.components, means):
+        for w, c, m in zip(self.weights, self.components, means, strict=True):
             cov += w * (c.cov.dense() + torch.outer(m - mu, m - mu))
         return Gaussian(mu.reshape(self._shape), Dense.from_matrix(cov), source="GaussianMixture.moments")
 
@@ -135,8 +142,12 @@ class GaussianMixture:
         ``n_samples``, ``scale``, ``source``) goes into the JSON metadata. Component order is kept.
         """
         components = [
-            {"representation": c.representation, "n_samples": c.n_samples, "scale": c.scale,
-             "source": c.source}
+            {
+                "representation": c.representation,
+                "n_samples": c.n_samples,
+                "scale": c.scale,
+                "source": c.source,
+            }
             for c in self.components
         ]
         metadata = {
@@ -162,8 +173,10 @@ class GaussianMixture:
             ValueError: if the file is not a gaussport mixture file or is inconsistent.
         """
         name = repr(os.fspath(path))
-        not_ours = (f"{name} is not a gaussport Gaussian-mixture file (expected an .npz written by "
-                    "GaussianMixture.save; single Gaussians are read with Gaussian.load).")
+        not_ours = (
+            f"{name} is not a gaussport Gaussian-mixture file (expected an .npz written by "
+            "GaussianMixture.save; single Gaussians are read with Gaussian.load)."
+        )
         try:
             data = np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
@@ -187,15 +200,24 @@ class GaussianMixture:
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{name} has damaged metadata: {exc}") from exc
         if version > FORMAT_VERSION:
-            raise ValueError(f"{name} has format version {version}; this gaussport reads up to "
-                             f"{FORMAT_VERSION}. Upgrade gaussport.")
+            raise ValueError(
+                f"{name} has format version {version}; this gaussport reads up to "
+                f"{FORMAT_VERSION}. Upgrade gaussport."
+            )
         try:
             components = []
             for k, entry in enumerate(entries):
                 cov = _covariance_from_arrays(entry["representation"], arrays, prefix=f"c{k}_")
                 mean = torch.from_numpy(arrays[f"c{k}_mean"]).reshape(shape)
-                components.append(Gaussian(mean, cov, n_samples=entry.get("n_samples"),
-                                           scale=entry.get("scale"), source=entry.get("source")))
+                components.append(
+                    Gaussian(
+                        mean,
+                        cov,
+                        n_samples=entry.get("n_samples"),
+                        scale=entry.get("scale"),
+                        source=entry.get("source"),
+                    )
+                )
             return cls(components, torch.from_numpy(arrays["weights"]))
         except (KeyError, TypeError, RuntimeError, ValueError) as exc:
             raise ValueError(f"{name} is inconsistent: {exc}") from exc
@@ -204,14 +226,18 @@ class GaussianMixture:
 def _covariance_from_arrays(kind: str, arrays: dict[str, np.ndarray], prefix: str) -> Covariance:
     """Rebuild a covariance of representation ``kind`` from the arrays ``Covariance.arrays()`` wrote."""
     if kind == "dense":
-        return Dense(torch.from_numpy(arrays[prefix + "eigenvalues"]),
-                     torch.from_numpy(arrays[prefix + "eigenvectors"]))
+        return Dense(
+            torch.from_numpy(arrays[prefix + "eigenvalues"]),
+            torch.from_numpy(arrays[prefix + "eigenvectors"]),
+        )
     if kind == "diagonal":
         return Diagonal(torch.from_numpy(arrays[prefix + "variances"]))
     if kind == "lowrank":
-        return LowRankPlusIsotropic(torch.from_numpy(arrays[prefix + "eigenvalues"]),
-                                    torch.from_numpy(arrays[prefix + "eigenvectors"]),
-                                    float(arrays[prefix + "residual"]))
+        return LowRankPlusIsotropic(
+            torch.from_numpy(arrays[prefix + "eigenvalues"]),
+            torch.from_numpy(arrays[prefix + "eigenvectors"]),
+            float(arrays[prefix + "residual"]),
+        )
     raise ValueError(f"unknown representation {kind!r}")
 
 
@@ -224,7 +250,12 @@ class _Stacked:
     """
 
     def __init__(self, means: Tensor, lam: Tensor, basis: Tensor, residual: Tensor) -> None:
-        self.means, self.lam, self.basis, self.residual = means, lam, basis, residual  # [K,d] [K,r] [K,d,r] [K]
+        self.means, self.lam, self.basis, self.residual = (
+            means,
+            lam,
+            basis,
+            residual,
+        )  # [K,d] [K,r] [K,d,r] [K]
         self._copies: dict[tuple[torch.device, torch.dtype | None], tuple[Tensor, ...]] = {}
 
     @classmethod
@@ -244,7 +275,10 @@ class _Stacked:
     def _on(self, like: Tensor) -> tuple[Tensor, Tensor]:
         key = (like.device, like.dtype)
         if key not in self._copies:
-            self._copies[key] = (self.means.to(like.device, like.dtype), self.basis.to(like.device, like.dtype))
+            self._copies[key] = (
+                self.means.to(like.device, like.dtype),
+                self.basis.to(like.device, like.dtype),
+            )
         return self._copies[key]
 
     def _spectra_on(self, device: torch.device, log_weights: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -252,8 +286,11 @@ class _Stacked:
         key = (device, None)
         if key not in self._copies:
             fdt = factor_dtype(device)
-            self._copies[key] = (self.lam.to(device, fdt)[None], self.residual.to(device, fdt)[None, :, None],
-                                 log_weights.to(device, fdt))  # type: ignore[assignment]
+            self._copies[key] = (
+                self.lam.to(device, fdt)[None],
+                self.residual.to(device, fdt)[None, :, None],
+                log_weights.to(device, fdt),
+            )  # type: ignore[assignment]
         return self._copies[key]  # type: ignore[return-value]
 
     def denoise(self, mixture: GaussianMixture, x: Tensor, sigma: Tensor) -> Tensor:
@@ -275,7 +312,9 @@ class _Stacked:
             logdet = logdet + (d - r) * torch.log(res + s2)[..., 0]
         resp = torch.softmax(log_w - 0.5 * (logdet + maha), dim=-1).to(work)  # [B,K]
         shrunk = coeffs * (lam / (lam + s2)).to(work)
-        out = torch.einsum("bk,kd->bd", resp, means) + torch.einsum("bkr,kdr->bd", resp[..., None] * shrunk, basis)
+        out = torch.einsum("bk,kd->bd", resp, means) + torch.einsum(
+            "bkr,kdr->bd", resp[..., None] * shrunk, basis
+        )
         if perp is not None:
             out = out + torch.einsum("bk,bkd->bd", resp * (res / (res + s2))[..., 0].to(work), perp)
         return out.reshape(x.shape).to(x.dtype)

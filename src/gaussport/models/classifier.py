@@ -44,8 +44,12 @@ class DigitsClassifier(nn.Module):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        self.config = {"img_channels": img_channels, "channels": channels, "feature_dim": feature_dim,
-                       "num_classes": num_classes}
+        self.config = {
+            "img_channels": img_channels,
+            "channels": channels,
+            "feature_dim": feature_dim,
+            "num_classes": num_classes,
+        }
         self.feature_dim = feature_dim
         with torch.device("meta"):  # allocate without drawing from the global RNG
             self.conv1 = nn.Conv2d(img_channels, channels, 3, padding=1)

@@ -100,16 +100,22 @@ def save_network(
     from safetensors.torch import save_file
 
     state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in module.state_dict().items()}
-    metadata = {"gaussport_format": fmt, "version": str(FORMAT_VERSION),
-                "config": json.dumps(module.config), "extra": json.dumps(extra or {})}
+    metadata = {
+        "gaussport_format": fmt,
+        "version": str(FORMAT_VERSION),
+        "config": json.dumps(module.config),
+        "extra": json.dumps(extra or {}),
+    }
     save_file(state, os.fspath(path), metadata=metadata)
 
 
 def _read_network(path: Path, fmt: str) -> tuple[dict[str, Tensor], dict, dict]:
     from safetensors import SafetensorError, safe_open
 
-    not_ours = (f"{os.fspath(path)!r} is not a gaussport {fmt.split('.')[-1].replace('_', ' ')} file "
-                "(expected safetensors written by gaussport.models.train).")
+    not_ours = (
+        f"{os.fspath(path)!r} is not a gaussport {fmt.split('.')[-1].replace('_', ' ')} file "
+        "(expected safetensors written by gaussport.models.train)."
+    )
     try:
         with safe_open(os.fspath(path), framework="pt") as f:
             metadata = f.metadata() or {}
@@ -121,7 +127,8 @@ def _read_network(path: Path, fmt: str) -> tuple[dict[str, Tensor], dict, dict]:
     try:
         if int(metadata["version"]) > FORMAT_VERSION:
             raise ValueError(
-                f"{os.fspath(path)!r} has format version {metadata['version']}; upgrade gaussport.")
+                f"{os.fspath(path)!r} has format version {metadata['version']}; upgrade gaussport."
+            )
         config = json.loads(metadata["config"])
         extra = json.loads(metadata.get("extra", "{}"))
     except (KeyError, TypeError, json.JSONDecodeError) as exc:
@@ -129,8 +136,9 @@ def _read_network(path: Path, fmt: str) -> tuple[dict[str, Tensor], dict, dict]:
     return state, config, extra
 
 
-def _finish(module: nn.Module, state: dict[str, Tensor], device: torch.device | str | None,
-            dtype: torch.dtype) -> nn.Module:
+def _finish(
+    module: nn.Module, state: dict[str, Tensor], device: torch.device | str | None, dtype: torch.dtype
+) -> nn.Module:
     module.load_state_dict(state, strict=True)
     module.to(device=device, dtype=dtype)
     module.eval()
@@ -227,14 +235,20 @@ class DigitsTestSet:
         return int(self.labels.shape[0])
 
 
-def save_test_set(path: str | os.PathLike[str], pixels: np.ndarray, labels: np.ndarray, indices: np.ndarray,
-                  metadata: dict) -> None:
+def save_test_set(
+    path: str | os.PathLike[str], pixels: np.ndarray, labels: np.ndarray, indices: np.ndarray, metadata: dict
+) -> None:
     """Write the test split as an ``.npz`` (uint8 pixels, int64 labels and indices, JSON metadata)."""
     meta = {"version": FORMAT_VERSION, **metadata}
     with open(path, "wb") as f:
-        np.savez(f, gaussport_format=np.array(TEST_SET_FORMAT), metadata=np.array(json.dumps(meta)),
-                 pixels=np.asarray(pixels, dtype=np.uint8), labels=np.asarray(labels, dtype=np.int64),
-                 indices=np.asarray(indices, dtype=np.int64))
+        np.savez(
+            f,
+            gaussport_format=np.array(TEST_SET_FORMAT),
+            metadata=np.array(json.dumps(meta)),
+            pixels=np.asarray(pixels, dtype=np.uint8),
+            labels=np.asarray(labels, dtype=np.int64),
+            indices=np.asarray(indices, dtype=np.int64),
+        )
 
 
 def load_digits_test_set(*, directory: str | os.PathLike[str] | None = None) -> DigitsTestSet:
@@ -260,7 +274,10 @@ def load_digits_test_set(*, directory: str | os.PathLike[str] | None = None) -> 
             except (KeyError, ValueError, OSError) as exc:
                 raise ValueError(f"{os.fspath(path)!r} is inconsistent: {exc}") from exc
     if pixels.dtype != np.uint8 or pixels.ndim != 3 or labels.shape != (pixels.shape[0],):
-        raise ValueError(f"{os.fspath(path)!r} is inconsistent: pixels {pixels.shape} {pixels.dtype}, "
-                         f"labels {labels.shape}.")
-    return DigitsTestSet(torch.from_numpy(pixels), torch.from_numpy(labels).long(),
-                         torch.from_numpy(indices).long(), metadata)
+        raise ValueError(
+            f"{os.fspath(path)!r} is inconsistent: pixels {pixels.shape} {pixels.dtype}, "
+            f"labels {labels.shape}."
+        )
+    return DigitsTestSet(
+        torch.from_numpy(pixels), torch.from_numpy(labels).long(), torch.from_numpy(indices).long(), metadata
+    )

@@ -75,7 +75,8 @@ def load_sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
         from sklearn.datasets import load_digits
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "training the digits model needs scikit-learn: pip install 'gaussport[train]'") from exc
+            "training the digits model needs scikit-learn: pip install 'gaussport[train]'"
+        ) from exc
     bunch = load_digits()
     pixels = np.asarray(bunch.images)
     if pixels.min() < 0 or pixels.max() > _digits.PIXEL_MAX or not np.all(pixels == np.round(pixels)):
@@ -175,8 +176,15 @@ def _batches(n: int, batch_size: int, generator: torch.Generator):
 
 
 @torch.no_grad()
-def held_out_loss(net: DigitsUNet, x0: Tensor, labels: Tensor | None, *, seed: int = 1234, repeats: int = 8,
-                  cfg: DenoiserConfig | None = None) -> float:
+def held_out_loss(
+    net: DigitsUNet,
+    x0: Tensor,
+    labels: Tensor | None,
+    *,
+    seed: int = 1234,
+    repeats: int = 8,
+    cfg: DenoiserConfig | None = None,
+) -> float:
     """The EDM loss of ``net`` on ``x0`` averaged over ``repeats`` fixed draws of noise level and noise."""
     cfg = cfg or DenoiserConfig()
     was_training = net.training
@@ -251,7 +259,7 @@ def train_denoiser(
                 if hasattr(os, "getloadavg"):
                     loads.append(os.getloadavg()[0])
     elapsed = time.perf_counter() - start
-    tail = losses[-max(1, cfg.steps // 10):]
+    tail = losses[-max(1, cfg.steps // 10) :]
     record = {
         "steps": cfg.steps,
         "final_loss": statistics.fmean(tail),
@@ -259,7 +267,8 @@ def train_denoiser(
         "train_seconds": elapsed,
         "seconds_per_step": elapsed / max(1, cfg.steps),
         "load_average_1min": (
-            {"min": min(loads), "mean": statistics.fmean(loads), "max": max(loads)} if loads else None),
+            {"min": min(loads), "mean": statistics.fmean(loads), "max": max(loads)} if loads else None
+        ),
         "parameters": sum(p.numel() for p in ema.parameters()),
     }
     return ema, record
@@ -303,9 +312,14 @@ def train_classifier(
     with torch.no_grad():
         train_acc = float((clf(x_train).argmax(1) == y_train).float().mean())
         test_acc = float((clf(x_test).argmax(1) == y_test).float().mean())
-    record = {"epochs": epochs, "train_accuracy": train_acc, "test_accuracy": test_acc,
-              "train_seconds": time.perf_counter() - start,
-              "parameters": sum(p.numel() for p in clf.parameters()), "feature_dim": clf.feature_dim}
+    record = {
+        "epochs": epochs,
+        "train_accuracy": train_acc,
+        "test_accuracy": test_acc,
+        "train_seconds": time.perf_counter() - start,
+        "parameters": sum(p.numel() for p in clf.parameters()),
+        "feature_dim": clf.feature_dim,
+    }
     return clf, record
 
 
@@ -371,20 +385,27 @@ def train_digits(
             # Pixels that are 0 in every training image give zero eigenvalues, estimated as +-1e-17.
             warnings.filterwarnings("ignore", message="clamped .* slightly negative eigenvalue")
             gaussian = Gaussian.fit(x_train, scale="[-1, 1]", source=source)
-            classes = [Gaussian.fit(x_train[y_train == k], scale="[-1, 1]", source=f"{source}, digit {k}")
-                       for k in range(10)]
+            classes = [
+                Gaussian.fit(x_train[y_train == k], scale="[-1, 1]", source=f"{source}, digit {k}")
+                for k in range(10)
+            ]
         gaussian.save(out / _digits.GAUSSIAN_FILE)
         counts = torch.bincount(y_train, minlength=10).to(torch.float64)
         GaussianMixture(classes, counts / counts.sum()).save(out / _digits.CLASS_GAUSSIANS_FILE)
-        split_meta = {"seed": seed, "test_fraction": test_fraction,
-                      "rule": ("per class, round(test_fraction * n) images by torch.randperm "
-                               "(stratified_split)"),
-                      "scale": "x = pixels / 8 - 1", "source": DATA_SOURCE}
-        _digits.save_test_set(out / _digits.TEST_SET_FILE, pixels[test_idx], labels[test_idx], test_idx,
-                              split_meta)
+        split_meta = {
+            "seed": seed,
+            "test_fraction": test_fraction,
+            "rule": ("per class, round(test_fraction * n) images by torch.randperm (stratified_split)"),
+            "scale": "x = pixels / 8 - 1",
+            "source": DATA_SOURCE,
+        }
+        _digits.save_test_set(
+            out / _digits.TEST_SET_FILE, pixels[test_idx], labels[test_idx], test_idx, split_meta
+        )
 
-        clf, clf_record = train_classifier(x_train, y_train, x_test, y_test, seed=seed,
-                                           epochs=classifier_epochs, disable=disable)
+        clf, clf_record = train_classifier(
+            x_train, y_train, x_test, y_test, seed=seed, epochs=classifier_epochs, disable=disable
+        )
         _digits.save_network(clf, out / _digits.CLASSIFIER_FILE, _digits.CLASSIFIER_FORMAT, extra=clf_record)
         logger.info("classifier test accuracy %.4f", clf_record["test_accuracy"])
 
@@ -392,10 +413,15 @@ def train_digits(
         ema, record = train_denoiser(x_train, y_train, seed=seed, config=cfg, disable=disable)
         record["held_out_loss"] = held_out_loss(ema, x_test, None, cfg=cfg)
         record["held_out_loss_conditional"] = held_out_loss(
-            ema, x_test, F.one_hot(y_test, 10).to(torch.float32), cfg=cfg)
+            ema, x_test, F.one_hot(y_test, 10).to(torch.float32), cfg=cfg
+        )
         record["train_split_loss"] = held_out_loss(ema, x_train, None, cfg=cfg)
-        _digits.save_network(ema, out / _digits.DENOISER_FILE, _digits.DENOISER_FORMAT,
-                             extra={"steps": steps, "seed": seed, "final_loss": record["final_loss"]})
+        _digits.save_network(
+            ema,
+            out / _digits.DENOISER_FILE,
+            _digits.DENOISER_FORMAT,
+            extra={"steps": steps, "seed": seed, "final_loss": record["final_loss"]},
+        )
         wall = time.perf_counter() - t0
 
         provenance = {
@@ -403,14 +429,24 @@ def train_digits(
             "seed": seed,
             "machine": _machine(),
             "wall_seconds": wall,
-            "data": {"source": DATA_SOURCE, "n_images": int(len(labels)), "n_train": int(len(train_idx)),
-                     "n_test": int(len(test_idx)), **split_meta},
-            "denoiser": {"config": {k: v for k, v in asdict(cfg).items() if k != "network"},
-                         "network": ema.config, **record},
+            "data": {
+                "source": DATA_SOURCE,
+                "n_images": int(len(labels)),
+                "n_train": int(len(train_idx)),
+                "n_test": int(len(test_idx)),
+                **split_meta,
+            },
+            "denoiser": {
+                "config": {k: v for k, v in asdict(cfg).items() if k != "network"},
+                "network": ema.config,
+                **record,
+            },
             "classifier": {"network": clf.config, **clf_record},
-            "gaussian": {"trace": gaussian.cov.trace(),
-                         "top_eigenvalues": gaussian.cov.spectrum()[:5].tolist(),
-                         "zero_eigenvalues": int((gaussian.cov.spectrum() <= 1e-12).sum())},
+            "gaussian": {
+                "trace": gaussian.cov.trace(),
+                "top_eigenvalues": gaussian.cov.spectrum()[:5].tolist(),
+                "zero_eigenvalues": int((gaussian.cov.spectrum() <= 1e-12).sum()),
+            },
             "files": sorted(p.name for p in out.iterdir() if p.name.startswith("digits_")),
         }
     finally:

@@ -158,29 +158,39 @@ class DigitsUNet(nn.Module):
         self.sigma_data = float(sigma_data)
         self.use_fp16 = False  # EDMPrecond attribute: this network has no half-precision path.
         self.config = {
-            "img_resolution": self.img_resolution, "img_channels": self.img_channels,
-            "label_dim": self.label_dim, "model_channels": model_channels, "channel_mult": channel_mult,
-            "num_blocks": num_blocks, "emb_dim": emb_dim, "attention_heads": attention_heads,
-            "dropout": dropout, "sigma_min": self.sigma_min, "sigma_max": self.sigma_max,
+            "img_resolution": self.img_resolution,
+            "img_channels": self.img_channels,
+            "label_dim": self.label_dim,
+            "model_channels": model_channels,
+            "channel_mult": channel_mult,
+            "num_blocks": num_blocks,
+            "emb_dim": emb_dim,
+            "attention_heads": attention_heads,
+            "dropout": dropout,
+            "sigma_min": self.sigma_min,
+            "sigma_max": self.sigma_max,
             "sigma_data": self.sigma_data,
         }
         c0, c1 = model_channels, model_channels * channel_mult
         self.fourier_dim = model_channels
         with torch.device("meta"):  # allocate without drawing from the global RNG
             self.map_noise = nn.Sequential(
-                nn.Linear(self.fourier_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+                nn.Linear(self.fourier_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
+            )
             self.map_label = nn.Linear(self.label_dim, emb_dim, bias=False) if self.label_dim else None
             self.conv_in = nn.Conv2d(img_channels, c0, 3, padding=1)
             self.enc0 = nn.ModuleList([_ResBlock(c0, c0, emb_dim, dropout) for _ in range(num_blocks)])
             self.enc1 = nn.ModuleList(
-                [_ResBlock(c0 if i == 0 else c1, c1, emb_dim, dropout) for i in range(num_blocks)])
+                [_ResBlock(c0 if i == 0 else c1, c1, emb_dim, dropout) for i in range(num_blocks)]
+            )
             self.mid = _ResBlock(c1, c1, emb_dim, dropout)
             self.attn = _Attention(c1, attention_heads) if attention_heads else None
             skips1 = [c1] * num_blocks
             skips0 = [c0] * (num_blocks + 1)  # conv_in output and each encoder block at 8x8
             self.dec1 = nn.ModuleList([_ResBlock(c1 + s, c1, emb_dim, dropout) for s in skips1])
             self.dec0 = nn.ModuleList(
-                [_ResBlock((c1 if i == 0 else c0) + s, c0, emb_dim, dropout) for i, s in enumerate(skips0)])
+                [_ResBlock((c1 if i == 0 else c0) + s, c0, emb_dim, dropout) for i, s in enumerate(skips0)]
+            )
             self.norm_out = nn.GroupNorm(_groups(c0), c0)
             self.conv_out = nn.Conv2d(c0, img_channels, 3, padding=1)
         self.to_empty(device="cpu")
@@ -233,7 +243,8 @@ class DigitsUNet(nn.Module):
         """
         half = self.fourier_dim // 2
         freqs = torch.exp(
-            torch.linspace(0.0, math.log(64.0), half, device=c_noise.device, dtype=c_noise.dtype))
+            torch.linspace(0.0, math.log(64.0), half, device=c_noise.device, dtype=c_noise.dtype)
+        )
         angles = c_noise[:, None] * freqs
         return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
 
@@ -253,7 +264,8 @@ class DigitsUNet(nn.Module):
             if labels.shape != (batch,) or bool(((labels < 0) | (labels >= self.label_dim)).any()):
                 raise ValueError(
                     f"integer class_labels must have shape [{batch}] with values in [0, {self.label_dim}); "
-                    f"got shape {tuple(class_labels.shape)}.")
+                    f"got shape {tuple(class_labels.shape)}."
+                )
             return F.one_hot(labels, self.label_dim).to(dtype)
         rows = class_labels.to(device=device, dtype=dtype).reshape(-1, self.label_dim)
         if rows.shape[0] not in (1, batch):

@@ -36,7 +36,9 @@ def register(name: str, /, **preset: Any) -> Callable[[_T], _T]:
         if not (isinstance(cls, type) and issubclass(cls, Solver)):
             raise TypeError(f"@register({name!r}) must decorate a Solver subclass; got {cls!r}.")
         if name in _REGISTRY:
-            raise ValueError(f"a solver named {name!r} is already registered ({_REGISTRY[name][0].__qualname__}).")
+            raise ValueError(
+                f"a solver named {name!r} is already registered ({_REGISTRY[name][0].__qualname__})."
+            )
         _REGISTRY[name] = (cls, dict(preset))
         return cls
 
@@ -83,5 +85,7 @@ def get(name: str, /, **options: Any) -> Solver:
     unknown = sorted(set(options) - fields)
     if unknown:
         accepted = ", ".join(sorted(fields)) or "none"
-        raise TypeError(f"solver {name!r} has no option(s) {', '.join(map(repr, unknown))}; its options are: {accepted}.")
+        raise TypeError(
+            f"solver {name!r} has no option(s) {', '.join(map(repr, unknown))}; its options are: {accepted}."
+        )
     return cls(**{**preset, **options})
