@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Covariance", "Dense", "Diagonal", "LowRankPlusIsotropic"]
+__all__ = ["Covariance", "Dense", "Diagonal", "LowRankPlusIsotropic", "covariance_from_arrays"]
 
 Factor = Callable[[Tensor], Tensor]
 
@@ -317,3 +317,28 @@ class LowRankPlusIsotropic(Covariance):
             "eigenvectors": self.eigenvectors.numpy(),
             "residual": np.array(self.residual, dtype=np.float64),
         }
+
+
+def covariance_from_arrays(kind: str, arrays: dict[str, np.ndarray], prefix: str = "") -> Covariance:
+    """Rebuild a covariance of representation ``kind`` from what :meth:`Covariance.arrays` wrote.
+
+    ``prefix`` selects one covariance among several in one file (e.g. mixture components).
+
+    Raises:
+        KeyError: a needed array is missing.
+        ValueError: ``kind`` is unknown or the arrays are inconsistent.
+    """
+    if kind == "dense":
+        return Dense(
+            torch.from_numpy(arrays[prefix + "eigenvalues"]),
+            torch.from_numpy(arrays[prefix + "eigenvectors"]),
+        )
+    if kind == "diagonal":
+        return Diagonal(torch.from_numpy(arrays[prefix + "variances"]))
+    if kind == "lowrank":
+        return LowRankPlusIsotropic(
+            torch.from_numpy(arrays[prefix + "eigenvalues"]),
+            torch.from_numpy(arrays[prefix + "eigenvectors"]),
+            float(arrays[prefix + "residual"]),
+        )
+    raise ValueError(f"unknown covariance representation {kind!r}")

@@ -13,7 +13,6 @@ is ``N(mu, Sigma + sigma^2 I)`` and (Wang & Vastola 2024, method.md §1.2-1.6):
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable
@@ -23,7 +22,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .covariance import Covariance, Dense, Diagonal, LowRankPlusIsotropic, factor_dtype
+from .._files import read_npz, write_npz
+from .covariance import (
+    Covariance,
+    Dense,
+    Diagonal,
+    LowRankPlusIsotropic,
+    covariance_from_arrays,
+    factor_dtype,
+)
 
 __all__ = ["Gaussian", "MomentAccumulator"]
 
@@ -379,7 +386,6 @@ class Gaussian:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the statistics to an ``.npz`` file (no pickling) with their metadata."""
         metadata = {
-            "version": FORMAT_VERSION,
             "shape": list(self._shape),
             "representation": self.representation,
             "n_samples": self.n_samples,
@@ -387,9 +393,7 @@ class Gaussian:
             "source": self.source,
             "normalization": "n-1",
         }
-        arrays = {"mean": self._mean.numpy(), **self._cov.arrays()}
-        with open(path, "wb") as f:
-            np.savez(f, gaussport_format=np.array(FORMAT), metadata=np.array(json.dumps(metadata)), **arrays)
+        write_npz(path, FORMAT, FORMAT_VERSION, metadata, {"mean": self._mean.numpy(), **self._cov.arrays()})
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Gaussian:
@@ -398,52 +402,15 @@ class Gaussian:
         Raises:
             ValueError: if the file is not a gaussport statistics file or is inconsistent.
         """
-        not_ours = (
-            f"{os.fspath(path)!r} is not a gaussport statistics file (expected an .npz written by "
-            "Gaussian.save); convert other statistics with Gaussian(mean, cov) and save them."
+        hint = (
+            " (expected an .npz written by Gaussian.save); convert other statistics with "
+            "Gaussian(mean, cov) and save them."
         )
+        meta, arrays = read_npz(path, FORMAT, FORMAT_VERSION, what="statistics", hint=hint)
         try:
-            data = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise ValueError(not_ours) from exc
-        if not hasattr(data, "files"):  # a bare .npy array
-            raise ValueError(not_ours)
-        with data:
-            if "gaussport_format" not in data.files or str(data["gaussport_format"]) != FORMAT:
-                raise ValueError(not_ours)
-            try:
-                arrays = {key: data[key] for key in data.files}
-            except (ValueError, OSError) as exc:
-                raise ValueError(not_ours) from exc
-        try:
-            meta = json.loads(str(arrays["metadata"]))
-            shape = tuple(int(s) for s in meta["shape"])
-            kind = meta["representation"]
-            version = int(meta["version"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{os.fspath(path)!r} has damaged metadata: {exc}") from exc
-        if version > FORMAT_VERSION:
-            raise ValueError(
-                f"{os.fspath(path)!r} has format version {version}; this gaussport reads up to "
-                f"{FORMAT_VERSION}. Upgrade gaussport."
-            )
-        try:
-            mean = torch.from_numpy(arrays["mean"]).reshape(shape)
-            if kind == "dense":
-                cov: Covariance = Dense(
-                    torch.from_numpy(arrays["eigenvalues"]), torch.from_numpy(arrays["eigenvectors"])
-                )
-            elif kind == "diagonal":
-                cov = Diagonal(torch.from_numpy(arrays["variances"]))
-            elif kind == "lowrank":
-                cov = LowRankPlusIsotropic(
-                    torch.from_numpy(arrays["eigenvalues"]),
-                    torch.from_numpy(arrays["eigenvectors"]),
-                    float(arrays["residual"]),
-                )
-            else:
-                raise ValueError(f"unknown representation {kind!r}")
-        except (KeyError, RuntimeError, ValueError) as exc:
+            mean = torch.from_numpy(arrays["mean"]).reshape(tuple(int(s) for s in meta["shape"]))
+            cov = covariance_from_arrays(meta["representation"], arrays)
+        except (KeyError, TypeError, RuntimeError, ValueError) as exc:
             raise ValueError(f"{os.fspath(path)!r} is inconsistent: {exc}") from exc
         return cls(
             mean, cov, n_samples=meta.get("n_samples"), scale=meta.get("scale"), source=meta.get("source")

@@ -12,7 +12,6 @@ A mixture is saved to and loaded from an ``.npz`` file with the conventions of
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -21,7 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .covariance import Covariance, Dense, Diagonal, LowRankPlusIsotropic, factor_dtype
+from .._files import read_npz, write_npz
+from .covariance import Dense, LowRankPlusIsotropic, covariance_from_arrays, factor_dtype
 from .gaussian import Gaussian
 
 FORMAT = "gaussport.gaussian_mixture"
@@ -151,7 +151,6 @@ class GaussianMixture:
             for c in self.components
         ]
         metadata = {
-            "version": FORMAT_VERSION,
             "shape": list(self._shape),
             "n_components": len(self),
             "components": components,
@@ -162,8 +161,7 @@ class GaussianMixture:
             arrays[f"c{k}_mean"] = c.mean.reshape(-1).numpy()
             for name, value in c.cov.arrays().items():
                 arrays[f"c{k}_{name}"] = value
-        with open(path, "wb") as f:
-            np.savez(f, gaussport_format=np.array(FORMAT), metadata=np.array(json.dumps(metadata)), **arrays)
+        write_npz(path, FORMAT, FORMAT_VERSION, metadata, arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> GaussianMixture:
@@ -173,41 +171,22 @@ class GaussianMixture:
             ValueError: if the file is not a gaussport mixture file or is inconsistent.
         """
         name = repr(os.fspath(path))
-        not_ours = (
-            f"{name} is not a gaussport Gaussian-mixture file (expected an .npz written by "
-            "GaussianMixture.save; single Gaussians are read with Gaussian.load)."
+        hint = (
+            " (expected an .npz written by GaussianMixture.save; single Gaussians are read with "
+            "Gaussian.load)."
         )
+        meta, arrays = read_npz(path, FORMAT, FORMAT_VERSION, what="Gaussian-mixture", hint=hint)
         try:
-            data = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise ValueError(not_ours) from exc
-        if not hasattr(data, "files"):  # a bare .npy array
-            raise ValueError(not_ours)
-        with data:
-            if "gaussport_format" not in data.files or str(data["gaussport_format"]) != FORMAT:
-                raise ValueError(not_ours)
-            try:
-                arrays = {key: data[key] for key in data.files}
-            except (ValueError, OSError) as exc:
-                raise ValueError(not_ours) from exc
-        try:
-            meta = json.loads(str(arrays["metadata"]))
-            version = int(meta["version"])
             shape = tuple(int(s) for s in meta["shape"])
             entries = list(meta["components"])
             if int(meta["n_components"]) != len(entries):
                 raise ValueError("n_components disagrees with the component list")
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{name} has damaged metadata: {exc}") from exc
-        if version > FORMAT_VERSION:
-            raise ValueError(
-                f"{name} has format version {version}; this gaussport reads up to "
-                f"{FORMAT_VERSION}. Upgrade gaussport."
-            )
         try:
             components = []
             for k, entry in enumerate(entries):
-                cov = _covariance_from_arrays(entry["representation"], arrays, prefix=f"c{k}_")
+                cov = covariance_from_arrays(entry["representation"], arrays, prefix=f"c{k}_")
                 mean = torch.from_numpy(arrays[f"c{k}_mean"]).reshape(shape)
                 components.append(
                     Gaussian(
@@ -221,24 +200,6 @@ class GaussianMixture:
             return cls(components, torch.from_numpy(arrays["weights"]))
         except (KeyError, TypeError, RuntimeError, ValueError) as exc:
             raise ValueError(f"{name} is inconsistent: {exc}") from exc
-
-
-def _covariance_from_arrays(kind: str, arrays: dict[str, np.ndarray], prefix: str) -> Covariance:
-    """Rebuild a covariance of representation ``kind`` from the arrays ``Covariance.arrays()`` wrote."""
-    if kind == "dense":
-        return Dense(
-            torch.from_numpy(arrays[prefix + "eigenvalues"]),
-            torch.from_numpy(arrays[prefix + "eigenvectors"]),
-        )
-    if kind == "diagonal":
-        return Diagonal(torch.from_numpy(arrays[prefix + "variances"]))
-    if kind == "lowrank":
-        return LowRankPlusIsotropic(
-            torch.from_numpy(arrays[prefix + "eigenvalues"]),
-            torch.from_numpy(arrays[prefix + "eigenvectors"]),
-            float(arrays[prefix + "residual"]),
-        )
-    raise ValueError(f"unknown representation {kind!r}")
 
 
 class _Stacked:

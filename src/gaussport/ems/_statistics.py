@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections import OrderedDict
@@ -15,6 +14,7 @@ import torch
 from torch import Tensor
 
 from .._checks import Grid, as_grid
+from .._files import read_npz, write_npz
 from ._quadrature import RULES, step_integrals
 
 __all__ = ["EMS", "StepCoefficients", "Coefficients"]
@@ -470,7 +470,6 @@ class EMS:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write an ``.npz`` (float64 arrays ``l, s, b`` and JSON metadata); read it with :meth:`load`."""
         meta = {
-            "version": FORMAT_VERSION,
             "sigma_min": self._sigma_min,
             "sigma_max": self._sigma_max,
             "intervals": self.intervals,
@@ -479,15 +478,8 @@ class EMS:
             "source": self.source,
             "metadata": self.metadata,
         }
-        with open(path, "wb") as f:
-            np.savez(
-                f,
-                gaussport_format=np.array(FORMAT),
-                metadata=np.array(json.dumps(meta)),
-                l=self._l.numpy(),
-                s=self._s.numpy(),
-                b=self._b.numpy(),
-            )
+        arrays = {"l": self._l.numpy(), "s": self._s.numpy(), "b": self._b.numpy()}
+        write_npz(path, FORMAT, FORMAT_VERSION, meta, arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> EMS:
@@ -496,34 +488,17 @@ class EMS:
         Raises:
             ValueError: if the file is not a gaussport EMS file or is inconsistent.
         """
-        not_ours = (
-            f"{os.fspath(path)!r} is not a gaussport EMS file (an .npz written by EMS.save); "
-            "read the reference implementation's l.npz/sb.npz with EMS.from_official."
+        hint = (
+            " (an .npz written by EMS.save); read the reference implementation's l.npz/sb.npz "
+            "with EMS.from_official."
         )
+        meta, arrays = read_npz(path, FORMAT, FORMAT_VERSION, what="EMS", hint=hint)
         try:
-            data = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise ValueError(not_ours) from exc
-        if not hasattr(data, "files"):
-            raise ValueError(not_ours)
-        with data:
-            if "gaussport_format" not in data.files or str(data["gaussport_format"]) != FORMAT:
-                raise ValueError(not_ours)
-            try:
-                arrays = {key: data[key] for key in ("l", "s", "b", "metadata")}
-            except (KeyError, ValueError, OSError) as exc:
-                raise ValueError(f"{os.fspath(path)!r} is incomplete: {exc}") from exc
-        try:
-            meta = json.loads(str(arrays["metadata"]))
-            version = int(meta["version"])
             sigma_min, sigma_max = float(meta["sigma_min"]), float(meta["sigma_max"])
+            if not {"l", "s", "b"} <= set(arrays):
+                raise KeyError(f"arrays l, s, b expected; found {sorted(arrays)}")
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{os.fspath(path)!r} has damaged metadata: {exc}") from exc
-        if version > FORMAT_VERSION:
-            raise ValueError(
-                f"{os.fspath(path)!r} has format version {version}; this gaussport reads up to "
-                f"{FORMAT_VERSION}. Upgrade gaussport."
-            )
+            raise ValueError(f"{os.fspath(path)!r} is incomplete: {exc}") from exc
         ems = cls(
             arrays["l"],
             arrays["s"],

@@ -33,11 +33,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .._files import read_npz, write_npz
 from ..denoiser import Denoiser
 from ._statistics import EMS, _check_intervals
 
@@ -406,36 +406,14 @@ class EMSEstimator:
             "given_l": self._given_l,
             "given_dl": self._given_dl,
         }
-        tmp = os.fspath(path) + ".tmp"
-        with open(tmp, "wb") as f:
-            np.savez(
-                f,
-                gaussport_format=np.array(FORMAT),
-                metadata=np.array(json.dumps(meta)),
-                **{k: v.numpy() for k, v in self.arrays.items()},
-            )
-        os.replace(tmp, path)  # never leave a half-written checkpoint
+        arrays = {k: v.numpy() for k, v in self.arrays.items()}
+        write_npz(path, FORMAT, FORMAT_VERSION, meta, arrays, atomic=True)  # never half-written
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> EMSEstimator:
         """Read a checkpoint written by :meth:`save`. Never unpickles."""
-        try:
-            data = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise ValueError(f"{os.fspath(path)!r} is not an EMS estimator checkpoint.") from exc
-        with data:
-            if "gaussport_format" not in data.files or str(data["gaussport_format"]) != FORMAT:
-                raise ValueError(f"{os.fspath(path)!r} is not an EMS estimator checkpoint.")
-            meta = json.loads(str(data["metadata"]))
-            arrays = {
-                k: torch.from_numpy(data[k].copy())
-                for k in data.files
-                if k not in ("gaussport_format", "metadata")
-            }
-        if int(meta["version"]) > FORMAT_VERSION:
-            raise ValueError(
-                f"{os.fspath(path)!r} has checkpoint version {meta['version']}; upgrade gaussport."
-            )
+        meta, raw = read_npz(path, FORMAT, FORMAT_VERSION, what="EMS-estimator checkpoint")
+        arrays = {k: torch.from_numpy(v.copy()) for k, v in raw.items()}
         est = cls(
             sigma_min=meta["sigma_min"],
             sigma_max=meta["sigma_max"],

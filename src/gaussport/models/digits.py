@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._files import read_npz, write_npz
 from ..analytic import Gaussian, GaussianMixture
 from .classifier import DigitsClassifier
 from .unet import DigitsUNet
@@ -239,16 +240,12 @@ def save_test_set(
     path: str | os.PathLike[str], pixels: np.ndarray, labels: np.ndarray, indices: np.ndarray, metadata: dict
 ) -> None:
     """Write the test split as an ``.npz`` (uint8 pixels, int64 labels and indices, JSON metadata)."""
-    meta = {"version": FORMAT_VERSION, **metadata}
-    with open(path, "wb") as f:
-        np.savez(
-            f,
-            gaussport_format=np.array(TEST_SET_FORMAT),
-            metadata=np.array(json.dumps(meta)),
-            pixels=np.asarray(pixels, dtype=np.uint8),
-            labels=np.asarray(labels, dtype=np.int64),
-            indices=np.asarray(indices, dtype=np.int64),
-        )
+    arrays = {
+        "pixels": np.asarray(pixels, dtype=np.uint8),
+        "labels": np.asarray(labels, dtype=np.int64),
+        "indices": np.asarray(indices, dtype=np.int64),
+    }
+    write_npz(path, TEST_SET_FORMAT, FORMAT_VERSION, metadata, arrays)
 
 
 def load_digits_test_set(*, directory: str | os.PathLike[str] | None = None) -> DigitsTestSet:
@@ -258,21 +255,11 @@ def load_digits_test_set(*, directory: str | os.PathLike[str] | None = None) -> 
         ValueError: if the file is not a gaussport digits test-set file.
     """
     with data_path(TEST_SET_FILE, directory) as path:
-        not_ours = f"{os.fspath(path)!r} is not a gaussport digits test-set file."
+        metadata, arrays = read_npz(path, TEST_SET_FORMAT, FORMAT_VERSION, what="digits test-set")
         try:
-            data = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise ValueError(not_ours) from exc
-        if not hasattr(data, "files"):
-            raise ValueError(not_ours)
-        with data:
-            if "gaussport_format" not in data.files or str(data["gaussport_format"]) != TEST_SET_FORMAT:
-                raise ValueError(not_ours)
-            try:
-                pixels, labels, indices = data["pixels"], data["labels"], data["indices"]
-                metadata = json.loads(str(data["metadata"]))
-            except (KeyError, ValueError, OSError) as exc:
-                raise ValueError(f"{os.fspath(path)!r} is inconsistent: {exc}") from exc
+            pixels, labels, indices = arrays["pixels"], arrays["labels"], arrays["indices"]
+        except KeyError as exc:
+            raise ValueError(f"{os.fspath(path)!r} is inconsistent: {exc}") from exc
     if pixels.dtype != np.uint8 or pixels.ndim != 3 or labels.shape != (pixels.shape[0],):
         raise ValueError(
             f"{os.fspath(path)!r} is inconsistent: pixels {pixels.shape} {pixels.dtype}, "
