@@ -5,7 +5,8 @@
 * :func:`resolve_warm_start` -- a path, a Gaussian or a class-conditional set of Gaussians
   turned into the warm-start object one run uses (class labels taken from the model's arguments);
 * :func:`check_sample_shape` -- statistics fitted in another space fail before any model call;
-* :func:`from_noise` -- the teleport from pure noise (VE ``sigma = inf``, rectified flow ``t = 1``).
+* :func:`from_noise` -- the teleport from pure noise (VE ``sigma = inf``, rectified flow ``t = 1``);
+* :func:`float_attribute` -- a model's numeric attribute (``sigma_min``...) as a float, if it has one.
 
 The maths of the teleport from pure noise (method.md §1.5, §1.7): in VE coordinates the state at a
 very large level ``s`` is ``x = s z`` up to ``O(1)``, and the Gaussian flow map
@@ -28,7 +29,26 @@ from torch import Tensor
 
 from ..analytic import Gaussian
 
-__all__ = ["load_statistics", "resolve_warm_start", "check_sample_shape", "from_noise", "sample_shape_of"]
+__all__ = [
+    "load_statistics",
+    "resolve_warm_start",
+    "check_sample_shape",
+    "from_noise",
+    "sample_shape_of",
+    "float_attribute",
+]
+
+
+def float_attribute(obj: Any, name: str) -> float | None:
+    """``float(obj.name)``, or ``None`` if the attribute is missing or not a number."""
+    value = getattr(obj, name, None)
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
 
 _CACHE: dict[tuple[str, int, int], Gaussian] = {}
 _CACHE_LOCK = threading.Lock()

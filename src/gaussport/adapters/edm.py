@@ -31,7 +31,7 @@ from .. import grids
 from .._checks import Grid, as_grid
 from ..solve import Callback, Solution, sample, solve
 from ..solvers import Solver
-from ._teleport import check_sample_shape, resolve_warm_start
+from ._teleport import check_sample_shape, float_attribute, resolve_warm_start
 from .guidance import ClassConditionalGaussian
 
 __all__ = ["EDMDenoiser", "edm_sample", "DEFAULT_SIGMA_MIN", "DEFAULT_SIGMA_MAX"]
@@ -40,15 +40,6 @@ logger = logging.getLogger("gaussport")
 
 DEFAULT_SIGMA_MIN = 0.002
 DEFAULT_SIGMA_MAX = 80.0
-
-
-def _as_float(value: Any) -> float | None:
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
 
 
 class EDMDenoiser:
@@ -116,13 +107,13 @@ class EDMDenoiser:
     @property
     def sigma_min(self) -> float:
         """The net's smallest level, or 0.002 where it says 0 or has none (EDMPrecond, EDM2)."""
-        value = _as_float(getattr(self.net, "sigma_min", None))
+        value = float_attribute(self.net, "sigma_min")
         return DEFAULT_SIGMA_MIN if value is None or value <= 0 else value
 
     @property
     def sigma_max(self) -> float:
         """The net's largest level, or 80 where it says inf or has none."""
-        value = _as_float(getattr(self.net, "sigma_max", None))
+        value = float_attribute(self.net, "sigma_max")
         return DEFAULT_SIGMA_MAX if value is None or not math.isfinite(value) else value
 
     def round_sigma(self, sigmas: Tensor | Sequence[float]) -> Grid:

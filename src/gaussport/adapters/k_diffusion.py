@@ -34,7 +34,7 @@ from .._checks import Grid, as_grid
 from ..solve import StepInfo, sample, solve
 from ..solvers import Solver, available, solver_class
 from ..solvers import get as get_solver
-from ._teleport import check_sample_shape, resolve_warm_start
+from ._teleport import check_sample_shape, float_attribute, resolve_warm_start
 
 __all__ = ["KDiffusionDenoiser", "as_k_diffusion_sampler", "samplers"]
 
@@ -79,22 +79,13 @@ class KDiffusionDenoiser:
     def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
         return self.model(x, sigma, **self.extra_args)
 
-    def _range(self, name: str) -> float | None:
-        value = getattr(self.model, name, None)
-        if value is None:
-            return None
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            return None
-
     @property
     def sigma_min(self) -> float | None:
-        return self._range("sigma_min")
+        return float_attribute(self.model, "sigma_min")
 
     @property
     def sigma_max(self) -> float | None:
-        return self._range("sigma_max")
+        return float_attribute(self.model, "sigma_max")
 
     def __repr__(self) -> str:
         return f"KDiffusionDenoiser({type(self.model).__name__}, extra_args={sorted(self.extra_args)})"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .base import History, SingleEvaluationSolver, Solver, Step, WarmStart
+from .base import History, SingleEvaluationSolver, Solver, Step, TwoStageSolver, WarmStart
 from .registry import available, get, register, solver_class
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "SingleEvaluationSolver",
     "Solver",
     "Step",
+    "TwoStageSolver",
     "WarmStart",
     "available",
     "get",

@@ -18,7 +18,7 @@ from torch import Tensor
 from .._checks import Grid
 from ..denoiser import DenoiserCall
 
-__all__ = ["Solver", "SingleEvaluationSolver", "Step", "History", "WarmStart"]
+__all__ = ["Solver", "SingleEvaluationSolver", "TwoStageSolver", "Step", "History", "WarmStart"]
 
 S = TypeVar("S")
 
@@ -160,6 +160,32 @@ class SingleEvaluationSolver(Solver[S]):
     @abstractmethod
     def advance(self, x: Tensor, denoised: Tensor, sigmas: Grid, i: int, state: S) -> tuple[Tensor, S]:
         """The update from ``sigmas[i]`` to ``sigmas[i + 1] > 0`` given ``denoised = D(x, sigmas[i])``."""
+
+
+class TwoStageSolver(Solver[None]):
+    """A stateless solver with two denoiser evaluations per step (Heun, DPM-Solver++(2S), ...).
+
+    The first evaluation is at the step's start; subclasses implement :meth:`second_stage`, which
+    makes the second one. A step to ``sigma = 0`` is ``x = D(x, sigma)`` alone (the second stage
+    would evaluate at 0), so ``n`` intervals ending in 0 cost ``2n - 1`` evaluations.
+    """
+
+    def evaluations(self, sigmas: Grid) -> int:
+        steps = len(sigmas) - 1
+        return 2 * steps - (1 if steps and sigmas[-1] == 0.0 else 0)
+
+    def step(self, denoiser: DenoiserCall, x: Tensor, sigmas: Grid, i: int, state: None) -> Step[None]:
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = denoiser(x, sigma)
+        if sigma_next == 0.0:
+            return Step(denoised, denoised, None)
+        return Step(self.second_stage(denoiser, x, denoised, sigma, sigma_next), denoised, None)
+
+    @abstractmethod
+    def second_stage(
+        self, denoiser: DenoiserCall, x: Tensor, denoised: Tensor, sigma: float, sigma_next: float
+    ) -> Tensor:
+        """The state at ``sigma_next > 0`` given ``denoised = D(x, sigma)``; one more evaluation."""
 
 
 def options_of(solver: Any) -> dict[str, Any]:

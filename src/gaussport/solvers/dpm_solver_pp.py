@@ -22,7 +22,7 @@ from .._checks import Grid
 from ..denoiser import DenoiserCall
 from ._expint import exponential_moments, exponential_step
 from ._multistep import check_history_above, final_order_cap, seed_path, step_order
-from .base import History, SingleEvaluationSolver, Solver, Step, WarmStart
+from .base import History, SingleEvaluationSolver, TwoStageSolver, WarmStart
 from .registry import register
 
 __all__ = ["DPMSolverPP", "DPMSolverPP2S"]
@@ -133,7 +133,7 @@ class DPMSolverPP(SingleEvaluationSolver[History]):
 
 @register("dpmpp_2s", r=0.5)
 @dataclass(frozen=True, slots=True)
-class DPMSolverPP2S(Solver[None]):
+class DPMSolverPP2S(TwoStageSolver):
     """DPM-Solver++(2S): singlestep second order in ``lambda = -log sigma``, data prediction.
 
     Each step evaluates ``D`` at ``sigma_s`` and at the intermediate level
@@ -162,22 +162,12 @@ class DPMSolverPP2S(Solver[None]):
     def order(self) -> int:
         return 2
 
-    def evaluations(self, sigmas: Grid) -> int:
-        steps = len(sigmas) - 1
-        return 2 * steps - (1 if steps and sigmas[-1] == 0.0 else 0)
-
-    def step(self, denoiser: DenoiserCall, x: Tensor, sigmas: Grid, i: int, state: None) -> Step[None]:
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = denoiser(x, sigma)
-        if sigma_next == 0.0:
-            return Step(denoised, denoised, None)
+    def second_stage(
+        self, denoiser: DenoiserCall, x: Tensor, denoised: Tensor, sigma: float, sigma_next: float
+    ) -> Tensor:
         h = math.log(sigma / sigma_next)
         sigma_mid = sigma * math.exp(-self.r * h)
         x_mid = exponential_step(x, denoised, sigma, sigma_mid, [], [])
         denoised_mid = denoiser(x_mid, sigma_mid)
         moment = -0.5 * math.expm1(-h)  # the 'dpmsolver' (midpoint) second-order coefficient
-        return Step(
-            exponential_step(x, denoised, sigma, sigma_next, [(sigma_mid, denoised_mid)], [moment]),
-            denoised,
-            None,
-        )
+        return exponential_step(x, denoised, sigma, sigma_next, [(sigma_mid, denoised_mid)], [moment])

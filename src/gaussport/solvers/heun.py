@@ -6,15 +6,14 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from .._checks import Grid
 from ..denoiser import DenoiserCall
-from .base import Solver, Step
+from .base import TwoStageSolver
 from .registry import register
 
 
 @register("heun")
 @dataclass(frozen=True, slots=True)
-class Heun(Solver[None]):
+class Heun(TwoStageSolver):
     """Heun's method (explicit trapezoid) on ``dx/dsigma = (x - D(x, sigma)) / sigma``.
 
     An Euler predictor to ``sigma_next`` followed by the trapezoidal correction with the slope
@@ -33,17 +32,11 @@ class Heun(Solver[None]):
     def order(self) -> int:
         return 2
 
-    def evaluations(self, sigmas: Grid) -> int:
-        steps = len(sigmas) - 1
-        return 2 * steps - (1 if steps and sigmas[-1] == 0.0 else 0)
-
-    def step(self, denoiser: DenoiserCall, x: Tensor, sigmas: Grid, i: int, state: None) -> Step[None]:
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = denoiser(x, sigma)
-        if sigma_next == 0.0:
-            return Step(denoised, denoised, None)
+    def second_stage(
+        self, denoiser: DenoiserCall, x: Tensor, denoised: Tensor, sigma: float, sigma_next: float
+    ) -> Tensor:
         dt = sigma_next - sigma
         slope = (x - denoised) / sigma
         x_euler = x + slope * dt
         slope_next = (x_euler - denoiser(x_euler, sigma_next)) / sigma_next
-        return Step(x + (slope + slope_next) * (0.5 * dt), denoised, None)
+        return x + (slope + slope_next) * (0.5 * dt)
