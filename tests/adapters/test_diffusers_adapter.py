@@ -403,7 +403,7 @@ class _TwoStep(SingleEvaluationSolver[History]):
 def two_step() -> Any:
     register("_test_two_step")(_TwoStep)
     yield "_test_two_step"
-    solver_registry._REGISTRY.pop("_test_two_step")
+    solver_registry.unregister("_test_two_step")
 
 
 @pytest.mark.parametrize("solver", ["euler", "two_step"])

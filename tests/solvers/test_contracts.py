@@ -49,3 +49,16 @@ def test_registry_errors() -> None:
         gaussport.solvers.get("heun", ordr=2)
     with pytest.raises(ValueError, match="already registered"):
         gaussport.solvers.register("euler")(gaussport.solvers.solver_class("euler")[0])
+
+
+def test_register_and_unregister_a_solver() -> None:
+    cls, _ = gaussport.solvers.solver_class("euler")
+    gaussport.solvers.register("_euler_copy")(cls)
+    try:
+        assert "_euler_copy" in gaussport.solvers.available()
+        assert isinstance(gaussport.solvers.get("_euler_copy"), cls)
+    finally:
+        gaussport.solvers.unregister("_euler_copy")
+    assert "_euler_copy" not in gaussport.solvers.available()
+    with pytest.raises(ValueError, match="unknown solver"):
+        gaussport.solvers.unregister("_euler_copy")

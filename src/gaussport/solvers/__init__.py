@@ -10,7 +10,7 @@ import importlib
 import pkgutil
 
 from .base import History, SingleEvaluationSolver, Solver, Step, TwoStageSolver, WarmStart
-from .registry import available, get, register, solver_class
+from .registry import available, get, register, solver_class, unregister
 
 __all__ = [
     "History",
@@ -23,6 +23,7 @@ __all__ = [
     "get",
     "register",
     "solver_class",
+    "unregister",
 ]
 
 for _module in pkgutil.iter_modules(__path__):

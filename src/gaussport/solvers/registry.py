@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from .base import Solver
 
-__all__ = ["register", "get", "available", "solver_class"]
+__all__ = ["register", "unregister", "get", "available", "solver_class"]
 
 _T = TypeVar("_T", bound=type)
 _REGISTRY: dict[str, tuple[type[Solver], dict[str, Any]]] = {}
@@ -43,6 +43,16 @@ def register(name: str, /, **preset: Any) -> Callable[[_T], _T]:
         return cls
 
     return decorator
+
+
+def unregister(name: str, /) -> None:
+    """Remove the solver registered as ``name`` (e.g. a temporary solver in a test).
+
+    Raises:
+        ValueError: for an unknown name.
+    """
+    solver_class(name)  # raises the usual "unknown solver" error
+    del _REGISTRY[name]
 
 
 def _load_plugins() -> None:
