@@ -141,6 +141,15 @@ def test_shipped_denoiser_through_the_edm_adapter(net: DigitsUNet) -> None:
     x = 80.0 * latents.double()
     direct = gaussport.solve(net, x, grid, "heun", disable=True, model_dtype=torch.float32)
     assert plain.sigmas == direct.sigmas and torch.equal(plain.x, direct.x)
+    # The same through the explicit unconditional switch; a conditional net without labels is an error.
+    from gaussport.adapters.edm import EDMDenoiser
+
+    null = edm_sample(EDMDenoiser(net, unconditional=True), latents, num_steps=10, disable=True)
+    assert torch.equal(null.x, plain.x)
+    with pytest.raises(ValueError, match="unconditional=True"):
+        edm_sample(net, latents, num_steps=10, disable=True)
+    with pytest.raises(ValueError, match="not both"):
+        EDMDenoiser(net, torch.zeros(100, 10), unconditional=True)
     # Class-conditional sampling with the class-conditional teleport (each sample flows with its own
     # class's Gaussian to sigma = 5): the shipped classifier recognises the labels (measured: 98%).
     labels = torch.arange(10).repeat_interleave(10)

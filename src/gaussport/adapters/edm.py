@@ -52,20 +52,33 @@ class EDMDenoiser:
         net: a module with EDM's ``forward(x, sigma, class_labels=None, ...)``.
         class_labels: one-hot ``[B, label_dim]`` labels (or ``[B]`` indices, converted to one-hot when
             the net has a ``label_dim``) for class-conditional nets; ``None`` for unconditional ones.
+        unconditional: sample a class-conditional net unconditionally with all-zero label rows --
+            the null label of nets trained with label dropout (classifier-free guidance), and what
+            EDM's own preconditioners substitute for missing labels. Without it, a conditional net
+            without labels is an error (a forgotten label is a silent wrong result otherwise).
         **model_kwargs: further keyword arguments for every call (e.g. ``force_fp32=True``).
 
     Raises:
-        ValueError: if a class-conditional net (``label_dim > 0``) gets no labels.
+        ValueError: if a class-conditional net (``label_dim > 0``) gets no labels and
+            ``unconditional`` is not set, or labels and ``unconditional`` are both given.
     """
 
     def __init__(
-        self, net: Callable[..., Tensor], class_labels: Tensor | None = None, **model_kwargs: Any
+        self,
+        net: Callable[..., Tensor],
+        class_labels: Tensor | None = None,
+        *,
+        unconditional: bool = False,
+        **model_kwargs: Any,
     ) -> None:
         if not callable(net):
             raise TypeError(f"net must be callable as net(x, sigma, class_labels); got {type(net).__name__}.")
         self.net = net
         self.label_dim = int(getattr(net, "label_dim", 0) or 0)
         self.class_labels = self._one_hot(class_labels)
+        if unconditional and class_labels is not None:
+            raise ValueError("pass either class_labels or unconditional=True, not both.")
+        self.unconditional = bool(unconditional) and self.label_dim > 0
         self.model_kwargs = model_kwargs
         self._labels_on: dict[torch.device, Tensor] = {}
 
@@ -90,12 +103,15 @@ class EDMDenoiser:
             labels = self._labels_on.get(x.device)
             if labels is None:  # one host-to-device copy per device, not one per call
                 labels = self._labels_on.setdefault(x.device, self.class_labels.to(x.device))
+        elif self.unconditional:
+            labels = x.new_zeros((x.shape[0], self.label_dim), dtype=torch.float32)
         else:
             labels = None
         if self.label_dim and labels is None:
             raise ValueError(
                 f"this EDM net is class-conditional (label_dim={self.label_dim}); pass class_labels (one-hot "
-                f"[B, {self.label_dim}] or indices [B]) to EDMDenoiser / edm_sample."
+                f"[B, {self.label_dim}] or indices [B]) to EDMDenoiser / edm_sample, or "
+                "EDMDenoiser(net, unconditional=True) for the null label of a label-dropout net."
             )
         if labels is not None and labels.shape[0] != x.shape[0]:
             raise ValueError(
@@ -197,7 +213,8 @@ def edm_sample(
         net: an EDM-interface network (or an :class:`EDMDenoiser`).
         latents: standard normal noise ``[B, C, H, W]``.
         class_labels: one-hot labels (or indices) for class-conditional nets; they also select
-            per-class Gaussians of a :class:`ClassConditionalGaussian` warm start.
+            per-class Gaussians of a :class:`ClassConditionalGaussian` warm start. For an
+            unconditional sample of a label-dropout net pass ``EDMDenoiser(net, unconditional=True)``.
         num_steps: EDM's Karras grid (clamped to the net's range).
         sigma_min: EDM's Karras grid (clamped to the net's range).
         sigma_max: EDM's Karras grid (clamped to the net's range).
