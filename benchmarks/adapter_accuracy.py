@@ -20,44 +20,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gaussport import schedules
-from gaussport.analytic import Dense, Gaussian
-
-
-def gaussian(shape: tuple[int, ...], seed: int, high: float, mean_scale: float) -> Gaussian:
-    d = math.prod(shape)
-    gen = torch.Generator().manual_seed(seed)
-    lam = torch.exp(torch.linspace(math.log(high), math.log(1e-3), d, dtype=torch.float64))
-    basis, _ = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64))
-    return Gaussian(
-        (mean_scale * torch.randn(d, generator=gen, dtype=torch.float64)).reshape(shape), Dense(lam, basis)
-    )
-
-
-class Exact:
-    """A Gaussian-exact replacement forward; counts calls."""
-
-    def __init__(self, native: Any, noise_value: Any = None, scale: float = 1.0) -> None:
-        self.native, self.noise_value, self.scale, self.calls = native, noise_value, scale, 0
-
-    def __call__(
-        self,
-        sample: Tensor | None = None,
-        timestep: Any = None,
-        *args: Any,
-        hidden_states: Tensor | None = None,
-        return_dict: bool = True,
-        **kwargs: Any,
-    ) -> Any:
-        self.calls += 1
-        x = (sample if sample is not None else hidden_states).double()
-        t = torch.as_tensor(timestep, dtype=torch.float64).expand(x.shape[0])
-        if self.noise_value is not None and bool((t >= self.scale).all()):
-            out = self.noise_value(x)
-        else:
-            out = self.native(x, t)
-        out = out.float()
-        return (out,) if not return_dict else type("Out", (), {"sample": out})()
+from gaussport.analytic import Gaussian
+from gaussport.testing import gaussian_of_shape
+from gaussport.testing.diffusers import (
+    flow_exact,
+    tiny_cond_unet,
+    tiny_sd3_transformer,
+    tiny_unet,
+    tiny_vae,
+    vp_exact,
+)
 
 
 def rel(a: Tensor, b: Tensor) -> float:
@@ -90,33 +62,13 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
 
     # StableDiffusionPipeline (calls scale_model_input: teleport costs nothing)
-    torch.manual_seed(0)
-    unet = diffusers.UNet2DConditionModel(
-        block_out_channels=(4, 8),
-        layers_per_block=1,
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=8,
-        norm_num_groups=2,
-    )
-    vae = diffusers.AutoencoderKL(
-        block_out_channels=[4, 8],
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D"] * 2,
-        up_block_types=["UpDecoderBlock2D"] * 2,
-        latent_channels=4,
-        norm_num_groups=2,
-    )
+    unet, vae = tiny_cond_unet(), tiny_vae()
     base = diffusers.EulerDiscreteScheduler(
         beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1
     )
-    g = gaussian((4, 8, 8), 0, 2.0, 0.3)
+    g = gaussian_of_shape((4, 8, 8), seed=0, high=2.0, mean_scale=0.3)
     g.save(tmp / "sd.npz")
-    model = Exact(schedules.NativeModel(g, schedules.VPDiscrete(base.alphas_cumprod), "epsilon"))
+    model = vp_exact(g, base.alphas_cumprod)
     unet.forward = model
     pipe = diffusers.StableDiffusionPipeline(
         vae=vae,
@@ -160,21 +112,11 @@ def main() -> None:
         )
 
     # DDPMPipeline (no scale_model_input: one discarded call)
-    torch.manual_seed(0)
-    unet2 = diffusers.UNet2DModel(
-        block_out_channels=(4, 8),
-        layers_per_block=1,
-        norm_num_groups=4,
-        sample_size=4,
-        in_channels=1,
-        out_channels=1,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-    )
-    g2 = gaussian((1, 4, 4), 2, 0.05, 0.1)
+    unet2 = tiny_unet(channels=1, size=4)
+    g2 = gaussian_of_shape((1, 4, 4), seed=2, high=0.05, mean_scale=0.1)
     g2.save(tmp / "ddpm.npz")
     ddpm_base = diffusers.DDPMScheduler()
-    model2 = Exact(schedules.NativeModel(g2, schedules.VPDiscrete(ddpm_base.alphas_cumprod), "epsilon"))
+    model2 = vp_exact(g2, ddpm_base.alphas_cumprod)
     unet2.forward = model2
     ddpm = diffusers.DDPMPipeline(unet=unet2, scheduler=ddpm_base)
     ddpm.set_progress_bar_config(disable=True)
@@ -204,19 +146,7 @@ def main() -> None:
         )
 
     # StableDiffusion3Pipeline (flow matching, starts at t = 1: one discarded call)
-    torch.manual_seed(0)
-    tr = diffusers.SD3Transformer2DModel(
-        sample_size=8,
-        patch_size=1,
-        in_channels=4,
-        num_layers=1,
-        attention_head_dim=8,
-        num_attention_heads=4,
-        caption_projection_dim=32,
-        joint_attention_dim=32,
-        pooled_projection_dim=64,
-        out_channels=4,
-    )
+    tr = tiny_sd3_transformer()
     fm = diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0)
     sd3 = diffusers.StableDiffusion3Pipeline(
         transformer=tr,
@@ -230,11 +160,7 @@ def main() -> None:
         tokenizer_3=None,
     )
     sd3.set_progress_bar_config(disable=True)
-    model3 = Exact(
-        schedules.NativeModel(g, schedules.RectifiedFlow(), "flow", time_scale=1000.0),
-        noise_value=lambda x: x - g.mean,
-        scale=1000.0,
-    )
+    model3 = flow_exact(g, time_scale=1000.0)
     tr.forward = model3
     exact3 = from_noise(g, z.double(), 0.0)
 

@@ -1,107 +1,18 @@
-"""Helpers for the adapter tests: Gaussian-exact models and an EDM-style net of our own.
+"""Helpers for the adapter tests: an EDM-style net of our own.
 
-Tiny diffusers models follow diffusers' own test recipes (ecosystem.md §3.5), randomly initialised
-with a fixed seed; nothing is downloaded. "Gaussian-exact" models replace a real model's forward by
-the exact prediction for Gaussian data (built with gaussport.schedules.NativeModel from the
-closed-form Gaussian denoiser), so every sampler's error can be measured against the closed-form
-flow while the pipelines, schedulers and wrappers around the model stay the real ones.
+The tiny diffusers models and the Gaussian-exact replacement forwards live in the public
+:mod:`gaussport.testing.diffusers` (the benchmarks use them too).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from gaussport import schedules
-from gaussport.analytic import Dense, Gaussian
-
-
-def gaussian_of_shape(
-    shape: tuple[int, ...], *, seed: int = 0, high: float = 2.0, low: float = 1e-3, mean_scale: float = 0.3
-) -> Gaussian:
-    """A float64 Gaussian with a random basis, log-spaced spectrum in [low, high] and a random mean."""
-    d = math.prod(shape)
-    gen = torch.Generator().manual_seed(seed)
-    lam = torch.exp(torch.linspace(math.log(high), math.log(low), d, dtype=torch.float64))
-    basis, _ = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64))
-    mean = mean_scale * torch.randn(d, generator=gen, dtype=torch.float64)
-    return Gaussian(mean.reshape(shape), Dense(lam, basis))
-
-
-class Output:
-    """A diffusers-style model output (``.sample``)."""
-
-    def __init__(self, sample: Tensor) -> None:
-        self.sample = sample
-
-
-class ExactForward:
-    """A replacement ``forward`` returning a Gaussian-exact prediction; counts calls and batch sizes.
-
-    ``native(x_t, t)`` is the exact model in the scheduler's native time (a NativeModel); the
-    signature accepts what diffusers pipelines pass to UNets and transformers.
-    """
-
-    def __init__(
-        self,
-        native: Callable[[Tensor, Tensor], Tensor],
-        *,
-        at_pure_noise: Callable[[Tensor], Tensor] | None = None,
-        time_scale: float = 1.0,
-    ) -> None:
-        self.native = native
-        self.at_pure_noise = at_pure_noise
-        self.time_scale = time_scale
-        self.calls = 0
-        self.batches: list[int] = []
-        self.timesteps: list[float] = []
-
-    def __call__(
-        self,
-        sample: Tensor | None = None,
-        timestep: Any = None,
-        *args: Any,
-        hidden_states: Tensor | None = None,
-        return_dict: bool = True,
-        **kwargs: Any,
-    ) -> Any:
-        x = (sample if sample is not None else hidden_states).to(torch.float64)
-        self.calls += 1
-        self.batches.append(x.shape[0])
-        t = torch.as_tensor(timestep, dtype=torch.float64, device=x.device).expand(x.shape[0])
-        self.timesteps.append(float(t[0]))
-        out = torch.empty_like(x)
-        noise = (
-            t / self.time_scale >= 1.0
-            if self.at_pure_noise is not None
-            else torch.zeros_like(t, dtype=torch.bool)
-        )
-        if bool(noise.any()):
-            out[noise] = self.at_pure_noise(x[noise])
-        if bool((~noise).any()):
-            out[~noise] = self.native(x[~noise], t[~noise])
-        out = out.to(torch.float32)
-        return Output(out) if return_dict else (out,)
-
-
-def vp_exact(gaussian: Gaussian, alphas_cumprod: Tensor, prediction: str = "epsilon") -> ExactForward:
-    """An exact epsilon/v/x0 model for a discrete VP schedule (timesteps = fractional training index)."""
-    return ExactForward(schedules.NativeModel(gaussian, schedules.VPDiscrete(alphas_cumprod), prediction))
-
-
-def flow_exact(gaussian: Gaussian, time_scale: float = 1000.0) -> ExactForward:
-    """An exact velocity model for rectified flow (timestep = t * time_scale); at t = 1, v = x - mu."""
-    native = schedules.NativeModel(gaussian, schedules.RectifiedFlow(), "flow", time_scale=time_scale)
-    mean = gaussian.mean
-
-    def at_noise(x: Tensor) -> Tensor:  # E[eps - x0 | x_1 = eps] = x - mu
-        return x - mean.to(x)
-
-    return ExactForward(native, at_pure_noise=at_noise, time_scale=time_scale)
+from gaussport.analytic import Gaussian
 
 
 class TinyEDMNet(nn.Module):

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import torch
-from adapter_helpers import TinyEDMNet, gaussian_of_shape
+from adapter_helpers import TinyEDMNet
 from torch import Tensor
 
 import gaussport
@@ -25,26 +25,14 @@ from gaussport.adapters.guidance import ClassifierFreeGuidance
 from gaussport.adapters.k_diffusion import KDiffusionDenoiser
 from gaussport.denoiser import DenoiserCall
 from gaussport.solve import _integrate
+from gaussport.testing import gaussian_of_shape
+from gaussport.testing.diffusers import tiny_unet
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 def _denoisers(device: str, diffusers_pkg: Any) -> dict[str, Any]:
-    torch.manual_seed(0)
-    unet = (
-        diffusers_pkg.UNet2DModel(
-            block_out_channels=(4, 8),
-            layers_per_block=1,
-            norm_num_groups=4,
-            sample_size=8,
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-            up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        )
-        .eval()
-        .to(device)
-    )
+    unet = tiny_unet().to(device)
     from gaussport.adapters.diffusers import DiffusersDenoiser
 
     sched = diffusers_pkg.EulerDiscreteScheduler()
@@ -108,21 +96,7 @@ def test_solver_loop_never_synchronises(solver: str, name: str, diffusers_pkg: A
 def test_scheduler_steps_never_synchronise(diffusers_pkg: Any) -> None:
     from gaussport.adapters.diffusers import GaussportScheduler
 
-    torch.manual_seed(0)
-    unet = (
-        diffusers_pkg.UNet2DModel(
-            block_out_channels=(4, 8),
-            layers_per_block=1,
-            norm_num_groups=4,
-            sample_size=8,
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-            up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        )
-        .eval()
-        .to("cuda")
-    )
+    unet = tiny_unet().to("cuda")
     sched = GaussportScheduler(sigma_skip=2.0)
     sched.set_warm_start(gaussian_of_shape((3, 8, 8), seed=0))
     sched.set_timesteps(12, device="cuda")

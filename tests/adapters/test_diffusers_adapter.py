@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import torch
-from adapter_helpers import ExactForward, flow_exact, gaussian_of_shape, vp_exact
 from torch import Tensor
 
 import gaussport
@@ -20,6 +19,8 @@ from gaussport.adapters.guidance import ClassifierFreeGuidance
 from gaussport.analytic import Gaussian
 from gaussport.solvers import History, SingleEvaluationSolver, register
 from gaussport.solvers import registry as solver_registry
+from gaussport.testing import gaussian_of_shape
+from gaussport.testing.diffusers import ExactForward, flow_exact, tiny_sd3_transformer, tiny_unet, vp_exact
 
 diffusers = pytest.importorskip("diffusers")
 from gaussport.adapters.diffusers import GaussportScheduler  # noqa: E402  (needs diffusers)
@@ -223,17 +224,7 @@ def test_statistics_of_the_wrong_shape_fail_clearly(sd_pipe: Any) -> None:
 
 @pytest.fixture()
 def ddpm_setup(diffusers_pkg: Any) -> tuple[Any, ExactForward, Gaussian]:
-    torch.manual_seed(0)
-    unet = diffusers.UNet2DModel(
-        block_out_channels=(4, 8),
-        layers_per_block=1,
-        norm_num_groups=4,
-        sample_size=4,
-        in_channels=1,
-        out_channels=1,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-    )
+    unet = tiny_unet(channels=1, size=4)
     # Data well inside [-1, 1], so the pipeline's final clamp does not matter.
     g = gaussian_of_shape((1, 4, 4), seed=2, high=0.05, low=1e-3, mean_scale=0.1)
     base = diffusers.DDPMScheduler()
@@ -298,19 +289,7 @@ def test_ddim_pipeline_after_construction(ddpm_setup: tuple[Any, ExactForward, G
 
 
 def test_flow_matching_pipeline(tiny_vae: Any, tmp_path: Any) -> None:
-    torch.manual_seed(0)
-    transformer = diffusers.SD3Transformer2DModel(
-        sample_size=8,
-        patch_size=1,
-        in_channels=4,
-        num_layers=1,
-        attention_head_dim=8,
-        num_attention_heads=4,
-        caption_projection_dim=32,
-        joint_attention_dim=32,
-        pooled_projection_dim=64,
-        out_channels=4,
-    )
+    transformer = tiny_sd3_transformer()
     base = diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0)
     pipe = diffusers.StableDiffusion3Pipeline(
         transformer=transformer,

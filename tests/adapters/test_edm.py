@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from adapter_helpers import TinyEDMNet, gaussian_of_shape
+from adapter_helpers import TinyEDMNet
 
 from gaussport import grids
 from gaussport.adapters.edm import EDMDenoiser, edm_sample
 from gaussport.adapters.guidance import ClassConditionalGaussian
+from gaussport.testing import gaussian_of_shape
 
 SHAPE = (2, 4, 4)
 

@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 import torch
-from adapter_helpers import gaussian_of_shape
 from torch import Tensor
 
 import gaussport
 from gaussport import schedules
 from gaussport.adapters.flow import RectifiedFlowDenoiser, sample_rectified_flow, teleport_native, ve_sigma
 from gaussport.analytic import Gaussian
+from gaussport.testing import gaussian_of_shape
 
 
 def _rel(a: Tensor, b: Tensor) -> float:

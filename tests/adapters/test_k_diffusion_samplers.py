@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import torch
-from adapter_helpers import gaussian_of_shape
 from torch import Tensor
 
 import gaussport
@@ -18,6 +17,7 @@ from gaussport.adapters import k_diffusion as gk
 from gaussport.adapters.guidance import ClassConditionalGaussian
 from gaussport.analytic import anisotropic_mixture
 from gaussport.solvers import SingleEvaluationSolver
+from gaussport.testing import gaussian_of_shape
 
 K = pytest.importorskip("k_diffusion")
 ks = K.sampling

@@ -45,11 +45,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
-from . import grids as _grids
-from .analytic import Dense, Diagonal, Gaussian, LowRankPlusIsotropic
-from .solve import solve
-from .solvers import Solver, WarmStart
-from .solvers import get as get_solver
+from .. import grids as _grids
+from ..analytic import Dense, Diagonal, Gaussian, LowRankPlusIsotropic
+from ..solve import solve
+from ..solvers import Solver, WarmStart
+from ..solvers import get as get_solver
 
 __all__ = [
     "spectra",
@@ -58,6 +58,7 @@ __all__ = [
     "batch_sizes",
     "random_gaussian",
     "anisotropic_gaussian",
+    "gaussian_of_shape",
     "ConstantDenoiser",
     "CountingDenoiser",
     "GaussianProblem",
@@ -168,6 +169,22 @@ def anisotropic_gaussian(dim: int = 16, *, low: float = 1e-3, high: float = 4.0,
     accidentally exact), random basis and mean, float64."""
     spectrum = torch.logspace(math.log10(high), math.log10(low), dim, dtype=torch.float64).tolist()
     return random_gaussian(spectrum, seed)
+
+
+def gaussian_of_shape(
+    shape: Sequence[int], *, seed: int = 0, high: float = 2.0, low: float = 1e-3, mean_scale: float = 0.3
+) -> Gaussian:
+    """A float64 Gaussian over samples of ``shape`` (e.g. ``(4, 8, 8)`` latents): random orthonormal
+    basis, eigenvalues log-spaced over ``[low, high]``, mean ``mean_scale * N(0, I)``.
+
+    The data model of the Gaussian-exact networks in :mod:`gaussport.testing.diffusers`.
+    """
+    d = math.prod(shape)
+    gen = torch.Generator().manual_seed(seed)
+    lam = torch.exp(torch.linspace(math.log(high), math.log(low), d, dtype=torch.float64))
+    basis, _ = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64))
+    mean = mean_scale * torch.randn(d, generator=gen, dtype=torch.float64)
+    return Gaussian(mean.reshape(tuple(shape)), Dense(lam, basis))
 
 
 class ConstantDenoiser:
@@ -379,7 +396,7 @@ def check_constant_exact(solver: Solver | str, *, examples: int = 25) -> None:
 
 def check_batch_independent(solver: Solver | str, *, examples: int = 10) -> None:
     """Each row of a batch equals that row solved alone (nonlinear denoiser, 1e-12 relative)."""
-    from .analytic import anisotropic_mixture
+    from ..analytic import anisotropic_mixture
 
     solver = _as_solver(solver)
     mixture = anisotropic_mixture(dim=6, n_components=3, seed=1)

@@ -1,0 +1,200 @@
+"""Tiny diffusers models built offline, and Gaussian-exact replacements for their ``forward``.
+
+For testing schedulers and pipelines without a model hub: the builders follow diffusers' own test
+recipes (ecosystem.md §3.5) and initialise randomly with a fixed seed, so nothing is downloaded.
+A *Gaussian-exact* forward (:class:`ExactForward`, :func:`vp_exact`, :func:`flow_exact`) returns
+the exact epsilon / v / x0 / velocity prediction for Gaussian data (through
+:class:`gaussport.schedules.NativeModel` and the closed-form Gaussian denoiser), so a sampler's
+error can be measured against :meth:`gaussport.analytic.Gaussian.flow` while the pipeline, the
+scheduler and every wrapper around the model stay the real ones. Example::
+
+    from gaussport.testing import gaussian_of_shape
+    from gaussport.testing.diffusers import tiny_unet, vp_exact
+
+    unet = tiny_unet()                                   # 3x8x8, 11,767 parameters, seed 0
+    unet.forward = vp_exact(gaussian_of_shape((3, 8, 8)), scheduler.alphas_cumprod)
+
+Importing this module does not import diffusers; each builder does (``pip install gaussport[test]``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .. import schedules
+from ..analytic import Gaussian
+
+__all__ = [
+    "ExactForward",
+    "ModelOutput",
+    "vp_exact",
+    "flow_exact",
+    "tiny_unet",
+    "tiny_cond_unet",
+    "tiny_vae",
+    "tiny_sd3_transformer",
+]
+
+
+def _diffusers() -> Any:
+    try:
+        import diffusers
+    except ImportError as exc:  # pragma: no cover - the test extra installs it
+        raise ImportError(
+            "gaussport.testing.diffusers builds diffusers models; install diffusers "
+            "(pip install 'gaussport[test]')."
+        ) from exc
+    return diffusers
+
+
+class ModelOutput:
+    """A diffusers-style model output (``.sample``)."""
+
+    def __init__(self, sample: Tensor) -> None:
+        self.sample = sample
+
+
+class ExactForward:
+    """A replacement ``forward`` returning a Gaussian-exact prediction; counts calls and batch sizes.
+
+    Args:
+        native: the exact model in the scheduler's native time, ``native(x_t, t)`` (a
+            :class:`~gaussport.schedules.NativeModel`).
+        at_pure_noise: the prediction where ``t / time_scale >= 1`` (pure noise, where ``native``
+            is singular, e.g. a flow model at t = 1); ``None`` if never needed.
+        time_scale: the model's timestep of pure noise (1000 for SD3-style transformers).
+
+    Attributes:
+        calls, batches, timesteps: one entry per call (for NFE and batching checks).
+
+    The call signature accepts what diffusers pipelines pass to UNets (``sample, timestep, ...``)
+    and transformers (``hidden_states=..., timestep=...``); the output is float32, like the models.
+    """
+
+    def __init__(
+        self,
+        native: Callable[[Tensor, Tensor], Tensor],
+        *,
+        at_pure_noise: Callable[[Tensor], Tensor] | None = None,
+        time_scale: float = 1.0,
+    ) -> None:
+        self.native = native
+        self.at_pure_noise = at_pure_noise
+        self.time_scale = time_scale
+        self.calls = 0
+        self.batches: list[int] = []
+        self.timesteps: list[float] = []
+
+    def __call__(
+        self,
+        sample: Tensor | None = None,
+        timestep: Any = None,
+        *args: Any,
+        hidden_states: Tensor | None = None,
+        return_dict: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        x = (sample if sample is not None else hidden_states).to(torch.float64)
+        self.calls += 1
+        self.batches.append(x.shape[0])
+        t = torch.as_tensor(timestep, dtype=torch.float64, device=x.device).expand(x.shape[0])
+        self.timesteps.append(float(t[0]))
+        out = torch.empty_like(x)
+        noise = (
+            t / self.time_scale >= 1.0
+            if self.at_pure_noise is not None
+            else torch.zeros_like(t, dtype=torch.bool)
+        )
+        if bool(noise.any()):
+            out[noise] = self.at_pure_noise(x[noise])
+        if bool((~noise).any()):
+            out[~noise] = self.native(x[~noise], t[~noise])
+        out = out.to(torch.float32)
+        return ModelOutput(out) if return_dict else (out,)
+
+
+def vp_exact(gaussian: Gaussian, alphas_cumprod: Tensor, prediction: str = "epsilon") -> ExactForward:
+    """An exact epsilon/v/x0 model for a discrete VP schedule (timestep = fractional training index)."""
+    return ExactForward(schedules.NativeModel(gaussian, schedules.VPDiscrete(alphas_cumprod), prediction))
+
+
+def flow_exact(gaussian: Gaussian, time_scale: float = 1000.0) -> ExactForward:
+    """An exact velocity model for rectified flow (timestep = t * time_scale); at t = 1, v = x - mu."""
+    native = schedules.NativeModel(gaussian, schedules.RectifiedFlow(), "flow", time_scale=time_scale)
+    mean = gaussian.mean
+
+    def at_noise(x: Tensor) -> Tensor:  # E[eps - x0 | x_1 = eps] = x - mu
+        return x - mean.to(x)
+
+    return ExactForward(native, at_pure_noise=at_noise, time_scale=time_scale)
+
+
+def tiny_unet(*, channels: int = 3, size: int = 8, seed: int = 0) -> Any:
+    """diffusers' DDPM test ``UNet2DModel`` (11,767 parameters at 3x8x8), ``channels x size x size``,
+    in eval mode."""
+    diffusers = _diffusers()
+    torch.manual_seed(seed)  # diffusers initialises from the global RNG
+    return diffusers.UNet2DModel(
+        block_out_channels=(4, 8),
+        layers_per_block=1,
+        norm_num_groups=4,
+        sample_size=size,
+        in_channels=channels,
+        out_channels=channels,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+    ).eval()
+
+
+def tiny_cond_unet(seed: int = 0) -> Any:
+    """diffusers' Stable Diffusion test ``UNet2DConditionModel``: 4x8x8 latents, cross-attention dim 8."""
+    diffusers = _diffusers()
+    torch.manual_seed(seed)
+    return diffusers.UNet2DConditionModel(
+        block_out_channels=(4, 8),
+        layers_per_block=1,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=8,
+        norm_num_groups=2,
+    ).eval()
+
+
+def tiny_vae(seed: int = 0) -> Any:
+    """A two-block ``AutoencoderKL``: 3-channel images, 4-channel latents, in eval mode."""
+    diffusers = _diffusers()
+    torch.manual_seed(seed)
+    return diffusers.AutoencoderKL(
+        block_out_channels=[4, 8],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2,
+        latent_channels=4,
+        norm_num_groups=2,
+    ).eval()
+
+
+def tiny_sd3_transformer(seed: int = 0) -> Any:
+    """A one-layer ``SD3Transformer2DModel``: 4x8x8 latents, patch 1, joint attention dim 32."""
+    diffusers = _diffusers()
+    torch.manual_seed(seed)
+    return diffusers.SD3Transformer2DModel(
+        sample_size=8,
+        patch_size=1,
+        in_channels=4,
+        num_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        caption_projection_dim=32,
+        joint_attention_dim=32,
+        pooled_projection_dim=64,
+        out_channels=4,
+    ).eval()
