@@ -78,7 +78,7 @@ def _mixture_demo(args: argparse.Namespace, demo: object) -> int:
     given = [f"--{name.replace('_', '-')}" for name in DIGITS_ONLY if getattr(args, name) is not None]
     if given:
         raise ValueError(
-            f"{', '.join(given)} apply to the digits model only; drop them with --target mixture."
+            f"{', '.join(given)}: options of the digits model only; drop them with --target mixture."
         )
     solvers = args.solver or ["heun"]
     sigma_skip = 10.0 if args.sigma_skip is None else args.sigma_skip
