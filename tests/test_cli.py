@@ -38,7 +38,7 @@ def test_digits_demo_writes_table_grids_plot_json_csv(tmp_path, capsys: pytest.C
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "error, no teleport" in out and "error, teleport to 2" in out and "Frechet" in out
-    assert "heun: the teleport reaches the no-teleport error of NFE 5" in out
+    assert "heun: the teleport reaches the no-teleport error at NFE 5" in out
     for name in ("samples_nfe3.png", "samples_nfe5.png", "quality_vs_nfe.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG, name
     record = json.loads((tmp_path / "results.json").read_text())

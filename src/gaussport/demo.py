@@ -302,12 +302,13 @@ def digits_table(result: DigitsDemo) -> str:
     lines = [markdown_table(header, rows), ""]
     for solver, nfe in result.reach().items():
         level = result.find(solver, s["nfes"][-1], "none")
+        smallest = result.find(solver, s["nfes"][0], s["teleport"]).nfe
         where = "not reached" if math.isinf(nfe) else f"NFE {nfe:.1f}"
-        if nfe == s["nfes"][0]:
-            where = f"NFE <= {nfe:.0f} (the smallest budget measured)"
+        if nfe == smallest:
+            where = f"NFE <= {smallest} (the smallest budget measured)"
         lines.append(
-            f"{solver}: the teleport reaches the no-teleport error of NFE {level.nfe_budget} "
-            f"({level.error:.3g}) at {where}."
+            f"{solver}: the teleport reaches the no-teleport error at NFE {level.nfe} ({level.error:.3g}) "
+            f"at {where}."
         )
     lines.append(
         f"error: RMS over {s['seeds'][1] - s['seeds'][0] + 1} seeds and pixels of the distance to the exact "
