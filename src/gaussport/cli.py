@@ -25,7 +25,7 @@ examples:
   gaussport demo                      the shipped digits model, DPM-Solver++(2M) at NFE 6, 8, 10 with and
                                       without a teleport to sigma 2 (about 30 s): table, PNGs, JSON, CSV
   gaussport demo --solver heun dpmpp_2m --nfe 5 7 9 --out out/
-  gaussport demo --target mixture     the analytic Gaussian-mixture demo (no model needed)
+  gaussport demo --target mixture     the analytic Gaussian-mixture demo (no model needed, ~5 s)
   gaussport train-demo --out my-model retrain the digits model (3000 steps: about 10-20 min on 2 cores)
   gaussport demo --model my-model     the demo on that model
   gaussport solvers                   list the registered solvers with order and cost
@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--sigma-skip",
         type=float,
-        help="noise level to teleport to; default 2 (digits: the best level at 5-10 NFE lies in 1.5-2.5), "
+        help="noise level to teleport to; default 2 (digits: the best level at 6-10 NFE lies in 1-3), "
         "10 (mixture)",
     )
     demo.add_argument(
