@@ -93,9 +93,16 @@ def test_digits_demo_library_result(tmp_path) -> None:  # type: ignore[no-untype
         ),
     ],
 )
-def test_demo_reports_bad_input(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["demo", *args, "--no-plot", "--quiet", "--out", "unused"]) == 2
+def test_demo_reports_bad_input(
+    tmp_path,  # type: ignore[no-untyped-def]
+    args: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "out"
+    assert cli.main(["demo", *args, "--quiet", "--out", str(out)]) == 2
     assert message in capsys.readouterr().err
+    assert not out.exists()  # nothing was written
 
 
 def test_demo_rejects_unknown_teleport_mode(capsys: pytest.CaptureFixture[str]) -> None:

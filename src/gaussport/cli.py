@@ -40,7 +40,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from . import demo
 
     if args.target == "mixture":
-        return _mixture_demo(args, demo)
+        return _mixture_demo(args)
     if args.steps is not None:
         raise ValueError(
             "--steps applies to --target mixture; for the digits model give NFE budgets with --nfe."
@@ -74,7 +74,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _mixture_demo(args: argparse.Namespace, demo: object) -> int:
+def _mixture_demo(args: argparse.Namespace) -> int:
+    from . import demo
+    from . import solvers as registry
+
     given = [f"--{name.replace('_', '-')}" for name in DIGITS_ONLY if getattr(args, name) is not None]
     if given:
         raise ValueError(
@@ -84,10 +87,11 @@ def _mixture_demo(args: argparse.Namespace, demo: object) -> int:
     sigma_skip = 10.0 if args.sigma_skip is None else args.sigma_skip
     batch = 64 if args.batch is None else args.batch
     steps = tuple(args.steps or (3, 4, 5, 6, 8, 10, 12, 16))
-    os.makedirs(args.out, exist_ok=True)
+    for solver in solvers:
+        registry.get(solver)  # an unknown name fails before anything runs or is written
     start = time.perf_counter()
     for solver in solvers:
-        rows = demo.run_mixture_demo(  # type: ignore[attr-defined]
+        rows = demo.run_mixture_demo(
             steps,
             solver=solver,
             sigma_skip=sigma_skip,
@@ -99,10 +103,12 @@ def _mixture_demo(args: argparse.Namespace, demo: object) -> int:
             f"gaussport demo: {solver} on a Gaussian-mixture target (exact denoiser), batch {batch}, "
             f"seed {args.seed}"
         )
-        print(demo.format_table(rows, sigma_skip))  # type: ignore[attr-defined]
+        print(demo.format_table(rows, sigma_skip))
         name = "demo_error_vs_nfe.png" if len(solvers) == 1 else f"demo_error_vs_nfe_{solver}.png"
         plot = os.path.join(args.out, name)
-        if not args.no_plot and demo.plot_rows(rows, plot, solver=solver, sigma_skip=sigma_skip):  # type: ignore[attr-defined]
+        if not args.no_plot:
+            os.makedirs(args.out, exist_ok=True)
+        if not args.no_plot and demo.plot_rows(rows, plot, solver=solver, sigma_skip=sigma_skip):
             print(f"plot written to {plot}")
     print(f"done in {time.perf_counter() - start:.1f} s")
     return 0
