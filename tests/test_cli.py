@@ -1,13 +1,18 @@
-"""The `gaussport` command line and the analytic demo."""
+"""The `gaussport` command line: the digits demo, the analytic mixture demo, train-demo."""
 
 from __future__ import annotations
 
+import csv
+import json
 import subprocess
 import sys
 
 import pytest
 
 from gaussport import cli, demo
+from gaussport.evaluation import nfe_to_reach
+
+PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
@@ -15,7 +20,7 @@ def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
         cli.main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    assert "demo" in out and "solvers" in out and "teleport" in out
+    assert "demo" in out and "solvers" in out and "train-demo" in out and "teleport" in out
 
 
 def test_console_script_runs() -> None:
@@ -25,23 +30,151 @@ def test_console_script_runs() -> None:
     assert "heun" in out.stdout and "order 2" in out.stdout
 
 
-def test_demo_writes_table_and_plot(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+# ---------------------------------------------------------------------- the digits demo
+def test_digits_demo_writes_table_grids_plot_json_csv(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
     pytest.importorskip("matplotlib")
-    code = cli.main(["demo", "--steps", "3", "6", "--batch", "8", "--out", str(tmp_path), "--quiet"])
+    args = ["demo", "--solver", "heun", "euler", "--nfe", "3", "5", "--batch", "4", "--seed", "7"]
+    args += ["--frechet-samples", "40", "--reference-steps", "2", "--out", str(tmp_path), "--quiet"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "error, no teleport" in out and "error, teleport to 2" in out and "Frechet" in out
+    assert "heun: the teleport reaches the no-teleport error at NFE 5" in out
+    for name in ("samples_nfe3.png", "samples_nfe5.png", "quality_vs_nfe.png"):
+        assert (tmp_path / name).read_bytes()[:8] == PNG, name
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert record["settings"]["seeds"] == [7, 10] and record["settings"]["sigma_skip"] == 2.0
+    runs = record["evaluations"]
+    assert len(runs) == 2 * 2 * 2  # solvers x NFE x (no teleport, teleport)
+    for r in runs:
+        assert r["nfe"] <= r["nfe_budget"] and r["trajectory_rms"] > 0 and len(r["frechet"]) == 2
+        assert (r["teleport"] == "none") == (r["sigma_skip"] is None)
+        assert r["grid"][0] == (80.0 if r["teleport"] == "none" else 2.0)
+    heun = {(r["nfe_budget"], r["teleport"]): r["nfe"] for r in runs if r["solver"] == "heun"}
+    assert heun == {(3, "none"): 3, (3, "respace"): 3, (5, "none"): 5, (5, "respace"): 5}
+    with open(tmp_path / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["trajectory_rms"]) for r in rows] == [r["trajectory_rms"] for r in runs]
+
+
+def test_digits_demo_library_result(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    result = demo.run_digits_demo(
+        ["euler"], [4, 2], batch=3, frechet_samples=0, reference_steps=2, teleport="truncate", disable=True
+    )
+    assert result.settings["nfes"] == [2, 4] and result.settings["frechet_seeds"] == []
+    assert [(e.nfe_budget, e.teleport) for e in result.evaluations] == [
+        (2, "none"),
+        (2, "truncate"),
+        (4, "none"),
+        (4, "truncate"),
+    ]
+    assert all(e.frechet is None and e.samples.shape == (3, 1, 8, 8) for e in result.evaluations)
+    assert result.exact.shape == (3, 1, 8, 8)
+    warm = [result.find("euler", n, "truncate") for n in (2, 4)]
+    plain_4 = result.find("euler", 4, "none").error
+    assert result.reach()["euler"] == nfe_to_reach([2, 4], [e.error for e in warm], plain_4)
+    assert "Frechet" not in demo.digits_table(result)
+    written = demo.write_digits_outputs(result, tmp_path, plots=False)
+    assert sorted(p.name for p in written) == ["results.csv", "results.json"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--solver", "nope"], "unknown solver 'nope'"),
+        (["--nfe", "0"], "NFE budgets must be positive integers"),
+        (["--steps", "3"], "--steps applies to --target mixture"),
+        (["--sigma-skip", "100"], "must lie in"),
+        (["--batch", "0"], "batch (the number of seeds) must be at least 1"),
+        (["--frechet-samples", "1"], "frechet_samples must be 0"),
+        (["--target", "mixture", "--nfe", "6"], "--nfe: options of the digits model only"),
+        (
+            ["--target", "mixture", "--solver", "nope", "--steps", "3", "--batch", "2"],
+            "unknown solver 'nope'",
+        ),
+    ],
+)
+def test_demo_reports_bad_input(
+    tmp_path,  # type: ignore[no-untyped-def]
+    args: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "out"
+    assert cli.main(["demo", *args, "--quiet", "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()  # nothing was written
+
+
+def test_demo_rejects_unknown_teleport_mode(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["demo", "--teleport", "none"])
+    assert exc.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- the analytic mixture demo
+def test_mixture_demo_writes_table_and_plot(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("matplotlib")
+    code = cli.main(
+        [
+            "demo",
+            "--target",
+            "mixture",
+            "--steps",
+            "3",
+            "6",
+            "--batch",
+            "8",
+            "--out",
+            str(tmp_path),
+            "--quiet",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "no teleport" in out and "respaced" in out
     png = tmp_path / "demo_error_vs_nfe.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.read_bytes()[:8] == PNG
 
 
-def test_demo_teleport_beats_plain_heun_at_equal_nfe() -> None:
+def test_mixture_demo_teleport_beats_plain_heun_at_equal_nfe() -> None:
     rows = demo.run_mixture_demo((6, 8, 12), batch=16, disable=True)
     for r in rows:
         assert r.nfe_respace == r.nfe_plain
         assert r.error_respace < r.error_plain, r
 
 
-def test_cli_reports_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["demo", "--solver", "nope", "--steps", "3", "--batch", "2", "--no-plot", "--quiet"]) == 2
-    assert "unknown solver 'nope'" in capsys.readouterr().err
+# ---------------------------------------------------------------------- train-demo
+def test_train_demo_help_states_time_and_outputs(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["train-demo", "--help"])
+    assert exc.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "10-20 minutes on 2 CPU cores" in out and "--steps" in out and "--seed" in out
+    assert "directory=DIR" in out and "gaussport demo --model DIR" in out and "DIGITS_MODEL.md" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--device", "cuda"], "training runs on the CPU only"),
+        (["--steps", "0"], "--steps must be a positive integer"),
+        (["--batch-size", "-1"], "--batch-size must be a positive integer"),
+    ],
+)
+def test_train_demo_reports_bad_input(
+    tmp_path,  # type: ignore[no-untyped-def]
+    args: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["train-demo", "--out", str(tmp_path / "model"), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "model").exists()  # nothing was trained or written
+
+
+def test_train_demo_needs_out(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["train-demo"])
+    assert exc.value.code == 2
+    assert "--out" in capsys.readouterr().err
