@@ -285,7 +285,8 @@ def report(run: Run, acc: dict[str, Any], meta: dict[str, Any]) -> str:
         f"Command: `{meta['command']}`; {meta['environment']}; wall time {meta['seconds']:.0f} s "
         f"(exact endpoints {meta['reference_seconds']:.0f} s).",
         "",
-        f"Reported seeds: {cfg['seeds']} (0..{cfg['seeds'] - 1}); calibration seeds: {cfg['calibration_seeds']} "
+        f"Reported seeds: {cfg['seeds']} (0..{cfg['seeds'] - 1}); "
+        f"calibration seeds: {cfg['calibration_seeds']} "
         f"(100000..), disjoint. Exact endpoints: RK4 in lambda, {meta['reference_steps']} steps per unit; "
         f"against twice the steps: {meta['reference_accuracy']:.1e} RMS. Frechet distance: "
         f"{cfg['frechet_seeds']} seeds x {cfg['frechet_samples']} samples against the held-out digits "
@@ -573,7 +574,8 @@ def main(argv: list[str] | None = None) -> int:
     acc = acceptance(run)
     meta = {
         "command": "PYTHONPATH=src python benchmarks/digits_quality.py" + (" --quick" if args.quick else ""),
-        "environment": f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
+        "environment": f"{platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} thread(s), "
         f"device {args.device}",
         "seconds": time.perf_counter() - start,
         "reference_seconds": ev.reference_seconds,
