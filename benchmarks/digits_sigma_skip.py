@@ -44,6 +44,8 @@ SIGMA_SKIPS = (0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 40.0, 80.0)
 SOLVERS = ("heun", "dpmpp_2m", "unipc_bh2", "dpm_solver_v3")
 NFES_TWO_EVAL = (5, 7, 9, 11)
 NFES_ONE_EVAL = (4, 6, 8, 10)
+LADDER = (0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 40.0, 80.0)
+TAU = 3e-3  # method.md §4.4: the safe level's threshold on the relative velocity error
 FULL = {"seeds": 128, "frechet_seeds": 2, "frechet_samples": 200, "skips": SIGMA_SKIPS}
 QUICK = {"seeds": 16, "frechet_seeds": 2, "frechet_samples": 100, "skips": (1.0, 2.0, 5.0, 20.0, 80.0)}
 
@@ -65,6 +67,40 @@ def _best_from_quality(out: Path) -> str | None:
         return None
     ranking = json.loads(path.read_text()).get("ranking") or []
     return ranking[0] if ranking else None
+
+
+def velocity_error_ladder(ev: Evaluator, levels: tuple[float, ...], repeats: int = 4) -> dict[float, float]:
+    """The Gaussian's relative velocity error ``|D - D_G| / |x - D|`` (method.md §4.4 step 1).
+
+    Probes ``x = x0 + sigma * eps`` with ``x0`` the held-out test digits (``repeats`` noise draws
+    each); ``D`` is the network, ``D_G`` the warm-start Gaussian's exact denoiser; mean over probes.
+    It needs no sampling and no reference solve: one network call per probe and level.
+    """
+    from gaussport.models import load_digits_test_set
+
+    x0 = load_digits_test_set().images.to(torch.float64).repeat(repeats, 1, 1, 1)
+    gen = torch.Generator().manual_seed(3_000_000)
+    out = {}
+    with torch.no_grad():
+        for level in levels:
+            x = x0 + level * torch.randn(x0.shape, generator=gen, dtype=torch.float64)
+            sigma = torch.full((x.shape[0],), level, dtype=torch.float64)
+            d = ev.denoiser(x.to(ev.device, ev.model_dtype), sigma.to(ev.device, ev.model_dtype))
+            d = d.to("cpu", torch.float64)
+            d_g = ev.gaussian(x, sigma)
+            ratio = (d - d_g).flatten(1).norm(dim=1) / (x - d).flatten(1).norm(dim=1)
+            out[level] = float(ratio.mean())
+    return out
+
+
+def safe_level(ladder: dict[float, float], tau: float, sigma_max: float) -> float:
+    """The lowest level from which on (upwards) the ladder stays at or below ``tau``."""
+    safe = sigma_max
+    for level in sorted(ladder, reverse=True):
+        if ladder[level] > tau:
+            break
+        safe = level
+    return safe
 
 
 def sweep(ev: Evaluator, solver: str, nfes: tuple[int, ...], skips: tuple[float, ...], frechet: bool) -> dict:
@@ -156,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
     )
     ev.reference()
+    ladder = velocity_error_ladder(ev, LADDER)
+    safe = safe_level(ladder, TAU, ev.sigma_max)
+    logger.info("velocity error ladder: %s; safe level (tau %g): %g", ladder, TAU, safe)
     results = {}
     for s in solvers:
         results[s] = sweep(ev, s, _nfes(ev, s, args.quick), cfg["skips"], frechet=not args.no_frechet)
@@ -173,6 +212,15 @@ def main(argv: list[str] | None = None) -> int:
         f"FD over {cfg['frechet_seeds']} seeds x {cfg['frechet_samples']} samples (mean ± std). "
         "Rows: teleport level (`respace`); 80 = no teleport. Bold: best in the column.",
         "",
+        "Relative velocity error of the warm-start Gaussian, mean `|D - D_G| / |x - D|` over probes "
+        "`x = x0 + sigma eps` (the 359 held-out digits x 4 noise draws; method.md §4.4 step 1):",
+        "",
+        markdown_table(
+            ["sigma", *[f"{lv:g}" for lv in ladder]], [["error", *[f"{v:.2g}" for v in ladder.values()]]]
+        ),
+        "",
+        f"Safe level (lowest level from which on the error stays <= {TAU:g}): **{safe:g}**.",
+        "",
     ]
     for s, r in results.items():
         lines += [f"## `{s}`", "", "Trajectory error:", "", table(r["error"], skips, r["nfe"]), ""]
@@ -184,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
         "reference_steps": args.reference_steps,
         "seconds": time.perf_counter() - start,
+        "velocity_error": {f"{k:g}": v for k, v in ladder.items()},
+        "safe_level": safe,
+        "tau": TAU,
         "results": {
             s: {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in r.items()}
             for s, r in results.items()
