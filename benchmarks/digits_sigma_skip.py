@@ -7,7 +7,10 @@ same NFE re-spaced over ``[0.002, sigma_skip]``), as in the paper's DPM-Solver/U
 takes odd budgets (5, 7, 9, 11: ``2n - 1`` evaluations), the single-evaluation solvers 4, 6, 8, 10.
 Measured with :class:`gaussport.evaluation.Evaluator`: trajectory error on the reported seeds
 (primary) and the Frechet distance (fewer seeds and samples than digits_quality.py: its spread is
-in the JSON and the markdown).
+in the JSON and the markdown). It also reports the warm-start Gaussian's relative velocity error per
+level (:func:`gaussport.evaluation.velocity_error` on the held-out digits) and the safe level of
+method.md §4.4 step 1 (:func:`gaussport.evaluation.safe_level`, tau = 3e-3), to compare the no-sampling
+rule with the measured optimum.
 
 Usage::
 
@@ -36,7 +39,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from gaussport.evaluation import Evaluator, markdown_table, plot_heatmap
+from gaussport.evaluation import Evaluator, markdown_table, plot_heatmap, safe_level, velocity_error
+from gaussport.models import load_digits_test_set
 
 logger = logging.getLogger("gaussport.benchmarks")
 
@@ -67,40 +71,6 @@ def _best_from_quality(out: Path) -> str | None:
         return None
     ranking = json.loads(path.read_text()).get("ranking") or []
     return ranking[0] if ranking else None
-
-
-def velocity_error_ladder(ev: Evaluator, levels: tuple[float, ...], repeats: int = 4) -> dict[float, float]:
-    """The Gaussian's relative velocity error ``|D - D_G| / |x - D|`` (method.md §4.4 step 1).
-
-    Probes ``x = x0 + sigma * eps`` with ``x0`` the held-out test digits (``repeats`` noise draws
-    each); ``D`` is the network, ``D_G`` the warm-start Gaussian's exact denoiser; mean over probes.
-    It needs no sampling and no reference solve: one network call per probe and level.
-    """
-    from gaussport.models import load_digits_test_set
-
-    x0 = load_digits_test_set().images.to(torch.float64).repeat(repeats, 1, 1, 1)
-    gen = torch.Generator().manual_seed(3_000_000)
-    out = {}
-    with torch.no_grad():
-        for level in levels:
-            x = x0 + level * torch.randn(x0.shape, generator=gen, dtype=torch.float64)
-            sigma = torch.full((x.shape[0],), level, dtype=torch.float64)
-            d = ev.denoiser(x.to(ev.device, ev.model_dtype), sigma.to(ev.device, ev.model_dtype))
-            d = d.to("cpu", torch.float64)
-            d_g = ev.gaussian(x, sigma)
-            ratio = (d - d_g).flatten(1).norm(dim=1) / (x - d).flatten(1).norm(dim=1)
-            out[level] = float(ratio.mean())
-    return out
-
-
-def safe_level(ladder: dict[float, float], tau: float, sigma_max: float) -> float:
-    """The lowest level from which on (upwards) the ladder stays at or below ``tau``."""
-    safe = sigma_max
-    for level in sorted(ladder, reverse=True):
-        if ladder[level] > tau:
-            break
-        safe = level
-    return safe
 
 
 def sweep(ev: Evaluator, solver: str, nfes: tuple[int, ...], skips: tuple[float, ...], frechet: bool) -> dict:
@@ -192,8 +162,10 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
     )
     ev.reference()
-    ladder = velocity_error_ladder(ev, LADDER)
-    safe = safe_level(ladder, TAU, ev.sigma_max)
+    ladder = velocity_error(
+        ev.denoiser, ev.gaussian, load_digits_test_set().images, LADDER, repeats=4, seed=3_000_000
+    )
+    safe = safe_level(ladder, TAU)
     logger.info("velocity error ladder: %s; safe level (tau %g): %g", ladder, TAU, safe)
     results = {}
     for s in solvers:
