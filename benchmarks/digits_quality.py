@@ -475,6 +475,22 @@ def plot_best(run: Run, solvers: list[str], path: Path) -> bool:
     return plot_quality(series, path, title="best solvers on the digits model: with and without teleport")
 
 
+def sample_panels(ev: Evaluator, nfe: int, best: str, best_plain: str, level: float, path: Path) -> bool:
+    """The first 32 seeds: exact endpoints; the best plain solver; the best teleported solver with and
+    without its teleport (all at ``nfe``)."""
+    seeds = ev.seeds[:32]
+    panels = [("exact ODE endpoint", ev.reference(seeds))]
+    for solver, teleport in ((best_plain, "none"), (best, "none"), (best, "respace")):
+        if teleport == "none" and panels[-1][0].startswith(f"{solver}, "):
+            continue
+        e = ev.evaluate(
+            solver, nfe, teleport=teleport, sigma_skip=level if teleport != "none" else None, seeds=seeds
+        )
+        where = "no teleport" if teleport == "none" else f"teleport to {level:g}"
+        panels.append((f"{solver}, NFE {e.nfe}, {where}: error {e.error:.3g}", e.samples))
+    return save_sample_panels(panels, path)
+
+
 # ---------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -608,21 +624,11 @@ def main(argv: list[str] | None = None) -> int:
     plot_all(run, out / "digits-quality-all.png")
     focus = run.ranking("calibrated")[: max(3, cfg["best_few"])]
     plot_best(run, focus, out / "digits-quality-best.png")
-    # Samples of the same seeds: exact endpoint, best solver at NFE 6 with and without teleport.
     n6 = 6 if 6 in cfg["nfes"] else cfg["nfes"][0]
-    b = focus[0]
-    k = min(32, cfg["seeds"])
-    save_sample_panels(
-        [
-            ("exact ODE endpoint", ev.reference()[:k]),
-            (f"{b}, NFE {n6}, no teleport", run.results[(b, "none", n6)].samples[:k]),
-            (
-                f"{b}, NFE {n6}, teleport to {run.results[(b, 'calibrated', n6)].sigma_skip:g}",
-                run.results[(b, "calibrated", n6)].samples[:k],
-            ),
-        ],
-        out / "digits-samples.png",
-    )
+    best = min(cfg["solvers"], key=lambda s: run.results[(s, "calibrated", n6)].error)
+    best_plain = min(cfg["solvers"], key=lambda s: run.results[(s, "none", n6)].error)
+    level = run.results[(best, "calibrated", n6)].sigma_skip
+    sample_panels(ev, n6, best, best_plain, level, out / "digits-samples.png")
     print(text)
     logger.info("wrote %s (%.0f s)", out, time.perf_counter() - start)
     return 0
