@@ -66,6 +66,8 @@ __all__ = [
     "Evaluator",
     "TELEPORTS",
     "nfe_to_reach",
+    "velocity_error",
+    "safe_level",
     "markdown_table",
     "plot_quality",
     "plot_heatmap",
@@ -667,6 +669,66 @@ def nfe_to_reach(nfes: Sequence[int], errors: Sequence[float], level: float) -> 
             f = (math.log(e0) - math.log(level)) / (math.log(e0) - math.log(e))
             return math.exp(math.log(n0) + f * (math.log(n) - math.log(n0)))
     return math.inf
+
+
+def velocity_error(
+    denoiser: Callable[[Tensor, Tensor], Tensor],
+    gaussian: Callable[[Tensor, Tensor], Tensor],
+    data: Tensor,
+    levels: Iterable[float],
+    *,
+    repeats: int = 1,
+    seed: int = 0,
+    model_dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> dict[float, float]:
+    """The warm start's relative velocity error per noise level (method.md §4.4 step 1).
+
+    For probes ``x = x0 + sigma * eps`` (``x0`` the rows of ``data``, ``repeats`` noise draws each,
+    one generator seeded with ``seed`` for all levels in the order given) it returns the mean over
+    probes of ``|D(x) - D_G(x)| / |x - D(x)|``: the relative error of the PF-ODE velocity
+    ``(x - D) / sigma`` when the Gaussian's denoiser ``D_G`` replaces the model's ``D`` (equal to
+    ``sqrt(1 - EV)`` of the score). It needs one model call per probe and level, no sampling and no
+    reference solve. Probes and ``D_G`` are float64 on the CPU; the model runs in ``model_dtype``
+    on ``device``.
+
+    Raises:
+        ValueError: for no levels, a level <= 0, ``repeats < 1`` or empty ``data``.
+    """
+    chosen = [float(v) for v in levels]
+    if not chosen or any(not (v > 0.0 and math.isfinite(v)) for v in chosen):
+        raise ValueError(f"levels must be positive finite noise levels (at least one); got {chosen}.")
+    if repeats < 1 or data.shape[0] == 0:
+        raise ValueError(f"need at least one data row and repeats >= 1; got {data.shape[0]} rows, {repeats}.")
+    x0 = data.detach().to("cpu", torch.float64).repeat(repeats, *([1] * (data.dim() - 1)))
+    gen = torch.Generator().manual_seed(int(seed))
+    where = torch.device(device) if device is not None else torch.device("cpu")
+    out: dict[float, float] = {}
+    with torch.no_grad():
+        for level in chosen:
+            x = x0 + level * torch.randn(x0.shape, generator=gen, dtype=torch.float64)
+            sigma = torch.full((x.shape[0],), level, dtype=torch.float64)
+            d = denoiser(x.to(where, model_dtype), sigma.to(where, model_dtype)).to("cpu", torch.float64)
+            d_g = gaussian(x, sigma).to("cpu", torch.float64)
+            ratio = (d - d_g).flatten(1).norm(dim=1) / (x - d).flatten(1).norm(dim=1)
+            out[level] = float(ratio.mean())
+    return out
+
+
+def safe_level(errors: dict[float, float], tau: float = 3e-3) -> float:
+    """The lowest level from which on, upwards, ``errors[level] <= tau`` (method.md §4.4 step 1).
+
+    ``errors`` as returned by :func:`velocity_error`. Returns ``inf`` when even the highest level
+    exceeds ``tau`` (no level is safe: do not teleport without calibrating).
+    """
+    if not errors:
+        raise ValueError("errors is empty; pass velocity_error(...) of at least one level.")
+    safe = math.inf
+    for level in sorted(errors, reverse=True):
+        if not errors[level] <= tau:
+            break
+        safe = float(level)
+    return safe
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
