@@ -807,7 +807,7 @@ def plot_quality(series: Sequence[Series], path: str | os.PathLike[str], *, titl
         ax2.set_xscale("log")
         ax2.set_yscale("log")
         ax2.set_xlabel("denoiser evaluations (NFE)")
-        ax2.set_ylabel("Frechet distance to held-out digits (mean +- std over seeds)")
+        ax2.set_ylabel("Frechet distance (mean +- std over seeds)")
     for a in axes[0]:
         a.set_xticks(nfes)
         a.xaxis.set_major_formatter(ScalarFormatter())
@@ -816,7 +816,8 @@ def plot_quality(series: Sequence[Series], path: str | os.PathLike[str], *, titl
         a.legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    # Leave the top strip to the title, or tight_layout lets the axes' labels run into it.
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, 0.95) if title else (0.0, 0.0, 1.0, 1.0))
     fig.savefig(path)
     plt.close(fig)
     return True
@@ -889,12 +890,15 @@ def save_sample_panels(
     plt = _pyplot()
     if plt is None:
         return False
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), dpi=110, squeeze=False)
+    rows = max(math.ceil(images.shape[0] / columns) for _, images in panels)
+    # Panels keep the canvas' aspect (rows x columns of 9-pixel cells), plus room for two title lines.
+    height = 3.2 * (rows * 9 + 1) / (columns * 9 + 1) + (0.9 if title else 0.6)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), height), dpi=110, squeeze=False)
     for ax, (name, images) in zip(axes[0], panels, strict=True):
         x = images.detach().to("cpu", torch.float32).clamp(-1.0, 1.0)
         n = x.shape[0]
-        rows = math.ceil(n / columns)
-        canvas = torch.full((rows * 9 + 1, columns * 9 + 1), -0.7)  # 1-pixel light-grey separators
+        # 1-pixel light-grey separators between the digits
+        canvas = torch.full((math.ceil(n / columns) * 9 + 1, columns * 9 + 1), -0.7)
         for k in range(n):
             r, c = divmod(k, columns)
             canvas[1 + 9 * r : 9 + 9 * r, 1 + 9 * c : 9 + 9 * c] = x[k].reshape(x.shape[-2], x.shape[-1])[
@@ -905,7 +909,7 @@ def save_sample_panels(
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - 0.3 / height) if title else (0.0, 0.0, 1.0, 1.0))
     fig.savefig(path)
     plt.close(fig)
     return True
