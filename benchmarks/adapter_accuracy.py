@@ -24,6 +24,8 @@ from gaussport.analytic import Gaussian
 from gaussport.testing import gaussian_of_shape
 from gaussport.testing.diffusers import (
     flow_exact,
+    text_free_sd3_pipeline,
+    text_free_sd_pipeline,
     tiny_cond_unet,
     tiny_sd3_transformer,
     tiny_unet,
@@ -70,17 +72,7 @@ def main() -> None:
     g.save(tmp / "sd.npz")
     model = vp_exact(g, base.alphas_cumprod)
     unet.forward = model
-    pipe = diffusers.StableDiffusionPipeline(
-        vae=vae,
-        unet=unet,
-        scheduler=base,
-        text_encoder=None,
-        tokenizer=None,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
+    pipe = text_free_sd_pipeline(unet, vae, base)
     z = torch.randn(8, 4, 8, 8, generator=torch.Generator().manual_seed(1))
     pe = torch.randn(8, 3, 8)
     smax = float(((1 - base.alphas_cumprod) / base.alphas_cumprod)[-1].sqrt())
@@ -148,18 +140,7 @@ def main() -> None:
     # StableDiffusion3Pipeline (flow matching, starts at t = 1: one discarded call)
     tr = tiny_sd3_transformer()
     fm = diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0)
-    sd3 = diffusers.StableDiffusion3Pipeline(
-        transformer=tr,
-        scheduler=fm,
-        vae=vae,
-        text_encoder=None,
-        tokenizer=None,
-        text_encoder_2=None,
-        tokenizer_2=None,
-        text_encoder_3=None,
-        tokenizer_3=None,
-    )
-    sd3.set_progress_bar_config(disable=True)
+    sd3 = text_free_sd3_pipeline(tr, vae, fm)
     model3 = flow_exact(g, time_scale=1000.0)
     tr.forward = model3
     exact3 = from_noise(g, z.double(), 0.0)

@@ -41,17 +41,15 @@ import argparse
 import json
 import logging
 import math
-import os
 import platform
 import statistics
 import sys
 import time
-import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from _common import endpoint_cache_dir, k_diffusion_sampler
 
 import gaussport
 from gaussport.evaluation import (
@@ -100,32 +98,6 @@ PEERS = {
 }
 SAME_FORMULA = {"sample_euler", "sample_heun", "sample_lms", "sample_dpmpp_2m", "sample_dpmpp_2s_ancestral"}
 SAME_FORMULA |= {"sample_dpmpp_3m_sde"}
-
-
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "gaussport" / "digits-endpoints"
-
-
-def k_diffusion_sampler(fn_name: str, **kwargs: Any) -> Callable[..., torch.Tensor] | None:
-    """``sampler(denoiser, x, grid)`` for a k-diffusion sampler, or ``None`` if it is not installed."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import k_diffusion.sampling as ks
-    except ImportError:
-        return None
-    fn = getattr(ks, fn_name)
-
-    def run(denoiser: Callable[..., torch.Tensor], x: torch.Tensor, grid: tuple[float, ...]) -> torch.Tensor:
-        extra = dict(kwargs)
-        if "eta" in extra:  # deterministic: eta = 0 multiplies the noise by 0; never draw any
-            extra["noise_sampler"] = lambda s, t: torch.zeros_like(x)
-        with torch.random.fork_rng():  # some k-diffusion samplers touch the global RNG
-            sigmas = torch.tensor(grid, dtype=x.dtype, device=x.device)
-            return fn(denoiser, x.clone(), sigmas, disable=True, **extra)
-
-    return run
 
 
 def _geomean(values: list[float]) -> float:
@@ -503,7 +475,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--reference-steps", type=int, default=10, help="RK4 steps per unit of lambda")
     parser.add_argument("--no-peers", action="store_true", help="skip the k-diffusion peers")
-    parser.add_argument("--cache-dir", default=str(_cache_dir()), help="exact-endpoint cache ('' = none)")
+    parser.add_argument(
+        "--cache-dir", default=str(endpoint_cache_dir()), help="exact-endpoint cache ('' = none)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--progress", action="store_true", help="show a progress bar")

@@ -29,7 +29,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import platform
 import sys
 import time
@@ -38,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _common import endpoint_cache_dir
 
 from gaussport.evaluation import Evaluator, markdown_table, plot_heatmap, safe_level, velocity_error
 from gaussport.models import load_digits_test_set
@@ -52,11 +52,6 @@ LADDER = (0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 40.0, 80.0)
 TAU = 3e-3  # method.md §4.4: the safe level's threshold on the relative velocity error
 FULL = {"seeds": 128, "frechet_seeds": 2, "frechet_samples": 200, "skips": SIGMA_SKIPS}
 QUICK = {"seeds": 16, "frechet_seeds": 2, "frechet_samples": 100, "skips": (1.0, 2.0, 5.0, 20.0, 80.0)}
-
-
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "gaussport" / "digits-endpoints"
 
 
 def _nfes(ev: Evaluator, solver: str, quick: bool) -> tuple[int, ...]:
@@ -139,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--best", help="one more solver (default: the best of <out>/digits_quality.json)")
     parser.add_argument("--no-frechet", action="store_true", help="trajectory error only")
     parser.add_argument("--reference-steps", type=int, default=10, help="RK4 steps per unit of lambda")
-    parser.add_argument("--cache-dir", default=str(_cache_dir()), help="exact-endpoint cache ('' = none)")
+    parser.add_argument(
+        "--cache-dir", default=str(endpoint_cache_dir()), help="exact-endpoint cache ('' = none)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from _common import k_diffusion_sampler
 
 import gaussport
 from gaussport import grids, schedules
@@ -103,22 +104,8 @@ def _ours(name: str, label: str | None = None, **options: object) -> Method:
 
 
 def _k_diffusion(fn_name: str, label: str, per_step: int = 1, **kwargs: object) -> Method | None:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import k_diffusion.sampling as ks
-    except ImportError:
-        return None
-    fn = getattr(ks, fn_name)
-
-    def run(target: GaussianMixture, x: torch.Tensor, sigmas: tuple[float, ...]) -> torch.Tensor:
-        extra = dict(kwargs)
-        if "eta" in extra:  # deterministic: never draw noise (eta = 0 multiplies it by 0 anyway)
-            extra["noise_sampler"] = lambda s, t: torch.zeros_like(x)
-        with torch.random.fork_rng():  # some k-diffusion samplers draw from the global RNG
-            return fn(target, x.clone(), torch.tensor(sigmas, dtype=x.dtype), disable=True, **extra)
-
-    return Method(label, "k-diffusion", run, per_step)
+    run = k_diffusion_sampler(fn_name, **kwargs)
+    return None if run is None else Method(label, "k-diffusion", run, per_step)
 
 
 def _table_schedule() -> schedules.VPDiscrete:

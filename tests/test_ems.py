@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import pickle
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -21,15 +20,6 @@ from gaussport.analytic import Dense, Diagonal, Gaussian, LowRankPlusIsotropic
 from gaussport.ems import EMS, EMSEstimator, analytic_ems, estimate_ems
 from gaussport.ems._quadrature import psi, step_integrals
 from gaussport.testing import gaussians, random_gaussian
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # Thousands of tiny float64 ops: a second intra-op thread only adds synchronisation.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ----------------------------------------------------------------------------- dense oracle

@@ -20,7 +20,15 @@ from gaussport.analytic import Gaussian
 from gaussport.solvers import History, SingleEvaluationSolver, register
 from gaussport.solvers import registry as solver_registry
 from gaussport.testing import gaussian_of_shape
-from gaussport.testing.diffusers import ExactForward, flow_exact, tiny_sd3_transformer, tiny_unet, vp_exact
+from gaussport.testing.diffusers import (
+    ExactForward,
+    flow_exact,
+    text_free_sd3_pipeline,
+    text_free_sd_pipeline,
+    tiny_sd3_transformer,
+    tiny_unet,
+    vp_exact,
+)
 
 diffusers = pytest.importorskip("diffusers")
 from gaussport.adapters.diffusers import GaussportScheduler  # noqa: E402  (needs diffusers)
@@ -148,18 +156,7 @@ def sd_pipe(tiny_cond_unet: Any, tiny_vae: Any) -> Any:
     base = diffusers.EulerDiscreteScheduler(
         beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1
     )
-    pipe = diffusers.StableDiffusionPipeline(
-        vae=tiny_vae,
-        unet=tiny_cond_unet,
-        scheduler=base,
-        text_encoder=None,
-        tokenizer=None,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return text_free_sd_pipeline(tiny_cond_unet, tiny_vae, base)
 
 
 def _sd_run(pipe: Any, scheduler: Any, n: int, latents: Tensor, guidance: float = 1.0) -> Tensor:
@@ -291,18 +288,7 @@ def test_ddim_pipeline_after_construction(ddpm_setup: tuple[Any, ExactForward, G
 def test_flow_matching_pipeline(tiny_vae: Any, tmp_path: Any) -> None:
     transformer = tiny_sd3_transformer()
     base = diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0)
-    pipe = diffusers.StableDiffusion3Pipeline(
-        transformer=transformer,
-        scheduler=base,
-        vae=tiny_vae,
-        text_encoder=None,
-        tokenizer=None,
-        text_encoder_2=None,
-        tokenizer_2=None,
-        text_encoder_3=None,
-        tokenizer_3=None,
-    )
-    pipe.set_progress_bar_config(disable=True)
+    pipe = text_free_sd3_pipeline(transformer, tiny_vae, base)
     pe, pooled = torch.randn(2, 5, 32), torch.randn(2, 64)
     z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from gaussport.models.train import DenoiserConfig, _lr_at, stratified_split, train_denoiser
@@ -31,17 +30,6 @@ def test_learning_rate_schedule() -> None:
     assert abs(_lr_at(100, cfg) - 0.1) < 1e-12  # ends at final_lr_fraction * lr
 
 
-@pytest.fixture
-def one_thread():
-    # Tiny networks gain nothing from threads, and on a shared 2-core machine OpenMP workers waiting
-    # for each other make each of the ~300 ops per step cost a scheduler time slice.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.mark.usefixtures("one_thread")
 def test_train_denoiser_is_reproducible_and_leaves_the_global_rng_alone() -> None:
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(40, 1, 8, 8, generator=gen) * 2 - 1

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,15 +23,6 @@ from gaussport.solvers import get
 from gaussport.testing import CountingDenoiser, anisotropic_gaussian, random_gaussian
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "dpm_solver_v3_official.npz"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # Thousands of tiny float64 ops: a second intra-op thread only adds synchronisation.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from ..analytic import Gaussian, GaussianMixture
+from ..analytic.mixture import same_shape_gaussians
 from ._teleport import check_sample_shape, gaussian_from_noise
 
 __all__ = ["ClassifierFreeGuidance", "ClassConditionalGaussian", "PerSampleGaussian"]
@@ -163,15 +164,8 @@ class ClassConditionalGaussian:
     """
 
     def __init__(self, gaussians: Sequence[Gaussian], *, label_key: str = "class_labels") -> None:
-        comps = tuple(gaussians)
-        if not comps:
-            raise ValueError("a ClassConditionalGaussian needs at least one class Gaussian.")
+        comps = same_shape_gaussians(gaussians, "a ClassConditionalGaussian (item k = class k)")
         shape = comps[0].shape
-        for k, g in enumerate(comps):
-            if not isinstance(g, Gaussian):
-                raise TypeError(f"class {k}: expected a gaussport Gaussian, got {type(g).__name__}.")
-            if g.shape != shape:
-                raise ValueError(f"class {k} has sample shape {g.shape}; class 0 has {shape}.")
         self.gaussians = comps
         self.label_key = label_key
         self._shape = shape

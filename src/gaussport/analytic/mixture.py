@@ -30,6 +30,23 @@ FORMAT_VERSION = 1
 __all__ = ["GaussianMixture", "anisotropic_mixture"]
 
 
+def same_shape_gaussians(gaussians: Sequence[Gaussian], what: str) -> tuple[Gaussian, ...]:
+    """The Gaussians as a tuple, checked: at least one, each a :class:`Gaussian`, one sample shape.
+
+    ``what`` names the owner in the errors (e.g. ``"a GaussianMixture"``, ``"component"``).
+    """
+    comps = tuple(gaussians)
+    if not comps:
+        raise ValueError(f"{what} needs at least one Gaussian.")
+    shape = comps[0].shape
+    for k, g in enumerate(comps):
+        if not isinstance(g, Gaussian):
+            raise TypeError(f"{what}: item {k} is a {type(g).__name__}, not a gaussport Gaussian.")
+        if g.shape != shape:
+            raise ValueError(f"{what}: item {k} has sample shape {g.shape}; item 0 has {shape}.")
+    return comps
+
+
 class GaussianMixture:
     """A mixture of :class:`Gaussian` components of one sample shape; an exact denoiser.
 
@@ -41,15 +58,8 @@ class GaussianMixture:
     def __init__(
         self, components: Sequence[Gaussian], weights: Tensor | Sequence[float] | None = None
     ) -> None:
-        comps = tuple(components)
-        if not comps:
-            raise ValueError("a GaussianMixture needs at least one component.")
+        comps = same_shape_gaussians(components, "a GaussianMixture")
         shape = comps[0].shape
-        for k, c in enumerate(comps):
-            if not isinstance(c, Gaussian):
-                raise TypeError(f"component {k} is a {type(c).__name__}, not a gaussport Gaussian.")
-            if c.shape != shape:
-                raise ValueError(f"component {k} has sample shape {c.shape}; component 0 has {shape}.")
         w = (
             torch.ones(len(comps), dtype=torch.float64)
             if weights is None

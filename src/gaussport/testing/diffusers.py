@@ -37,6 +37,8 @@ __all__ = [
     "tiny_cond_unet",
     "tiny_vae",
     "tiny_sd3_transformer",
+    "text_free_sd_pipeline",
+    "text_free_sd3_pipeline",
 ]
 
 
@@ -198,3 +200,38 @@ def tiny_sd3_transformer(seed: int = 0) -> Any:
         pooled_projection_dim=64,
         out_channels=4,
     ).eval()
+
+
+def text_free_sd_pipeline(unet: Any, vae: Any, scheduler: Any) -> Any:
+    """An unmodified ``StableDiffusionPipeline`` without text encoder, tokenizer or safety checker
+    (call it with ``prompt_embeds=``); progress bar off."""
+    pipe = _diffusers().StableDiffusionPipeline(
+        vae=vae,
+        unet=unet,
+        scheduler=scheduler,
+        text_encoder=None,
+        tokenizer=None,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def text_free_sd3_pipeline(transformer: Any, vae: Any, scheduler: Any) -> Any:
+    """An unmodified ``StableDiffusion3Pipeline`` without its three text encoders and tokenizers
+    (call it with ``prompt_embeds=`` and ``pooled_prompt_embeds=``); progress bar off."""
+    pipe = _diffusers().StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=None,
+        tokenizer=None,
+        text_encoder_2=None,
+        tokenizer_2=None,
+        text_encoder_3=None,
+        tokenizer_3=None,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
