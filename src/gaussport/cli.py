@@ -45,18 +45,25 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         raise ValueError(
             "--steps applies to --target mixture; for the digits model give NFE budgets with --nfe."
         )
-    defaults = demo.DIGITS_DEFAULTS
+    # Options the user left out take run_digits_demo's defaults (the mixture demo has other ones).
+    given = {
+        name: getattr(args, option)
+        for name, option in (
+            ("solvers", "solver"),
+            ("nfes", "nfe"),
+            ("sigma_skip", "sigma_skip"),
+            ("teleport", "teleport"),
+            ("batch", "batch"),
+            ("frechet_samples", "frechet_samples"),
+            ("frechet_seeds", "frechet_seeds"),
+            ("reference_steps", "reference_steps"),
+        )
+        if getattr(args, option) is not None
+    }
     start = time.perf_counter()
     result = demo.run_digits_demo(
-        args.solver or defaults["solvers"],
-        args.nfe or defaults["nfes"],
-        sigma_skip=defaults["sigma_skip"] if args.sigma_skip is None else args.sigma_skip,
-        teleport=args.teleport or defaults["teleport"],
-        batch=defaults["batch"] if args.batch is None else args.batch,
+        **given,
         seed=args.seed,
-        frechet_samples=defaults["frechet_samples"] if args.frechet_samples is None else args.frechet_samples,
-        frechet_seeds=defaults["frechet_seeds"] if args.frechet_seeds is None else args.frechet_seeds,
-        reference_steps=defaults["reference_steps"] if args.reference_steps is None else args.reference_steps,
         device=args.device,
         directory=args.model,
         cache_dir=args.cache_dir,
