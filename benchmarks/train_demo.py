@@ -8,7 +8,7 @@ The same as ``gaussport train-demo --out src/gaussport/data`` (this script only 
 ``OMP_WAIT_POLICY=PASSIVE`` before torch is imported and calls it; ``--help`` lists the options).
 Writes the files listed in ``gaussport.models.train`` plus ``DIGITS_MODEL.md``, whose numbers
 (losses, accuracy, wall time, load average, Frechet-distance reference points) come from this run:
-:func:`gaussport.demo.train_demo_model`.
+:func:`gaussport.models.release.train_demo_model`.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from gaussport import cli, demo
 from gaussport.evaluation import nfe_to_reach
@@ -178,3 +179,24 @@ def test_train_demo_needs_out(capsys: pytest.CaptureFixture[str]) -> None:
         cli.main(["train-demo"])
     assert exc.value.code == 2
     assert "--out" in capsys.readouterr().err
+
+
+def test_train_demo_writes_a_model_the_loaders_and_the_demo_accept(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # A tiny run of the real pipeline (2 optimiser steps): every file of a release, read back with
+    # the same loaders as the shipped model, and the provenance records the command line.
+    from gaussport.models import load_digits_denoiser, load_digits_gaussian, load_digits_test_set
+
+    out = tmp_path / "model"
+    args = ["--steps", "2", "--batch-size", "16", "--classifier-epochs", "1", "--reference-samples", "8"]
+    assert cli.main(["train-demo", "--out", str(out), *args, "--quiet"]) == 0
+    for name in ("digits_denoiser.safetensors", "digits_classifier.safetensors", "digits_gaussian.npz"):
+        assert (out / name).is_file()
+    provenance = json.loads((out / "digits_provenance.json").read_text())
+    assert provenance["command"].startswith("gaussport train-demo --out")
+    assert "--steps 2" in provenance["command"]
+    assert (out / "DIGITS_MODEL.md").read_text().startswith("#")
+    net, gaussian = load_digits_denoiser(directory=out), load_digits_gaussian(directory=out)
+    test = load_digits_test_set(directory=out)
+    assert gaussian.shape == (1, 8, 8) and test.images.shape[1:] == (1, 8, 8)
+    x = torch.zeros(2, 1, 8, 8)
+    assert net(x, torch.full((2,), 1.0)).shape == x.shape

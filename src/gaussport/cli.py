@@ -122,7 +122,7 @@ def _mixture_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_demo(args: argparse.Namespace) -> int:
-    from . import demo
+    from .models import release
 
     if args.device not in (None, "cpu"):
         raise ValueError(
@@ -136,7 +136,7 @@ def _cmd_train_demo(args: argparse.Namespace) -> int:
             )
     command = "gaussport " + " ".join(shlex.quote(a) for a in args.argv)
     start = time.perf_counter()
-    provenance = demo.train_demo_model(
+    provenance = release.train_demo_model(
         args.out,
         seed=args.seed,
         steps=args.steps,
