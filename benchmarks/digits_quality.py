@@ -14,7 +14,7 @@ Every registered solver runs three ways at every NFE:
 
 * ``none``: no teleport (DPM-Solver-v3 gets the analytic EMS of the same Gaussian, see the
   evaluation module, so that the comparison isolates the teleport);
-* ``calibrated``: teleport (``schedule="respace"``: the exact Gaussian flow from 80 to sigma_skip,
+* ``calibrated``: teleport (``teleport="respace"``: the exact Gaussian flow from 80 to sigma_skip,
   the same NFE re-spaced below it) to the level chosen by ``Evaluator.calibrate`` -- the candidate
   with the lowest trajectory error on *calibration seeds disjoint from the reported seeds*, per
   solver and NFE (method.md §4.4 step 2). The reported numbers never see the calibration seeds,
@@ -262,7 +262,7 @@ def report(run: Run, acc: dict[str, Any], meta: dict[str, Any]) -> str:
         f"(100000..), disjoint. Exact endpoints: RK4 in lambda, {meta['reference_steps']} steps per unit; "
         f"against twice the steps: {meta['reference_accuracy']:.1e} RMS. Frechet distance: "
         f"{cfg['frechet_seeds']} seeds x {cfg['frechet_samples']} samples against the held-out digits "
-        "(mean ± sample std over seeds). Teleport: `schedule='respace'`; calibrated level = best of "
+        "(mean ± sample std over seeds). Teleport: `teleport='respace'`; calibrated level = best of "
         f"{list(cfg['candidates'])} on the calibration seeds, per solver and NFE; fixed level "
         f"{run.fixed_level:g}.",
         "",

@@ -2,7 +2,7 @@
 
 The digits analogue of the paper's heat maps (method.md §3, family B): rows are teleport levels
 ``sigma_skip`` (the last row, 80 = sigma_max, is the plain solver), columns are NFE budgets; the
-teleport is ``schedule="respace"`` (the exact Gaussian flow from 80 to ``sigma_skip``, then the
+teleport is ``teleport="respace"`` (the exact Gaussian flow from 80 to ``sigma_skip``, then the
 same NFE re-spaced over ``[0.002, sigma_skip]``), as in the paper's DPM-Solver/UniPC runs. Heun
 takes odd budgets (5, 7, 9, 11: ``2n - 1`` evaluations), the single-evaluation solvers 4, 6, 8, 10.
 Measured with :class:`gaussport.evaluation.Evaluator`: trajectory error on the reported seeds

@@ -3,7 +3,7 @@
 Targets are analytic Gaussian mixtures (exact denoisers), so the exact endpoint of every trajectory
 is known from a high-accuracy reference solve (RK4 in lambda, :func:`gaussport.reference_solve`,
 checked against a run with twice the steps). Every gaussport solver runs plain and after a teleport
-(:func:`gaussport.sample` with the mixture's moment-matched Gaussian, ``schedule="respace"``: same
+(:func:`gaussport.sample` with the mixture's moment-matched Gaussian, ``teleport="respace"``: same
 NFE), and the peers run in the same process on identical grids: k-diffusion's samplers and
 diffusers' UniPC / DPM-Solver++ schedulers (through an exact epsilon model built with
 :class:`gaussport.schedules.NativeModel`; their sigmas and timesteps are set to the benchmark grid
@@ -260,7 +260,7 @@ def run_target(
                             method.solver,
                             warm_start=gaussian,
                             sigma_skip=skips[family_name][nfe],
-                            schedule="respace",
+                            teleport="respace",
                             disable=True,
                             **(method.options or {}),
                             **extra,
@@ -335,7 +335,7 @@ def calibrate_teleport(
                 solver,
                 warm_start=gaussian,
                 sigma_skip=skip,
-                schedule="respace",
+                teleport="respace",
                 disable=True,
             ).x
             errors[skip].append(_rms(out, exact))

@@ -178,7 +178,7 @@ def compare_solvers(
                 solver,
                 warm_start=gaussian,
                 sigma_skip=sigma_skip,
-                schedule="respace",
+                teleport="respace",
                 dtype=torch.float64,
                 model_dtype=model_dtype,
                 disable=True,

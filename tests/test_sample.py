@@ -56,14 +56,14 @@ def test_respace_keeps_steps_and_nfe() -> None:
     x = g.sample(4, 80.0, torch.Generator().manual_seed(0), dtype=torch.float64)
     plain = gaussport.solve(g, x, sig, "heun", disable=True)
     warm = gaussport.sample(
-        g, x, sig, "heun", warm_start=g, sigma_skip=10.0, schedule="respace", disable=True
+        g, x, sig, "heun", warm_start=g, sigma_skip=10.0, teleport="respace", disable=True
     )
     assert warm.nfe == plain.nfe and len(warm.sigmas) == len(sig)
     assert warm.sigmas == pytest.approx(grids.karras(10, 0.002, 10.0), rel=1e-9)
     exact = g.flow(x, 80.0, 0.0)
     assert _rel(warm.x, exact) < _rel(plain.x, exact)
     family = gaussport.sample(
-        g, x, sig, "heun", warm_start=g, sigma_skip=10.0, schedule=grids.Exponential(), disable=True
+        g, x, sig, "heun", warm_start=g, sigma_skip=10.0, teleport=grids.Exponential(), disable=True
     )
     assert family.sigmas == pytest.approx(grids.exponential(10, 0.002, 10.0), rel=1e-12)
 
@@ -86,18 +86,17 @@ def test_sample_without_warm_start_is_solve_and_bad_input() -> None:
     g = random_gaussian([1.0, 0.1], seed=0)
     sig = grids.karras(5, 0.01, 10.0)
     x = g.sample(2, 10.0, torch.Generator().manual_seed(0), dtype=torch.float64)
-    assert torch.equal(
-        gaussport.sample(g, x, sig, "heun", disable=True).x,
-        gaussport.solve(g, x, sig, "heun", disable=True).x,
-    )
+    with pytest.warns(DeprecationWarning, match=r"use gaussport.solve"):
+        deprecated = gaussport.sample(g, x, sig, "heun", disable=True).x
+    assert torch.equal(deprecated, gaussport.solve(g, x, sig, "heun", disable=True).x)
     with pytest.raises(ValueError, match="outside the grid"):
         gaussport.sample(g, x, sig, warm_start=g, sigma_skip=11.0, disable=True)
     with pytest.raises(ValueError, match="needs sigma_skip"):
         gaussport.sample(g, x, sig, warm_start=g, disable=True)
     with pytest.raises(ValueError, match="without warm_start"):
         gaussport.sample(g, x, sig, sigma_skip=1.0, disable=True)
-    with pytest.raises(ValueError, match="schedule must be"):
-        gaussport.sample(g, x, sig, warm_start=g, sigma_skip=1.0, schedule="shrink", disable=True)
+    with pytest.raises(ValueError, match="teleport must be"):
+        gaussport.sample(g, x, sig, warm_start=g, sigma_skip=1.0, teleport="shrink", disable=True)
     with pytest.raises(TypeError, match="flow"):
         gaussport.sample(g, x, sig, warm_start=object(), sigma_skip=1.0, disable=True)
     with pytest.raises(ValueError, match="sample shape"):

@@ -2,7 +2,8 @@
 
 A registry of probability-flow-ODE solvers behind one denoiser protocol, and an analytic warm
 start ("teleportation") that replaces the first part of a sampling trajectory by the exact ODE
-solution for a Gaussian fitted to the data. Conventions: docs/conventions.md.
+solution for a Gaussian fitted to the data. Conventions: docs/conventions.md; where things live:
+docs/architecture.md.
 
 Example:
     >>> import torch, gaussport
@@ -20,7 +21,7 @@ import logging as _logging
 from . import analytic, ems, grids, schedules, solvers
 from .denoiser import Denoiser, DenoiserCall, FlowMap
 from .reference import reference_solve
-from .solve import Callback, Solution, StepInfo, sample, solve
+from .sampling import Callback, Solution, StepInfo, sample, solve
 
 __version__ = "0.1.0"
 

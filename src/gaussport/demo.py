@@ -27,9 +27,9 @@ Gaussian. For each grid size it reports the error to the exact endpoint of
 
 * plain Heun on a Karras grid (``2n - 1`` evaluations for ``n`` steps),
 * Heun after a teleport to ``sigma_skip`` with the same number of steps re-spaced below it
-  (same evaluations: ``schedule="respace"``),
+  (same evaluations: ``teleport="respace"``),
 * Heun after a teleport onto the largest grid level at or below ``sigma_skip``, keeping the grid
-  below it (fewer evaluations: ``schedule="truncate"``, the paper's Heun setting).
+  below it (fewer evaluations: ``teleport="truncate"``, the paper's Heun setting).
 
 :func:`train_demo_model` (``gaussport train-demo``, ``benchmarks/train_demo.py``) retrains the
 digits model into a directory that the loaders and ``gaussport demo --model`` accept.
@@ -64,7 +64,7 @@ from .evaluation import (
     save_sample_panels,
 )
 from .reference import reference_solve
-from .solve import sample, solve
+from .sampling import sample, solve
 from .solvers import get as get_solver
 
 __all__ = [
@@ -434,7 +434,7 @@ def run_mixture_demo(
             solver,
             warm_start=gaussian,
             sigma_skip=sigma_skip,
-            schedule="respace",
+            teleport="respace",
             disable=True,
         )
         on_grid = max(s for s in sigmas if s <= sigma_skip)
@@ -445,7 +445,7 @@ def run_mixture_demo(
             solver,
             warm_start=gaussian,
             sigma_skip=on_grid,
-            schedule="truncate",
+            teleport="truncate",
             disable=True,
         )
         rows.append(

@@ -36,7 +36,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import math
@@ -55,7 +54,7 @@ from . import grids as _grids
 from ._checks import Grid, as_grid
 from .metrics import FrechetSummary, TrajectoryError, frechet_over_seeds, trajectory_error
 from .reference import reference_solve
-from .solve import Solution, sample, solve
+from .sampling import Solution, sample, solve, with_warm_start_statistics
 from .solvers import Solver
 from .solvers import get as get_solver
 
@@ -258,7 +257,7 @@ class Evaluator:
         self.fingerprint = fingerprint if fingerprint is not None else _fingerprint(denoiser)
         self.disable = disable
         self._endpoints: dict[int, Tensor] = {}
-        self._ems: dict[tuple[float, float], Any] = {}
+        self._ems: dict[tuple[float, float, int], Any] = {}  # analytic EMS of the Gaussian, by range
         self.reference_seconds = 0.0
         self._load_cache()
 
@@ -461,21 +460,6 @@ class Evaluator:
             raise TypeError("solver options can only be given with a solver name.")
         return solver, None
 
-    def _with_statistics(self, solver_obj: Solver, budget: Budget, teleport: str) -> Solver:
-        """Give an EMS-based solver (``ems=None``) the analytic EMS of the Gaussian when no teleport
-        hands it over (module docstring)."""
-        if teleport != "none" or getattr(solver_obj, "ems", "absent") is not None or self.gaussian is None:
-            return solver_obj
-        from .ems import analytic_ems
-
-        positive = [s for s in budget.solver_grid if s > 0.0]
-        if len(positive) < 2:
-            return solver_obj
-        key = (positive[-1], positive[0])
-        if key not in self._ems:
-            self._ems[key] = analytic_ems(self.gaussian, sigma_min=key[0], sigma_max=key[1])
-        return dataclasses.replace(solver_obj, ems=self._ems[key])  # type: ignore[type-var]
-
     def run(
         self,
         solver: Solver | str,
@@ -487,14 +471,15 @@ class Evaluator:
     ) -> Solution:
         """Sample from ``x`` (at ``sigma_max``) on ``budget`` -- the one sampling call of the harness."""
         solver_obj, _ = self._solver(solver, options)
-        solver_obj = self._with_statistics(solver_obj, budget, teleport)
         with torch.no_grad():
             if teleport == "none":
+                # The Gaussian's analytic EMS also without a teleport, so that "with/without
+                # teleport" compares the teleport only (module docstring).
                 return solve(
                     self.denoiser,
                     x,
                     budget.grid,
-                    solver_obj,
+                    with_warm_start_statistics(solver_obj, self.gaussian, budget.grid, cache=self._ems),
                     model_dtype=self.model_dtype,
                     disable=self.disable,
                 )
@@ -505,7 +490,7 @@ class Evaluator:
                 solver_obj,
                 warm_start=self.gaussian,
                 sigma_skip=self._check_teleport(teleport, sigma_skip),
-                schedule=teleport,
+                teleport=teleport,
                 model_dtype=self.model_dtype,
                 disable=self.disable,
             )

@@ -234,6 +234,6 @@ def respace(sigmas: Tensor | Sequence[float], sigma_start: float, family: GridFa
             raise ValueError(
                 "cannot tell which family this grid belongs to (not Karras, exponential or "
                 "polyexponential); pass family=gaussport.grids.Karras(rho=...) or similar, or use "
-                "schedule='truncate'."
+                "teleport='truncate'."
             )
     return family(len(positive), sigma_min, sigma_start, append_zero=zero)

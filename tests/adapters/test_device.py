@@ -1,6 +1,6 @@
 """Device behaviour of the adapters: torch.compile-friendly denoisers (CPU) and sync-free loops (CUDA).
 
-The GPU tests run the solver loop (``gaussport.solve._integrate``, the one step loop) and the
+The GPU tests run the solver loop (``gaussport.loop.integrate``, the one step loop) and the
 scheduler's steps under ``torch.cuda.set_sync_debug_mode("error")``: any host synchronisation inside
 them raises. One-time work before the loop (validating inputs, copying tables to the device, the
 teleport) is done before the mode is switched on. They are skipped without CUDA.
@@ -24,7 +24,7 @@ from gaussport.adapters.flow import RectifiedFlowDenoiser
 from gaussport.adapters.guidance import ClassifierFreeGuidance
 from gaussport.adapters.k_diffusion import KDiffusionDenoiser
 from gaussport.denoiser import DenoiserCall
-from gaussport.solve import _integrate
+from gaussport.loop import integrate
 from gaussport.testing import gaussian_of_shape
 from gaussport.testing.diffusers import tiny_unet
 
@@ -86,7 +86,7 @@ def test_solver_loop_never_synchronises(solver: str, name: str, diffusers_pkg: A
     with torch.no_grad():
         call(x, grid[0])  # warm-up: per-device copies of tables and labels are made once, here
         with no_host_sync():
-            out, _ = _integrate(call, solver_obj, x, grid, None, None, True)
+            out, _ = integrate(call, solver_obj, x, grid, disable=True)
         torch.cuda.synchronize()
     assert out.shape == x.shape and bool(torch.isfinite(out).all())
 

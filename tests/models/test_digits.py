@@ -155,7 +155,7 @@ def test_shipped_denoiser_through_the_edm_adapter(net: DigitsUNet) -> None:
     labels = torch.arange(10).repeat_interleave(10)
     warm = ClassConditionalGaussian.from_mixture(load_digits_class_gaussians())
     sol = edm_sample(
-        net, latents, labels, num_steps=10, warm_start=warm, sigma_skip=5.0, schedule="respace", disable=True
+        net, latents, labels, num_steps=10, warm_start=warm, sigma_skip=5.0, teleport="respace", disable=True
     )
     assert sol.nfe == 19 and sol.teleport is not None
     with torch.no_grad():

@@ -19,6 +19,7 @@ import gaussport
 from gaussport import grids
 from gaussport.analytic import Dense, Gaussian
 from gaussport.ems import EMS, analytic_ems
+from gaussport.sampling import with_warm_start_statistics
 from gaussport.solvers import get
 from gaussport.testing import CountingDenoiser, anisotropic_gaussian, random_gaussian
 
@@ -199,7 +200,7 @@ def test_mid_trajectory_start_is_as_accurate_as_a_full_run_over_the_sub_range() 
             "dpm_solver_v3",
             warm_start=g,
             sigma_skip=skip,
-            schedule="respace",
+            teleport="respace",
             ems=full_range,
             disable=True,
         )
@@ -231,7 +232,7 @@ def test_sample_builds_analytic_ems_from_the_warm_start() -> None:
     x = g.sample(4, 80.0, torch.Generator().manual_seed(2), dtype=torch.float64)
     counter = CountingDenoiser(g)
     auto = gaussport.sample(
-        counter, x, sig, "dpm_solver_v3", warm_start=g, sigma_skip=10.0, schedule="respace", disable=True
+        counter, x, sig, "dpm_solver_v3", warm_start=g, sigma_skip=10.0, teleport="respace", disable=True
     )
     assert auto.nfe == counter.calls == len(sig) - 1  # NFE = steps (the last one is x = D)
     run = auto.sigmas
@@ -243,17 +244,23 @@ def test_sample_builds_analytic_ems_from_the_warm_start() -> None:
         "dpm_solver_v3",
         warm_start=g,
         sigma_skip=10.0,
-        schedule="respace",
+        teleport="respace",
         ems=explicit,
         disable=True,
     )
     assert torch.equal(auto.x, manual.x)
     assert auto.state.ems.source == "analytic"
-    # Cached per Gaussian and grid: a second run reuses the same statistics object.
+    # Nothing is cached behind the caller's back: a second run builds equal statistics anew; a
+    # cache the caller owns is reused.
     again = gaussport.sample(
-        g, x, sig, "dpm_solver_v3", warm_start=g, sigma_skip=10.0, schedule="respace", disable=True
+        g, x, sig, "dpm_solver_v3", warm_start=g, sigma_skip=10.0, teleport="respace", disable=True
     )
-    assert again.state.ems is auto.state.ems
+    assert again.state.ems is not auto.state.ems and torch.equal(again.state.ems.s, auto.state.ems.s)
+    cache: dict = {}
+    solver = gaussport.solvers.get("dpm_solver_v3")
+    first = with_warm_start_statistics(solver, g, run, cache=cache)
+    assert list(cache) == [(run[-2], run[0], 1200)]
+    assert with_warm_start_statistics(solver, g, run, cache=cache).ems is first.ems
     # Without a warm start, or with ems="degenerate", the degenerate EMS (DPM-Solver++).
     plain = gaussport.solve(g, x, sig, "dpm_solver_v3", disable=True)
     assert plain.state.ems.source == "degenerate"
@@ -264,7 +271,7 @@ def test_sample_builds_analytic_ems_from_the_warm_start() -> None:
         "dpm_solver_v3",
         warm_start=g,
         sigma_skip=10.0,
-        schedule="respace",
+        teleport="respace",
         ems="degenerate",
         disable=True,
     )
@@ -273,6 +280,27 @@ def test_sample_builds_analytic_ems_from_the_warm_start() -> None:
     at_min = g.flow(x, 80.0, run[-2])
     ref = g(at_min, torch.full((4,), run[-2], dtype=torch.float64))
     assert _rel(auto.x, ref) < _rel(forced.x, ref)
+
+
+def test_a_no_op_teleport_still_uses_the_analytic_ems() -> None:
+    # sigma_skip at the grid's first level moves nothing, but the warm start is given: the solver
+    # must run with its analytic EMS (it used to fall back to DPM-Solver++ silently).
+    g = Gaussian.diagonal(torch.zeros(8, dtype=torch.float64), torch.logspace(-2, 0, 8, dtype=torch.float64))
+    sig = grids.karras(10, 0.002, 80.0)
+    x = g.sample(4, 80.0, torch.Generator().manual_seed(0), dtype=torch.float64)
+    at_min = g.flow(x, 80.0, sig[-2])
+    exact = g(at_min, torch.full((4,), sig[-2], dtype=torch.float64))
+
+    def error(skip: float) -> float:
+        sol = gaussport.sample(g, x, sig, "dpm_solver_v3", warm_start=g, sigma_skip=skip, disable=True)
+        assert sol.state.ems.source == "analytic"
+        return _rel(sol.x, exact)
+
+    # Exact EMS of a diagonal Gaussian make v3 exact up to quadrature, with or without a teleport;
+    # DPM-Solver++ (degenerate EMS) from sigma 80 at 9 steps is far off.
+    degenerate = _rel(gaussport.solve(g, x, sig, "dpm_solver_v3", disable=True).x, exact)
+    assert error(80.0) < 1e-4 and error(sig[1]) < 1e-4
+    assert degenerate > 100 * error(80.0)
 
 
 def test_realised_grid_is_the_grid_given() -> None:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import gaussport
 from gaussport import grids, testing
-from gaussport.solvers import WarmStart
+from gaussport.solvers import Teleport
 from gaussport.solvers._multistep import seed_levels, step_order
 
 MULTISTEP = (
@@ -294,7 +294,7 @@ def test_seeded_history_is_the_gaussian_path(name: str) -> None:
     sigmas = (2.0, 1.0, 0.5)
     x = g.sample(2, sigmas[0], torch.Generator().manual_seed(0), dtype=torch.float64)
     solver = gaussport.solvers.get(name, seed_history=True)
-    state = solver.init(x, sigmas, WarmStart(g, 20.0, g.flow(x, 2.0, 20.0), 2.0))
+    state = solver.init(x, sigmas, Teleport(g, 20.0, g.flow(x, 2.0, 20.0), 2.0))
     hist = state.history if hasattr(state, "history") else state
     assert len(hist) == solver.solver_order - 1
     for sigma in hist.sigmas:
@@ -319,7 +319,7 @@ def test_seed_history_needs_a_flow_map() -> None:
     solver = gaussport.solvers.get("dpmpp_3m_fixed", seed_history=True)
     x = torch.zeros(1, 3, dtype=torch.float64)
     with pytest.raises(TypeError, match="flow"):
-        solver.init(x, (2.0, 1.0), WarmStart(lambda x, s: x, 5.0, x, 2.0))
+        solver.init(x, (2.0, 1.0), Teleport(lambda x, s: x, 5.0, x, 2.0))
 
 
 def test_seeded_history_lifts_cold_start_order() -> None:
@@ -351,7 +351,7 @@ def warm_problem() -> dict:
 def test_sample_with_warm_start_works_for_every_solver(solver_name: str, warm_problem: dict) -> None:
     p = warm_problem
     options = {"seed_history": True} if testing.supports_seeding(gaussport.solvers.get(solver_name)) else {}
-    for schedule in ("truncate", "respace"):
+    for mode in ("truncate", "respace"):
         sol = gaussport.sample(
             p["mixture"],
             p["x"],
@@ -359,7 +359,7 @@ def test_sample_with_warm_start_works_for_every_solver(solver_name: str, warm_pr
             solver_name,
             warm_start=p["gaussian"],
             sigma_skip=p["sigmas"][3],
-            schedule=schedule,
+            teleport=mode,
             disable=True,
             **options,
         )
@@ -382,7 +382,7 @@ def test_seeded_history_changes_only_the_warm_up() -> None:
             "dpmpp_3m_fixed",
             warm_start=gaussian,
             sigma_skip=8.0,
-            schedule="respace",
+            teleport="respace",
             disable=True,
             seed_history=seed,
         )

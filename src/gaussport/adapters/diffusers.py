@@ -30,7 +30,7 @@ from .. import grids
 from .._checks import as_grid
 from ..analytic import Gaussian
 from ..schedules import NoiseSchedule, RectifiedFlow, VPDiscrete, to_denoised
-from ..solvers import SingleEvaluationSolver, WarmStart
+from ..solvers import SingleEvaluationSolver, Teleport
 from ..solvers import get as get_solver
 from ._teleport import check_sample_shape, from_noise, load_statistics
 
@@ -504,7 +504,7 @@ def _build_scheduler_class() -> type:
             self._scaled_index: int | None = None
             self._state: Any = None
             self._state_ready = False
-            self._handover: WarmStart | None = None
+            self._handover: Teleport | None = None
 
         # ---------------------------------------------------------------- grids
         def _native_time(self, sigma: float) -> float:
@@ -730,7 +730,7 @@ def _build_scheduler_class() -> type:
                 x_ve = x / self._alpha(level) if not math.isinf(level) else x
                 x_next = self._teleport(x_ve, level, plan.grid[0])
                 if not math.isinf(level):
-                    self._handover = WarmStart(self.warm_start, level, x_ve, plan.grid[0])
+                    self._handover = Teleport(self.warm_start, level, x_ve, plan.grid[0])
                 denoised = self.warm_start(
                     x_next, torch.full((batch,), plan.grid[0], dtype=work, device=x.device)
                 )
@@ -746,7 +746,7 @@ def _build_scheduler_class() -> type:
                 if self._scaled:
                     x_ve = x
                     if k == 0 and plan.teleport_first:
-                        self._handover = WarmStart(self.warm_start, plan.start, x_ve, sigma)
+                        self._handover = Teleport(self.warm_start, plan.start, x_ve, sigma)
                         x_ve = self._teleport(x_ve, plan.start, sigma)
                     x_t = x_ve * self._alpha(sigma)
                 else:
@@ -758,10 +758,7 @@ def _build_scheduler_class() -> type:
                 if not self._state_ready:
                     self._state = self._solver.init(x_ve, grid, self._handover if j == 0 else None)
                     self._state_ready = True
-                if grid[j + 1] == 0.0:
-                    x_next = denoised
-                else:
-                    x_next, self._state = self._solver.advance(x_ve, denoised, grid, j, self._state)
+                x_next, self._state = self._solver.update(x_ve, denoised, grid, j, self._state)
                 prev = x_next if self._scaled else x_next * self._alpha(grid[j + 1])
             self._step_index = k + 1
             prev = prev.to(sample.dtype)

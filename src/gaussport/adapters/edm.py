@@ -27,9 +27,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .. import grids
+from .. import _deprecation, grids
 from .._checks import Grid, as_grid
-from ..solve import Callback, Solution, sample, solve
+from ..sampling import Callback, Solution, sample, solve
 from ..solvers import Solver
 from ._teleport import check_sample_shape, float_attribute, resolve_warm_start
 from .guidance import ClassConditionalGaussian
@@ -196,11 +196,12 @@ def edm_sample(
     solver: Solver | str = "heun",
     warm_start: Any = None,
     sigma_skip: float | None = None,
-    schedule: str = "truncate",
+    teleport: str = "truncate",
     callback: Callback | None = None,
     disable: bool | None = None,
     dtype: torch.dtype = torch.float64,
     model_dtype: torch.dtype = torch.float32,
+    schedule: str | None = None,
     **options: Any,
 ) -> Solution:
     """Sample an EDM net as EDM's ``edm_sampler`` does (without churn), with any solver and a warm start.
@@ -225,16 +226,20 @@ def edm_sample(
         warm_start: a Gaussian fitted to the data in the net's units (EDM images in [-1, 1]), a
             statistics path, or a :class:`ClassConditionalGaussian`.
         sigma_skip: the teleport level (rounded with ``round_sigma``).
-        schedule: ``"truncate"`` or ``"respace"``, as in :func:`gaussport.sample`.
+        teleport: ``"truncate"`` or ``"respace"``, as in :func:`gaussport.sample`.
         callback: as in :func:`gaussport.solve`.
         disable: as in :func:`gaussport.solve`.
         dtype: solver-state dtype (float64 like EDM).
         model_dtype: the dtype the net receives (EDM nets compute in float32).
+        schedule: deprecated name of ``teleport``.
         **options: solver options.
 
     Returns:
         A :class:`~gaussport.Solution`; ``sigmas`` is the rounded grid the solver integrated.
     """
+    teleport = _deprecation.renamed_argument(
+        "edm_sample", "schedule", "teleport", schedule, teleport, "truncate"
+    )
     with torch.no_grad():
         return _edm_sample(
             net,
@@ -248,7 +253,7 @@ def edm_sample(
             solver,
             warm_start,
             sigma_skip,
-            schedule,
+            teleport,
             callback,
             disable,
             dtype,
@@ -269,7 +274,7 @@ def _edm_sample(
     solver: Solver | str,
     warm_start: Any,
     sigma_skip: float | None,
-    schedule: str,
+    teleport: str,
     callback: Callback | None,
     disable: bool | None,
     dtype: torch.dtype,
@@ -315,7 +320,7 @@ def _edm_sample(
         solver,
         warm_start=warm,
         sigma_skip=min(skip, grid[0]),
-        schedule=schedule,
+        teleport=teleport,
         callback=callback,
         disable=disable,
         dtype=dtype,

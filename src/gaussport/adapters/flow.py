@@ -23,12 +23,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .. import _deprecation
 from .._checks import Grid, as_grid, check_state, state_dtype
 from ..denoiser import DenoiserCall
+from ..sampling import Callback, Solution, StepInfo, resolve_solver, sample, solve, with_warm_start_statistics
 from ..schedules import RectifiedFlow, canonical_prediction, to_denoised
-from ..solve import Callback, Solution, StepInfo, sample, solve
 from ..solvers import Solver
-from ..solvers import get as get_solver
 from ._teleport import check_sample_shape, from_noise, resolve_warm_start
 
 __all__ = ["RectifiedFlowDenoiser", "sample_rectified_flow", "ve_sigma", "flow_time", "teleport_native"]
@@ -151,12 +151,13 @@ def sample_rectified_flow(
     *,
     warm_start: Any = None,
     t_skip: float | None = None,
-    schedule: str = "truncate",
+    teleport: str = "truncate",
     callback: Callback | None = None,
     disable: bool | None = None,
     dtype: torch.dtype | None = None,
     model_dtype: torch.dtype | None = None,
     check_finite: bool = True,
+    schedule: str | None = None,
     **options: Any,
 ) -> Solution:
     """Integrate a rectified-flow model from ``ts[0]`` to ``ts[-1]`` in native coordinates.
@@ -170,7 +171,7 @@ def sample_rectified_flow(
         warm_start: a Gaussian (or statistics path, or per-class Gaussians bound with ``select``),
             fitted to the data ``x0``, to teleport with.
         t_skip: the flow time to teleport to (``t_skip < ts[0]``).
-        schedule: ``"truncate"``; ``"respace"`` only for starts below ``t = 1`` (as
+        teleport: ``"truncate"``; ``"respace"`` only for starts below ``t = 1`` (as
             :func:`gaussport.sample`).
         callback: called once per interval of ``ts`` with a :class:`~gaussport.StepInfo` in native
             coordinates (``sigma`` = flow time, ``x`` = native state).
@@ -178,22 +179,21 @@ def sample_rectified_flow(
         dtype: as in :func:`gaussport.solve`.
         model_dtype: as in :func:`gaussport.solve`.
         check_finite: as in :func:`gaussport.solve`.
+        schedule: deprecated name of ``teleport``.
         **options: as in :func:`gaussport.solve`.
 
     Returns:
         A :class:`~gaussport.Solution` with the native state at ``ts[-1]``; ``sigmas`` are the flow
         times the solver integrated, ``teleport`` the ``(t_from, t_to)`` pair.
     """
+    mode = _deprecation.renamed_argument(
+        "sample_rectified_flow", "schedule", "teleport", schedule, teleport, "truncate"
+    )
     grid_t = as_grid(ts, name="ts")
     if grid_t[0] > 1.0:
         raise ValueError(f"rectified-flow times lie in [0, 1]; ts[0] = {grid_t[0]}.")
     check_state(x)
-    if isinstance(solver, str):
-        solver_obj = get_solver(solver, **options)
-    elif options:
-        raise TypeError("solver options can only be given with a solver name.")
-    else:
-        solver_obj = solver
+    solver_obj = resolve_solver(solver, options)
     warm = resolve_warm_start(warm_start)
     if (warm is None) != (t_skip is None):
         raise ValueError("warm_start and t_skip go together: pass both to teleport, or neither.")
@@ -201,7 +201,7 @@ def sample_rectified_flow(
         check_sample_shape(warm, x.shape[1:])
         if not grid_t[-1] <= float(t_skip) < grid_t[0]:
             raise ValueError(f"t_skip = {t_skip} must lie in [ts[-1], ts[0]) = [{grid_t[-1]}, {grid_t[0]}).")
-    teleport = None if warm is None else (grid_t[0], float(t_skip))
+    teleported = None if warm is None else (grid_t[0], float(t_skip))
     work = state_dtype(x.dtype, dtype)
     if len(grid_t) == 1:
         return Solution(x.clone(), 0, grid_t)
@@ -213,9 +213,9 @@ def sample_rectified_flow(
     if grid_t[0] < 1.0:
         x_ve, offset, nfe = x.to(work) * (1 + sig[0]), 0, 0
     else:
-        if schedule != "truncate":
+        if mode != "truncate":
             raise ValueError(
-                "a start at t = 1 supports schedule='truncate' only; pass ts below t_skip yourself "
+                "a start at t = 1 supports teleport='truncate' only; pass ts below t_skip yourself "
                 "to choose the steps after the teleport."
             )
         z = x.to(work)
@@ -228,11 +228,11 @@ def sample_rectified_flow(
                 denoiser,
                 from_noise(warm, z, s_skip),
                 tail,
-                solver_obj,
+                with_warm_start_statistics(solver_obj, warm, tail),
                 callback=_native_callback(callback, 0),
                 **common,
             )
-            return _native_solution(sol, x.dtype, check_finite, teleport, 0)
+            return _native_solution(sol, x.dtype, check_finite, teleported, 0)
         if warm is not None:
             x_ve, nfe = from_noise(warm, z, s1), 0
             if callback is not None:  # the posterior mean at infinite noise is the data mean
@@ -251,7 +251,7 @@ def sample_rectified_flow(
                 callback(StepInfo(0, 1.0, t1, z, denoised))
         sig, offset = sig[1:], 1
         if len(sig) == 1:  # ts = (1, t1): nothing left for the solver
-            return _native_solution(Solution(x_ve, 0, sig), x.dtype, check_finite, teleport, nfe)
+            return _native_solution(Solution(x_ve, 0, sig), x.dtype, check_finite, teleported, nfe)
     cb = _native_callback(callback, offset)
     if warm is None:
         sol = solve(denoiser, x_ve, sig, solver_obj, callback=cb, **common)
@@ -263,11 +263,11 @@ def sample_rectified_flow(
             solver_obj,
             warm_start=warm,
             sigma_skip=ve_sigma(float(t_skip)),
-            schedule=schedule,
+            teleport=mode,
             callback=cb,
             **common,
         )
-    return _native_solution(sol, x.dtype, check_finite, teleport, nfe)
+    return _native_solution(sol, x.dtype, check_finite, teleported, nfe)
 
 
 def _native_solution(

@@ -3,16 +3,17 @@
 For every registered solver there is a plain function ::
 
     sample_<name>(model, x, sigmas, extra_args=None, callback=None, disable=None, *,
-                  <solver options>, warm_start=None, sigma_skip=None, schedule="truncate",
+                  <solver options>, warm_start=None, sigma_skip=None, teleport="truncate",
                   parameterization="ve")
 
 that behaves like k-diffusion's own ``sample_euler`` & co. (ecosystem.md §1.1-1.7): ``model`` is a
 k-diffusion denoiser called as ``model(x, sigma * x.new_ones([B]), **extra_args)``, ``x`` is already
 at ``sigmas[0]``, the function runs under ``torch.no_grad()`` and returns the state at ``sigmas[-1]``.
-The functions are generated from :func:`gaussport.solvers.available` on first access (module
-``__getattr__``), so solvers added later get one too; every option is a real keyword-only
+:func:`as_k_diffusion_sampler` is the one way to build such a sampler, for any registered solver
+and configuration (e.g. a warm start baked in); the module defines ``sample_<name> =
+as_k_diffusion_sampler("<name>")`` for every built-in solver, so that the module is a drop-in for
+``k_diffusion.sampling`` that type checkers and IDEs can see. Every option is a real keyword-only
 parameter, because front-ends pass options only when ``inspect.signature`` names them.
-:func:`as_k_diffusion_sampler` builds one for any configuration (e.g. a warm start baked in).
 
 This module does not import k-diffusion: the calling convention is implemented natively
 (k-diffusion is only a test-time cross-check, ecosystem.md §1.8).
@@ -30,13 +31,31 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .. import _deprecation
 from .._checks import Grid, as_grid
-from ..solve import StepInfo, sample, solve
+from ..sampling import StepInfo, sample, solve, with_warm_start_statistics
 from ..solvers import Solver, available, solver_class
 from ..solvers import get as get_solver
 from ._teleport import check_sample_shape, float_attribute, resolve_warm_start
 
-__all__ = ["KDiffusionDenoiser", "as_k_diffusion_sampler", "samplers"]
+__all__ = [
+    "KDiffusionDenoiser",
+    "as_k_diffusion_sampler",
+    "sample_ddim",
+    "sample_dpm_solver_v3",
+    "sample_dpmpp_2m",
+    "sample_dpmpp_2m_taylor",
+    "sample_dpmpp_2s",
+    "sample_dpmpp_3m",
+    "sample_dpmpp_3m_fixed",
+    "sample_euler",
+    "sample_heun",
+    "sample_ipndm",
+    "sample_ipndm_v",
+    "sample_unipc_bh1",
+    "sample_unipc_bh2",
+    "sample_unipc_vary_coeff",
+]
 
 logger = logging.getLogger("gaussport")
 
@@ -44,8 +63,9 @@ _P = inspect.Parameter
 _ADAPTER_OPTIONS: dict[str, Any] = {
     "warm_start": None,
     "sigma_skip": None,
-    "schedule": "truncate",
+    "teleport": "truncate",
     "parameterization": "ve",
+    "schedule": None,  # deprecated name of teleport
 }
 _PARAMETERIZATIONS = ("ve", "flow")
 
@@ -190,7 +210,7 @@ def _run(
     solver: Solver,
     warm_start: Any,
     sigma_skip: Any,
-    schedule: Any,
+    teleport: Any,
     parameterization: str,
 ) -> Tensor:
     if parameterization not in _PARAMETERIZATIONS:
@@ -232,15 +252,17 @@ def _run(
             solver,
             warm_start=None if skip is None else warm,
             t_skip=skip,
-            schedule=schedule,
+            teleport=teleport,
             callback=cb,
             disable=disable,
         ).x
     if skip is None:
+        if warm is not None:  # nothing to teleport (img2img), but the warm start's EMS still apply
+            solver = with_warm_start_statistics(solver, warm, grid)
         return solve(denoiser, x, grid, solver, callback=cb, disable=disable).x
     positive_min = grid[-2] if grid[-1] == 0.0 else grid[-1]
-    if schedule == "respace" and skip <= positive_min:
-        schedule = "truncate"  # nothing left to respace: the teleport covers every positive level
+    if teleport == "respace" and skip <= positive_min:
+        teleport = "truncate"  # nothing left to respace: the teleport covers every positive level
     return sample(
         denoiser,
         x,
@@ -248,7 +270,7 @@ def _run(
         solver,
         warm_start=warm,
         sigma_skip=skip,
-        schedule=schedule,
+        teleport=teleport,
         callback=cb,
         disable=disable,
     ).x
@@ -268,8 +290,9 @@ def as_k_diffusion_sampler(solver: str | Solver = "euler", /, **options: Any) ->
               ``extra_args[label_key]``);
             * ``sigma_skip``: the teleport level. Grids starting at or below it (img2img) are
               solved without teleport; grids ending above it are teleported entirely (0 evaluations);
-            * ``schedule``: ``"truncate"`` (default; fewer evaluations) or ``"respace"`` (same
-              number of steps below ``sigma_skip``), as in :func:`gaussport.sample`;
+            * ``teleport``: ``"truncate"`` (default; fewer evaluations) or ``"respace"`` (same
+              number of steps below ``sigma_skip``), as in :func:`gaussport.sample`
+              (``schedule`` is its deprecated name);
             * ``parameterization``: ``"ve"`` (default) or ``"flow"`` for models whose sigma is the
               rectified-flow time (``x = (1 - sigma) x0 + sigma eps``, ComfyUI ``CONST`` models);
               the sigmas may then start at 1 (pure noise).
@@ -303,6 +326,14 @@ def as_k_diffusion_sampler(solver: str | Solver = "euler", /, **options: Any) ->
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         a = bound.arguments
+        teleport = _deprecation.renamed_argument(
+            sampler.__name__,
+            "schedule",
+            "teleport",
+            a["schedule"],
+            a["teleport"],
+            adapter_defaults["teleport"],
+        )
         solver_obj = build({k: a[k] for k in solver_defaults})
         with torch.no_grad():
             return _run(
@@ -315,7 +346,7 @@ def as_k_diffusion_sampler(solver: str | Solver = "euler", /, **options: Any) ->
                 solver_obj,
                 a["warm_start"],
                 a["sigma_skip"],
-                a["schedule"],
+                teleport,
                 a["parameterization"],
             )
 
@@ -338,21 +369,33 @@ def as_k_diffusion_sampler(solver: str | Solver = "euler", /, **options: Any) ->
     return sampler
 
 
-_GENERATED: dict[str, Callable[..., Tensor]] = {}
-
-
 def samplers() -> dict[str, Callable[..., Tensor]]:
-    """``{"sample_<name>": function}`` for every registered solver (e.g. to register them all)."""
-    return {f"sample_{name}": __getattr__(f"sample_{name}") for name in available()}
+    """Deprecated: ``{f"sample_{n}": as_k_diffusion_sampler(n) for n in gaussport.solvers.available()}``."""
+    _deprecation.warn("gaussport.adapters.k_diffusion.samplers()", "as_k_diffusion_sampler(name)")
+    return {f"sample_{name}": as_k_diffusion_sampler(name) for name in available()}
 
 
 def __getattr__(attr: str) -> Callable[..., Tensor]:
+    # Deprecated: sample_<name> for solvers registered by plugins (built-ins are defined below).
     if attr.startswith("sample_") and attr[len("sample_") :] in available():
-        if attr not in _GENERATED:
-            _GENERATED[attr] = as_k_diffusion_sampler(attr[len("sample_") :])
-        return _GENERATED[attr]
+        _deprecation.warn(f"gaussport.adapters.k_diffusion.{attr}", f"as_k_diffusion_sampler({attr[7:]!r})")
+        return as_k_diffusion_sampler(attr[len("sample_") :])
     raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | {f"sample_{name}" for name in available()})
+# The drop-in namespace: k-diffusion's sample_<name> for every built-in solver (a test checks that
+# none is missing). Solvers registered by plugins: as_k_diffusion_sampler(name).
+sample_ddim = as_k_diffusion_sampler("ddim")
+sample_dpm_solver_v3 = as_k_diffusion_sampler("dpm_solver_v3")
+sample_dpmpp_2m = as_k_diffusion_sampler("dpmpp_2m")
+sample_dpmpp_2m_taylor = as_k_diffusion_sampler("dpmpp_2m_taylor")
+sample_dpmpp_2s = as_k_diffusion_sampler("dpmpp_2s")
+sample_dpmpp_3m = as_k_diffusion_sampler("dpmpp_3m")
+sample_dpmpp_3m_fixed = as_k_diffusion_sampler("dpmpp_3m_fixed")
+sample_euler = as_k_diffusion_sampler("euler")
+sample_heun = as_k_diffusion_sampler("heun")
+sample_ipndm = as_k_diffusion_sampler("ipndm")
+sample_ipndm_v = as_k_diffusion_sampler("ipndm_v")
+sample_unipc_bh1 = as_k_diffusion_sampler("unipc_bh1")
+sample_unipc_bh2 = as_k_diffusion_sampler("unipc_bh2")
+sample_unipc_vary_coeff = as_k_diffusion_sampler("unipc_vary_coeff")

@@ -123,6 +123,17 @@ class Covariance(ABC):
         eye = torch.eye(self.dim, dtype=torch.float64)
         return self.apply(eye, lambda lam: lam)
 
+    def spectral_weights(self) -> tuple[Tensor | None, Tensor]:
+        """``(w, lam)`` with ``Sigma_dd' = sum_j U_dj lam_j U_d'j`` and ``w[d, j] = U_dj^2`` (float64, CPU).
+
+        Each row of ``w`` sums to 1: the diagonal of ``f(Sigma)`` is ``w @ f(lam)``, which is what
+        the analytic EMS of DPM-Solver-v3 need (docs/ems.md). ``w`` is ``None`` when it is the
+        identity (a diagonal covariance: ``lam`` are then the per-dimension variances). This
+        default goes through the dense matrix; representations override it.
+        """
+        dense = Dense.from_matrix(self.dense())
+        return dense.eigenvectors**2, dense.eigenvalues
+
     def trace(self) -> float:
         return float(self.spectrum().sum())
 
@@ -197,6 +208,9 @@ class Dense(Covariance):
     def arrays(self) -> dict[str, np.ndarray]:
         return {"eigenvalues": self.eigenvalues.numpy(), "eigenvectors": self.eigenvectors.numpy()}
 
+    def spectral_weights(self) -> tuple[Tensor | None, Tensor]:
+        return self.eigenvectors**2, self.eigenvalues
+
 
 class Diagonal(Covariance):
     """A diagonal covariance ``diag(variances)``: independent coordinates."""
@@ -230,6 +244,9 @@ class Diagonal(Covariance):
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"variances": self.variances.numpy()}
+
+    def spectral_weights(self) -> tuple[Tensor | None, Tensor]:
+        return None, self.variances
 
 
 class LowRankPlusIsotropic(Covariance):
@@ -317,6 +334,12 @@ class LowRankPlusIsotropic(Covariance):
             "eigenvectors": self.eigenvectors.numpy(),
             "residual": np.array(self.residual, dtype=np.float64),
         }
+
+    def spectral_weights(self) -> tuple[Tensor | None, Tensor]:
+        """One extra column: the residual variance, weighted by ``1 - sum_j U_dj^2``."""
+        u2 = self.eigenvectors**2
+        rest = (1.0 - u2.sum(1, keepdim=True)).clamp_min(0.0)
+        return torch.cat([u2, rest], dim=1), self.spectral_values
 
 
 def covariance_from_arrays(kind: str, arrays: dict[str, np.ndarray], prefix: str = "") -> Covariance:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import _deprecation
 from .._checks import Grid, as_grid
 from .._files import read_npz, write_npz
 from ._quadrature import RULES, step_integrals
@@ -25,7 +26,9 @@ FORMAT_VERSION = 1
 # A level within this fraction of an EMS cell of a node is that node (float round-off of
 # sigma = exp(-lambda) round trips), never a new quadrature node.
 _NODE_TOL = 1e-7
-_CACHE_SIZE = 16
+# The coefficient memo of one EMS value is bounded by the bytes it holds (on any device), so a
+# long-lived EMS cannot pin much device memory; see EMS.coefficients.
+_CACHE_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +88,14 @@ class Coefficients:
             tuple(c.to(device, dtype) for c in self.steps),
             self.rule,
         )
+
+    @property
+    def nbytes(self) -> int:
+        """The memory the tensors of this table hold."""
+        tensors = list(self.l)
+        for step in self.steps:
+            tensors += [step.decay, step.s_gain, step.b_gain, step.bias, *step.phi]
+        return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def _as_array(t: Any, what: str) -> Tensor:
@@ -191,9 +202,10 @@ class EMS:
 
     @classmethod
     def analytic(cls, gaussian: Any, *, sigma_min: float, sigma_max: float, intervals: int = 1200) -> EMS:
-        """The exact EMS of Gaussian data (see :func:`gaussport.ems.analytic_ems`)."""
-        from .analytic import analytic_ems
+        """Deprecated: use :func:`gaussport.ems.analytic_ems` (the one way to build analytic EMS)."""
+        from .analytic import analytic_ems  # deprecated alias; analytic imports this module
 
+        _deprecation.warn("gaussport.ems.EMS.analytic(...)", "gaussport.ems.analytic_ems(...)")
         return analytic_ems(gaussian, sigma_min=sigma_min, sigma_max=sigma_max, intervals=intervals)
 
     @classmethod
@@ -392,7 +404,11 @@ class EMS:
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float64,
     ) -> Coefficients:
-        """The DPM-Solver-v3 integrals for a run over the positive ``sigmas`` (float64, cached).
+        """The DPM-Solver-v3 integrals for a run over the positive ``sigmas`` (float64, memoised).
+
+        Tables are memoised on this EMS value by what they depend on (levels, degree, rule, device,
+        dtype), least recently used first out once they hold more than 64 MiB; a single table is
+        kept whatever its size. :meth:`clear_cache` drops them.
 
         Each step is integrated over its own nodes: the EMS grid levels strictly inside the step
         plus its two ends, where ``l, s, b`` are interpolated linearly in lambda. Nothing is
@@ -438,8 +454,12 @@ class EMS:
     def _remember(self, key: tuple, table: Coefficients) -> None:
         self._cache[key] = table
         self._cache.move_to_end(key)
-        while len(self._cache) > _CACHE_SIZE:
+        while len(self._cache) > 1 and sum(t.nbytes for t in self._cache.values()) > _CACHE_BYTES:
             self._cache.popitem(last=False)
+
+    def clear_cache(self) -> None:
+        """Drop the memoised coefficient tables (they are rebuilt on demand)."""
+        self._cache.clear()
 
     def _step(
         self, lam_a: float, lam_b: float, degree: int, rule: str, device: torch.device

@@ -26,40 +26,23 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from ..analytic import Dense, Diagonal, Gaussian, LowRankPlusIsotropic
 from ._statistics import EMS, _check_intervals
 
-__all__ = ["analytic_ems", "spectral_weights"]
+if TYPE_CHECKING:
+    from ..analytic import Gaussian
+
+__all__ = ["analytic_ems"]
 
 # Var_w(lam) <= _DECOUPLED * Sigma_dd^2: the dimension is an eigen-direction (Var f = 0 at all levels).
 _DECOUPLED = 1e-10
 # Levels per chunk: the [levels, k] and [levels, d] intermediates stay ~32 MB while the products
 # (U∘U) @ f(lam) run as matrix-matrix products.
 _CHUNK_ELEMENTS = 2**22
-
-
-def spectral_weights(gaussian: Gaussian) -> tuple[Tensor, Tensor] | None:
-    """``(w, lam)``: ``w[d, j] = U_dj^2`` (rows sum to 1) and the eigenvalues, float64 CPU.
-
-    ``None`` for a :class:`~gaussport.analytic.Diagonal` covariance (``w`` is the identity).
-    A low-rank-plus-isotropic covariance contributes one extra column: the residual variance,
-    weighted by ``1 - sum_j U_dj^2``. Other covariance types go through their dense matrix.
-    """
-    cov = gaussian.cov
-    if isinstance(cov, Diagonal):
-        return None
-    if isinstance(cov, LowRankPlusIsotropic):
-        u2 = cov.eigenvectors**2
-        rest = (1.0 - u2.sum(1, keepdim=True)).clamp_min(0.0)
-        lam = torch.cat([cov.eigenvalues, torch.tensor([cov.residual], dtype=torch.float64)])
-        return torch.cat([u2, rest], dim=1), lam
-    dense = cov if isinstance(cov, Dense) else Dense.from_matrix(cov.dense())
-    return dense.eigenvectors**2, dense.eigenvalues
 
 
 def _diagonal_ems(variances: Tensor, mu: Tensor, sigma2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -102,6 +85,8 @@ def analytic_ems(gaussian: Gaussian, *, sigma_min: float, sigma_max: float, inte
     Any covariance representation works: ``Diagonal`` in O(N d), ``Dense`` in O(N d^2),
     ``LowRankPlusIsotropic`` of rank ``r`` in O(N d r). The result is exact at every grid level
     (no sampling, no finite differences); ``samples`` is ``None`` and ``source`` ``"analytic"``.
+    The covariance supplies its spectrum through ``cov.spectral_weights()``, so this package needs
+    nothing else of :mod:`gaussport.analytic`.
 
     Args:
         gaussian: a :class:`gaussport.analytic.Gaussian` (e.g. the teleportation warm start).
@@ -112,7 +97,8 @@ def analytic_ems(gaussian: Gaussian, *, sigma_min: float, sigma_max: float, inte
     Raises:
         TypeError: if ``gaussian`` is not a gaussport Gaussian.
     """
-    if not isinstance(gaussian, Gaussian):
+    spectral = getattr(getattr(gaussian, "cov", None), "spectral_weights", None)
+    if not (callable(spectral) and isinstance(getattr(gaussian, "mean", None), Tensor)):
         raise TypeError(
             f"analytic EMS need a gaussport.analytic.Gaussian; got {type(gaussian).__name__}. For a mixture, "
             "use mixture.moments(); for any other denoiser, estimate_ems()."
@@ -126,13 +112,11 @@ def analytic_ems(gaussian: Gaussian, *, sigma_min: float, sigma_max: float, inte
         [lam0 + j * (lam1 - lam0) / intervals for j in range(intervals)] + [lam1], dtype=torch.float64
     )
     sigma2 = torch.exp(-2.0 * lambdas)
-    mu = gaussian.mean.reshape(-1)
-    spectral = spectral_weights(gaussian)
-    if spectral is None:
-        assert isinstance(gaussian.cov, Diagonal)
-        l, s, b = _diagonal_ems(gaussian.cov.variances, mu, sigma2)
+    mu = gaussian.mean.reshape(-1).to(torch.float64)
+    w, lam = spectral()
+    if w is None:
+        l, s, b = _diagonal_ems(lam, mu, sigma2)
     else:
-        w, lam = spectral
         m = w @ lam
         spread = (w * (lam[None, :] - m[:, None]) ** 2).sum(1)
         decoupled = spread <= _DECOUPLED * m * m

@@ -19,7 +19,7 @@ import torch
 
 from .. import grids
 from ..metrics import digits_features, feature_statistics, frechet_distance
-from ..solve import solve
+from ..sampling import solve
 from .digits import (
     load_digits_classifier,
     load_digits_denoiser,

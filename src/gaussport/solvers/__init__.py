@@ -9,16 +9,18 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .base import History, SingleEvaluationSolver, Solver, Step, TwoStageSolver, WarmStart
+from .. import _deprecation
+from .base import History, SingleEvaluationSolver, Solver, StatisticsSolver, Step, Teleport, TwoStageSolver
 from .registry import available, get, register, solver_class, unregister
 
 __all__ = [
     "History",
     "SingleEvaluationSolver",
     "Solver",
+    "StatisticsSolver",
     "Step",
+    "Teleport",
     "TwoStageSolver",
-    "WarmStart",
     "available",
     "get",
     "register",
@@ -29,3 +31,7 @@ __all__ = [
 for _module in pkgutil.iter_modules(__path__):
     if not _module.name.startswith("_") and _module.name not in {"base", "registry"}:
         importlib.import_module(f"{__name__}.{_module.name}")
+
+__getattr__ = _deprecation.module_aliases(
+    __name__, {"WarmStart": ("gaussport.solvers.Teleport (the record of a teleport)", lambda: Teleport)}
+)

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from .._checks import Grid
-from .base import WarmStart
+from .base import Teleport
 
 __all__ = ["step_order", "final_order_cap", "check_history_above", "seed_levels", "seed_path"]
 
@@ -82,7 +82,7 @@ def seed_levels(
 
 
 def seed_path(
-    warm_start: WarmStart | None,
+    teleport: Teleport | None,
     x: Tensor,
     sigmas: Grid,
     count: int,
@@ -91,12 +91,12 @@ def seed_path(
     """``(sigma_j, x_j, D_j)`` on the warm-start model's exact path at :func:`seed_levels`, oldest first.
 
     ``x_j = model.flow(x_from, sigma_from, sigma_j)`` and ``D_j = model(x_j, sigma_j)`` (no model
-    evaluations are counted: the warm-start model is analytic). Returns ``[]`` without a warm start.
+    evaluations are counted: the warm-start model is analytic). Returns ``[]`` without a teleport.
     """
-    if warm_start is None:
-        logger.debug("seed_history=True but the run has no analytic warm start: starting with empty history")
+    if teleport is None:
+        logger.debug("seed_history=True but the run follows no teleport: starting with empty history")
         return []
-    model = warm_start.model
+    model = teleport.model
     if not (callable(model) and callable(getattr(model, "flow", None))):
         raise TypeError(
             "seed_history=True needs a warm-start model with flow(x, sigma_from, sigma_to) and "
@@ -104,7 +104,7 @@ def seed_path(
         )
     out = []
     for level in seed_levels(sigmas, count, spacing):
-        x_j = model.flow(warm_start.x_from, warm_start.sigma_from, level).to(x.dtype)
+        x_j = model.flow(teleport.x_from, teleport.sigma_from, level).to(x.dtype)
         sigma = torch.full((x_j.shape[0],), level, dtype=x_j.dtype, device=x_j.device)
         out.append((level, x_j, model(x_j, sigma).to(x.dtype)))
     return out

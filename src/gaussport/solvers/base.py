@@ -1,62 +1,35 @@
-"""Solver abstractions: immutable solvers, explicit state, one step loop (in ``gaussport.solve``).
+"""Building blocks of the solver families: one-evaluation and two-stage steps, multistep history.
 
-A solver holds hyper-parameters only. Everything that changes during a run (multistep history,
-pre-computed coefficients) lives in a state value returned by :meth:`Solver.init` and threaded
-through :meth:`Solver.step` by the single loop in :func:`gaussport.solve`. Solvers never see the
-model's parameterisation: they call a :class:`~gaussport.denoiser.DenoiserCall` with VE state and a
-float sigma (docs/conventions.md).
+The contract every solver fulfils (:class:`Solver`, :class:`Step`, :class:`Teleport`) lives with
+the step loop in :mod:`gaussport.loop` and is re-exported here; this module adds what several
+solver families share. A solver holds hyper-parameters only; its state is threaded through the
+loop explicitly (docs/architecture.md).
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from torch import Tensor
 
 from .._checks import Grid
 from ..denoiser import DenoiserCall
+from ..loop import Solver, Step, Teleport
 
-__all__ = ["Solver", "SingleEvaluationSolver", "TwoStageSolver", "Step", "History", "WarmStart"]
+__all__ = [
+    "Solver",
+    "SingleEvaluationSolver",
+    "TwoStageSolver",
+    "StatisticsSolver",
+    "Step",
+    "History",
+    "Teleport",
+    "options_of",
+]
 
 S = TypeVar("S")
-
-
-@dataclass(frozen=True, slots=True)
-class Step(Generic[S]):
-    """The result of one step from ``sigmas[i]`` to ``sigmas[i + 1]``.
-
-    Attributes:
-        x: the state at ``sigmas[i + 1]``.
-        denoised: ``D(x, sigmas[i])`` at the start of the step (for callbacks and previews).
-        state: the solver state to pass to the next step.
-    """
-
-    x: Tensor
-    denoised: Tensor
-    state: S
-
-
-@dataclass(frozen=True, slots=True)
-class WarmStart:
-    """What :func:`gaussport.sample` tells a solver about the analytic warm start before a run.
-
-    Solvers may use it in :meth:`Solver.init`, e.g. to seed multistep history with the Gaussian's
-    denoised values at levels above the teleport, or to build statistics from the Gaussian.
-
-    Attributes:
-        model: the warm-start model (normally a :class:`gaussport.analytic.Gaussian`; it has
-            ``flow(x, sigma_from, sigma_to)`` and is a denoiser).
-        sigma_from: the level the teleport started at (the caller's ``sigmas[0]``).
-        x_from: the state at ``sigma_from``, in solver precision.
-        sigma_to: the teleport level, where the solver starts.
-    """
-
-    model: Any
-    sigma_from: float
-    x_from: Tensor
-    sigma_to: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,50 +67,6 @@ class History:
         return len(self.sigmas)
 
 
-class Solver(ABC, Generic[S]):
-    """Base class of every solver: immutable hyper-parameters, explicit per-run state.
-
-    Subclasses are frozen dataclasses registered with :func:`gaussport.solvers.register`. Their
-    docstring states the order, the denoiser evaluations per step, the carried state, and the
-    reference (paper and algorithm).
-    """
-
-    @property
-    @abstractmethod
-    def order(self) -> int:
-        """Global convergence order on smooth problems (measured by the test suite).
-
-        For multistep methods: the order with exact history (seeded from the exact solution);
-        :attr:`cold_start_order` is the order of a run starting with empty history.
-        """
-
-    @property
-    def cold_start_order(self) -> int:
-        """Global order of a run that starts with empty history (``init`` without seeding).
-
-        Equal to :attr:`order` for one-step methods. A multistep method warms up with lower-order
-        steps, and one step of local error ``O(h^(q+1))`` caps the global order at ``q + 1``
-        (solvers.md §6.2), so e.g. a third-order method that starts with DDIM converges with order 2
-        from a cold start. Measured by the test suite like :attr:`order`.
-        """
-        return self.order
-
-    @abstractmethod
-    def evaluations(self, sigmas: Grid) -> int:
-        """Number of denoiser evaluations a run over ``sigmas`` makes (checked by the test suite)."""
-
-    def init(self, x: Tensor, sigmas: Grid, warm_start: WarmStart | None = None) -> S:
-        """The state for a run over ``sigmas`` starting from ``x`` (``None`` for stateless solvers).
-
-        ``warm_start`` is given when the run follows an analytic teleport (:func:`gaussport.sample`).
-        """
-        return None  # type: ignore[return-value]
-
-    @abstractmethod
-    def step(self, denoiser: DenoiserCall, x: Tensor, sigmas: Grid, i: int, state: S) -> Step[S]:
-        """Advance ``x`` from ``sigmas[i]`` to ``sigmas[i + 1]``."""
-
-
 class SingleEvaluationSolver(Solver[S]):
     """A solver that evaluates the denoiser exactly once per step, at the step's start.
 
@@ -152,10 +81,19 @@ class SingleEvaluationSolver(Solver[S]):
 
     def step(self, denoiser: DenoiserCall, x: Tensor, sigmas: Grid, i: int, state: S) -> Step[S]:
         denoised = denoiser(x, sigmas[i])
-        if sigmas[i + 1] == 0.0:
-            return Step(denoised, denoised, state)
-        x_next, state = self.advance(x, denoised, sigmas, i, state)
+        x_next, state = self.update(x, denoised, sigmas, i, state)
         return Step(x_next, denoised, state)
+
+    def update(self, x: Tensor, denoised: Tensor, sigmas: Grid, i: int, state: S) -> tuple[Tensor, S]:
+        """The zero-evaluation update from ``sigmas[i]`` to ``sigmas[i + 1]`` given ``D(x, sigmas[i])``.
+
+        The one place of the rule "a step to sigma = 0 is ``x = D``" (the state is returned
+        unchanged there); otherwise :meth:`advance`. Callers that evaluate the model themselves (the
+        diffusers scheduler) use this instead of :meth:`step`.
+        """
+        if sigmas[i + 1] == 0.0:
+            return denoised, state
+        return self.advance(x, denoised, sigmas, i, state)
 
     @abstractmethod
     def advance(self, x: Tensor, denoised: Tensor, sigmas: Grid, i: int, state: S) -> tuple[Tensor, S]:
@@ -192,3 +130,18 @@ def options_of(solver: Any) -> dict[str, Any]:
     """The hyper-parameters of a dataclass solver, for reprs and error messages."""
     fields = getattr(solver, "__dataclass_fields__", {})
     return {name: getattr(solver, name) for name in fields}
+
+
+class StatisticsSolver(SingleEvaluationSolver[S]):
+    """A single-evaluation solver parameterised by empirical model statistics (DPM-Solver-v3).
+
+    Subclasses are dataclasses with the fields ``ems`` (a :class:`gaussport.ems.EMS`, ``None`` or
+    ``"degenerate"``) and ``ems_intervals``. A solver never builds statistics from a model: with
+    ``ems=None`` the sampling layer supplies them -- :func:`gaussport.sample` (and the evaluation
+    harness) the analytic EMS of the warm-start Gaussian over the run's levels
+    (:func:`gaussport.sampling.with_warm_start_statistics`), and a run without a Gaussian uses the
+    degenerate EMS.
+    """
+
+    ems: Any
+    ems_intervals: int

@@ -22,7 +22,7 @@ from .._checks import Grid
 from ..denoiser import DenoiserCall
 from ._expint import exponential_moments, exponential_step
 from ._multistep import check_history_above, final_order_cap, seed_path, step_order
-from .base import History, SingleEvaluationSolver, TwoStageSolver, WarmStart
+from .base import History, SingleEvaluationSolver, Teleport, TwoStageSolver
 from .registry import register
 
 __all__ = ["DPMSolverPP", "DPMSolverPP2S"]
@@ -105,10 +105,10 @@ class DPMSolverPP(SingleEvaluationSolver[History]):
     def cold_start_order(self) -> int:
         return min(self.order, 2)
 
-    def init(self, x: Tensor, sigmas: Grid, warm_start: WarmStart | None = None) -> History:
+    def init(self, x: Tensor, sigmas: Grid, teleport: Teleport | None = None) -> History:
         if not self.seed_history:
             return History()
-        seeds = seed_path(warm_start, x, sigmas, self.solver_order - 1)
+        seeds = seed_path(teleport, x, sigmas, self.solver_order - 1)
         return History(tuple(s for s, _, _ in seeds), tuple(d for _, _, d in seeds))
 
     def moments(self, h: float, p: int) -> list[float]:

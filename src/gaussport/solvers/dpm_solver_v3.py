@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import weakref
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +12,7 @@ from torch import Tensor
 
 from .._checks import Grid
 from ..ems import EMS, Coefficients, StepCoefficients
-from .base import SingleEvaluationSolver, WarmStart
+from .base import StatisticsSolver, Teleport
 from .registry import register
 
 __all__ = ["DPMSolverV3", "V3State", "taylor_weights"]
@@ -24,12 +22,6 @@ logger = logging.getLogger("gaussport")
 _VARIANTS = ("normal", "pseudo")
 _RULES = ("exponential", "trapezoid")
 _MAX_ORDER = 3
-
-# Analytic EMS built from a warm-start Gaussian, per Gaussian object (weakly) and grid range.
-_ANALYTIC_CACHE: weakref.WeakKeyDictionary[Any, OrderedDict[tuple[float, float, int], EMS]] = (
-    weakref.WeakKeyDictionary()
-)
-_ANALYTIC_CACHE_SIZE = 8
 
 
 def taylor_weights(lambdas: list[float], variant: str) -> list[list[float]]:
@@ -108,7 +100,7 @@ def _combine(x_s: Tensor, step: StepCoefficients, g: list[Tensor], weights: list
 
 @register("dpm_solver_v3")
 @dataclass(frozen=True, slots=True)
-class DPMSolverV3(SingleEvaluationSolver[V3State]):
+class DPMSolverV3(StatisticsSolver[V3State]):
     """DPM-Solver-v3: a multistep predictor-corrector built on empirical model statistics (EMS).
 
     With EMS ``l, s, b`` (per-dimension curves over ``lambda = -log sigma``, :class:`gaussport.ems.EMS`)
@@ -130,12 +122,14 @@ class DPMSolverV3(SingleEvaluationSolver[V3State]):
     correction after the last step. Warm-up orders 1, 2, ...; ``lower_order_final`` caps the
     order at the number of remaining steps. A step to sigma = 0 is ``x = D`` (no evaluation at 0).
 
-    EMS: ``ems=None`` uses the analytic EMS of the warm-start Gaussian when run by
-    :func:`gaussport.sample` with ``warm_start=`` (built over the run's range with
-    ``ems_intervals`` intervals and cached), else the degenerate EMS ``l = 1, s = b = 0``, with
-    which the method is DPM-Solver++ ('taylor' type; exactly, with the exponential rule).
-    Explicit EMS must cover the run's noise levels; a run starting mid-way integrates the EMS
-    over its own sub-range (never re-mapped, solvers.md §1.12).
+    EMS: with ``ems=None``, :func:`gaussport.sample` and the adapters give the solver the analytic
+    EMS of the warm-start Gaussian (built over the run's range with ``ems_intervals`` intervals by
+    :func:`gaussport.sampling.with_warm_start_statistics`, also when the teleport is a no-op);
+    without a Gaussian the solver uses the degenerate EMS ``l = 1, s = b = 0``, with which the
+    method is DPM-Solver++ ('taylor' type; exactly, with the exponential rule). The solver never
+    builds statistics from a model itself. Explicit EMS must cover the run's noise levels; a run
+    starting mid-way integrates the EMS over its own sub-range (never re-mapped,
+    docs/ems.md#runs-that-start-mid-way).
 
     Order: the predictor's local order is ``solver_order + 1``; the first (warm-up) step and,
     with ``lower_order_final``, the last step are first order, which caps the global order:
@@ -156,8 +150,8 @@ class DPMSolverV3(SingleEvaluationSolver[V3State]):
         half: if given, correct only at levels ``sigma > half`` -- the reference code's
             ``half=True`` criterion ``t > 0.5`` (for its EDM schedule ``t = sigma``, i.e. ``half=0.5``;
             the paper's text says the opposite, "corrector only for t <= 0.5").
-        ems: :class:`gaussport.ems.EMS`; ``None`` (automatic, above) or ``"degenerate"``.
-        ems_intervals: intervals of automatically built analytic EMS.
+        ems: :class:`gaussport.ems.EMS`; ``None`` (from the warm start, above) or ``"degenerate"``.
+        ems_intervals: intervals of the analytic EMS built from a warm start.
         quadrature: ``"exponential"`` (exact for constant ``l + s`` and ``s``) or ``"trapezoid"``
             (the reference's rule, for parity); docs/ems.md compares them.
 
@@ -213,28 +207,19 @@ class DPMSolverV3(SingleEvaluationSolver[V3State]):
     def _degree(self) -> int:
         return self.solver_order - 1 + (1 if self.corrector == "pseudo" else 0)
 
-    def statistics(self, x: Tensor, sigmas: Grid, warm_start: WarmStart | None = None) -> EMS:
-        """The EMS a run over ``sigmas`` from ``x`` uses (see the class docstring)."""
-        positive = [s for s in sigmas if s > 0.0]
+    def statistics(self, x: Tensor, sigmas: Grid) -> EMS:
+        """The EMS a run over ``sigmas`` from ``x`` uses: ``ems`` if given, else the degenerate EMS."""
         if isinstance(self.ems, EMS):
             return self.ems
-        if self.ems is None and warm_start is not None and len(positive) >= 2:
-            model = warm_start.model
-            from ..analytic import Gaussian
-
-            if isinstance(model, Gaussian):
-                return _analytic_for(model, positive[-1], positive[0], self.ems_intervals)
-            logger.info(
-                "dpm_solver_v3: warm start %s is not a Gaussian; using degenerate EMS", type(model).__name__
-            )
+        positive = [s for s in sigmas if s > 0.0]
         shape = (1,) * (x.ndim - 1)
         logger.debug("dpm_solver_v3: no EMS given; degenerate EMS (DPM-Solver++)")
         if len(positive) >= 2:
             return EMS.degenerate(shape, sigma_min=positive[-1], sigma_max=positive[0])
         return EMS.degenerate(shape)
 
-    def init(self, x: Tensor, sigmas: Grid, warm_start: WarmStart | None = None) -> V3State:
-        ems = self.statistics(x, sigmas, warm_start)
+    def init(self, x: Tensor, sigmas: Grid, teleport: Teleport | None = None) -> V3State:
+        ems = self.statistics(x, sigmas)
         ems.check_shape(tuple(x.shape[1:]))
         return V3State(ems, self._table(ems, sigmas, x))
 
@@ -292,21 +277,3 @@ class DPMSolverV3(SingleEvaluationSolver[V3State]):
         step = table.steps[pos]
         x_next = _combine(x_here, step, list(history[:p]), taylor_weights(list(lambdas[:p]), self.predictor))
         return x_next, V3State(state.ems, table, pos + 1, x_here, step, history, lambdas, p)
-
-
-def _analytic_for(gaussian: Any, sigma_min: float, sigma_max: float, intervals: int) -> EMS:
-    per_model = _ANALYTIC_CACHE.setdefault(gaussian, OrderedDict())
-    key = (sigma_min, sigma_max, intervals)
-    if key not in per_model:
-        per_model[key] = EMS.analytic(gaussian, sigma_min=sigma_min, sigma_max=sigma_max, intervals=intervals)
-        logger.debug(
-            "dpm_solver_v3: built analytic EMS for sigma in [%g, %g], %d intervals",
-            sigma_min,
-            sigma_max,
-            intervals,
-        )
-        while len(per_model) > _ANALYTIC_CACHE_SIZE:
-            per_model.popitem(last=False)
-    else:
-        per_model.move_to_end(key)
-    return per_model[key]

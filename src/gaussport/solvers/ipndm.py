@@ -9,7 +9,7 @@ from torch import Tensor
 from .._checks import Grid
 from ._expint import interpolation_weights, polynomial_moments
 from ._multistep import check_history_above, final_order_cap, seed_path, step_order
-from .base import SingleEvaluationSolver, WarmStart
+from .base import SingleEvaluationSolver, Teleport
 from .registry import register
 
 __all__ = ["IPNDM", "SlopeHistory"]
@@ -109,10 +109,10 @@ class IPNDM(SingleEvaluationSolver[SlopeHistory]):
     def cold_start_order(self) -> int:
         return min(self.order, 2)
 
-    def init(self, x: Tensor, sigmas: Grid, warm_start: WarmStart | None = None) -> SlopeHistory:
+    def init(self, x: Tensor, sigmas: Grid, teleport: Teleport | None = None) -> SlopeHistory:
         if not self.seed_history:
             return SlopeHistory()
-        seeds = seed_path(warm_start, x, sigmas, self.solver_order - 1, spacing="sigma")
+        seeds = seed_path(teleport, x, sigmas, self.solver_order - 1, spacing="sigma")
         return SlopeHistory(tuple(s for s, _, _ in seeds), tuple((x_j - d_j) / s for s, x_j, d_j in seeds))
 
     def advance(

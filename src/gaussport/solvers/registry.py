@@ -26,7 +26,7 @@ def register(name: str, /, **preset: Any) -> Callable[[_T], _T]:
     """Class decorator registering a solver under ``name`` with preset options.
 
     One class may be registered under several names with different presets, e.g.
-    ``@register("dpmpp_2m", order=2)`` and ``@register("dpmpp_3m", order=3)``.
+    ``@register("dpmpp_2m", solver_order=2)`` and ``@register("dpmpp_3m", solver_order=3)``.
 
     Raises:
         ValueError: if ``name`` is already registered.

@@ -11,7 +11,7 @@ from torch import Tensor
 from .._checks import Grid
 from ._expint import exponential_moments, exponential_step
 from ._multistep import check_history_above, final_order_cap, seed_path, step_order
-from .base import History, SingleEvaluationSolver, WarmStart
+from .base import History, SingleEvaluationSolver, Teleport
 from .registry import register
 
 __all__ = ["UniPC", "UniPCState"]
@@ -104,10 +104,10 @@ class UniPC(SingleEvaluationSolver[UniPCState]):
     def cold_start_order(self) -> int:
         return min(self.order, 3 if self.corrector else 2)
 
-    def init(self, x: Tensor, sigmas: Grid, warm_start: WarmStart | None = None) -> UniPCState:
+    def init(self, x: Tensor, sigmas: Grid, teleport: Teleport | None = None) -> UniPCState:
         if not self.seed_history:
             return UniPCState()
-        seeds = seed_path(warm_start, x, sigmas, self.solver_order - 1)
+        seeds = seed_path(teleport, x, sigmas, self.solver_order - 1)
         return UniPCState(History(tuple(s for s, _, _ in seeds), tuple(d for _, _, d in seeds)))
 
     def moments(self, h: float, nodes: int) -> list[float]:

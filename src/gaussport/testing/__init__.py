@@ -24,7 +24,7 @@ Contracts (each a function, :func:`check_solver` runs them all):
 
 Multistep solvers are measured twice. *Exact history* means the earlier denoised values a multistep
 method combines are the exact ones on the solution path: solvers with a ``seed_history`` option
-fill them from a :class:`~gaussport.solvers.WarmStart` whose model is the problem's Gaussian
+fill them from a :class:`~gaussport.solvers.Teleport` whose model is the problem's Gaussian
 (:func:`exact_history_state`), so the measured slope is the method's order. A *cold start* (empty
 history, lower-order warm-up steps) is what a plain :func:`gaussport.solve` does; one warm-up step
 of local order ``q + 1`` caps the global order at ``q + 1`` (solvers.md §6.2), declared as
@@ -47,8 +47,8 @@ from torch import Tensor
 
 from .. import grids as _grids
 from ..analytic import Dense, Diagonal, Gaussian, LowRankPlusIsotropic
-from ..solve import solve
-from ..solvers import Solver, WarmStart
+from ..sampling import solve
+from ..solvers import Solver, Teleport
 from ..solvers import get as get_solver
 
 __all__ = [
@@ -261,7 +261,7 @@ def exact_history_state(
     """The solver with ``seed_history=True`` and its initial state holding *exact* history.
 
     The history is seeded, as after an analytic warm start, from a
-    :class:`~gaussport.solvers.WarmStart` at ``sigmas[0]`` whose model is ``gaussian``: the denoised
+    :class:`~gaussport.solvers.Teleport` at ``sigmas[0]`` whose model is ``gaussian``: the denoised
     values on the exact path through ``x`` at the levels above ``sigmas[0]`` (the grid's first step
     continued upwards). When ``gaussian`` is also the denoiser being integrated, these are the exact
     earlier values a multistep method assumes.
@@ -273,7 +273,7 @@ def exact_history_state(
         raise TypeError(f"{_name(solver)} has no seed_history option; it cannot start with exact history.")
     seeded = dataclasses.replace(solver, seed_history=True)  # type: ignore[type-var]
     grid = tuple(float(s) for s in sigmas)
-    return seeded, seeded.init(x, grid, WarmStart(gaussian, grid[0], x, grid[0]))
+    return seeded, seeded.init(x, grid, Teleport(gaussian, grid[0], x, grid[0]))
 
 
 def _as_solver(solver: Solver | str) -> Solver:

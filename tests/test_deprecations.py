@@ -1,0 +1,92 @@
+"""Every deprecated public name still works for one release, and warns naming its replacement."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import gaussport
+from gaussport import grids
+from gaussport.analytic import Gaussian
+from gaussport.ems import EMS, analytic_ems
+from gaussport.testing import random_gaussian
+
+
+@pytest.fixture
+def problem() -> dict:
+    g = random_gaussian([1.0, 0.3, 0.05], seed=0)
+    sig = grids.karras(6, 0.01, 20.0)
+    x = g.sample(2, 20.0, torch.Generator().manual_seed(0), dtype=torch.float64)
+    return {"g": g, "sig": sig, "x": x}
+
+
+def test_sample_schedule_is_teleport(problem: dict) -> None:
+    g, sig, x = problem["g"], problem["sig"], problem["x"]
+    new = gaussport.sample(g, x, sig, "heun", warm_start=g, sigma_skip=5.0, teleport="respace", disable=True)
+    with pytest.warns(DeprecationWarning, match=r"sample\(schedule=\.\.\.\).*sample\(teleport=\.\.\.\)"):
+        old = gaussport.sample(
+            g, x, sig, "heun", warm_start=g, sigma_skip=5.0, schedule="respace", disable=True
+        )
+    assert torch.equal(new.x, old.x) and new.sigmas == old.sigmas
+    with pytest.raises(TypeError, match="both schedule= and teleport="):
+        gaussport.sample(g, x, sig, warm_start=g, sigma_skip=5.0, schedule="respace", teleport="respace")
+
+
+def test_sample_without_warm_start_is_solve(problem: dict) -> None:
+    g, sig, x = problem["g"], problem["sig"], problem["x"]
+    with pytest.warns(DeprecationWarning, match=r"warm_start=None.*gaussport.solve"):
+        old = gaussport.sample(g, x, sig, "euler", disable=True)
+    assert torch.equal(old.x, gaussport.solve(g, x, sig, "euler", disable=True).x)
+
+
+def test_warm_start_record_is_teleport() -> None:
+    with pytest.warns(DeprecationWarning, match=r"solvers.WarmStart.*solvers.Teleport"):
+        from gaussport.solvers import WarmStart
+    assert WarmStart is gaussport.solvers.Teleport
+
+
+def test_ems_analytic_is_analytic_ems() -> None:
+    g = Gaussian.diagonal(torch.zeros(3), torch.tensor([1.0, 0.2, 0.01]))
+    with pytest.warns(DeprecationWarning, match=r"EMS.analytic.*analytic_ems"):
+        old = EMS.analytic(g, sigma_min=0.01, sigma_max=10.0, intervals=8)
+    new = analytic_ems(g, sigma_min=0.01, sigma_max=10.0, intervals=8)
+    assert torch.equal(old.l, new.l) and torch.equal(old.s, new.s) and torch.equal(old.b, new.b)
+
+
+def test_k_diffusion_samplers_dict_and_schedule_option() -> None:
+    from gaussport.adapters import k_diffusion as gk
+
+    with pytest.warns(DeprecationWarning, match=r"samplers\(\).*as_k_diffusion_sampler"):
+        table = gk.samplers()
+    assert set(table) == {f"sample_{n}" for n in gaussport.solvers.available()}
+    g = random_gaussian([1.0, 0.2], seed=1)
+    x = g.sample(2, 10.0, torch.Generator().manual_seed(0), dtype=torch.float64)
+    sig = torch.tensor(grids.karras(5, 0.01, 10.0), dtype=torch.float64)
+    new = gk.sample_euler(g, x, sig, disable=True, warm_start=g, sigma_skip=2.0, teleport="respace")
+    with pytest.warns(DeprecationWarning, match=r"sample_euler\(schedule=\.\.\.\)"):
+        old = gk.sample_euler(g, x, sig, disable=True, warm_start=g, sigma_skip=2.0, schedule="respace")
+    assert torch.equal(new, old)
+
+
+def test_edm_sample_schedule_option() -> None:
+    from gaussport.adapters.edm import edm_sample
+
+    g = random_gaussian([1.0, 0.2, 0.1, 0.05], seed=2)
+
+    class Net(torch.nn.Module):
+        sigma_min, sigma_max = 0.002, 80.0
+
+        def round_sigma(self, sigma: object) -> torch.Tensor:
+            return torch.as_tensor(sigma)
+
+        def forward(self, x: torch.Tensor, sigma: torch.Tensor, class_labels: object = None) -> torch.Tensor:
+            return g(x.flatten(1).double(), sigma.double().flatten()).reshape(x.shape).to(x.dtype)
+
+    z = torch.randn(2, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+    warm = Gaussian(g.mean.reshape(1, 2, 2), g.cov)
+    new = edm_sample(Net(), z, num_steps=6, warm_start=warm, sigma_skip=5.0, teleport="respace", disable=True)
+    with pytest.warns(DeprecationWarning, match=r"edm_sample\(schedule=\.\.\.\)"):
+        old = edm_sample(
+            Net(), z, num_steps=6, warm_start=warm, sigma_skip=5.0, schedule="respace", disable=True
+        )
+    assert torch.equal(new.x, old.x)
