@@ -1,9 +1,11 @@
 """Warm-start plumbing shared by the adapters (private).
 
-* :func:`load_statistics` -- a :class:`~gaussport.analytic.Gaussian` from a statistics file,
-  cached by path and modification time (front-ends call samplers with a path on every image);
-* :func:`resolve_warm_start` -- a path, a Gaussian or a class-conditional set of Gaussians
-  turned into the warm-start object one run uses (class labels taken from the model's arguments);
+* :func:`load_statistics` -- a :class:`~gaussport.analytic.Gaussian` from a statistics file, through
+  a :class:`StatisticsCache` the caller owns (front-ends call samplers with a path on every image;
+  the k-diffusion samplers own one each);
+* :func:`resolve_warm_start` -- a path, a Gaussian or a warm start that depends on the model's
+  arguments (``bind(arguments)``, e.g. per-class Gaussians selected by the labels) turned into the
+  warm-start object one run uses;
 * :func:`check_sample_shape` -- statistics fitted in another space fail before any model call;
 * :func:`from_noise` -- the teleport from pure noise (VE ``sigma = inf``, rectified flow ``t = 1``);
 * :func:`float_attribute` -- a model's numeric attribute (``sigma_min``...) as a float, if it has one.
@@ -24,12 +26,12 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from ..analytic import Gaussian
 
 __all__ = [
+    "StatisticsCache",
     "load_statistics",
     "resolve_warm_start",
     "check_sample_shape",
@@ -50,16 +52,36 @@ def float_attribute(obj: Any, name: str) -> float | None:
         return None
 
 
-_CACHE: dict[tuple[str, int, int], Gaussian] = {}
-_CACHE_LOCK = threading.Lock()
-_CACHE_SIZE = 8
+class StatisticsCache:
+    """Statistics files already read, by ``(real path, mtime, size)``; owned by whoever reuses it.
+
+    A front-end that passes the same path for every image reads it once, and a rewritten file is
+    read again. At most ``size`` files are kept (oldest out first). Thread-safe.
+    """
+
+    def __init__(self, size: int = 4) -> None:
+        if size < 1:
+            raise ValueError(f"size must be at least 1; got {size}.")
+        self.size = size
+        self._files: dict[tuple[str, int, int], Gaussian] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, int, int]) -> Gaussian | None:
+        with self._lock:
+            return self._files.get(key)
+
+    def put(self, key: tuple[str, int, int], gaussian: Gaussian) -> None:
+        with self._lock:
+            if key not in self._files and len(self._files) >= self.size:
+                self._files.pop(next(iter(self._files)))
+            self._files[key] = gaussian
 
 
-def load_statistics(path: str | os.PathLike[str]) -> Gaussian:
+def load_statistics(path: str | os.PathLike[str], cache: StatisticsCache | None = None) -> Gaussian:
     """The Gaussian stored at ``path`` (written by ``Gaussian.save``); never unpickles.
 
-    Loaded files are cached by ``(real path, mtime, size)``: a front-end that passes the same
-    path for every image reads it once, and a rewritten file is read again.
+    With ``cache``, a file already read (same real path, modification time and size) is not read
+    again.
 
     Raises:
         FileNotFoundError: if ``path`` does not exist (the message says how to create it).
@@ -75,15 +97,12 @@ def load_statistics(path: str | os.PathLike[str]) -> Gaussian:
             "gaussport.adapters.diffusers.fit_latent_gaussian(vae, images).save(path))."
         ) from None
     key = (real, st.st_mtime_ns, st.st_size)
-    with _CACHE_LOCK:
-        cached = _CACHE.get(key)
+    cached = cache.get(key) if cache is not None else None
     if cached is not None:
         return cached
     gaussian = Gaussian.load(real)
-    with _CACHE_LOCK:
-        if len(_CACHE) >= _CACHE_SIZE:
-            _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = gaussian
+    if cache is not None:
+        cache.put(key, gaussian)
     return gaussian
 
 
@@ -101,36 +120,38 @@ def check_sample_shape(
     if expected is None or tuple(expected) == tuple(sample_shape):
         return
     raise ValueError(
-        f"the warm-start statistics were fitted to samples of shape {tuple(expected)}, but {what} have "
-        f"shape {tuple(sample_shape)}. Fit the statistics on data in the model's own space and "
+        f"the warm-start statistics were fitted to samples of shape {tuple(expected)}, but the shape "
+        f"of {what} is {tuple(sample_shape)}. Fit the statistics on data in the model's own space and "
         "resolution (pixels scaled as the model expects, or scaled latents for latent models: "
         "gaussport.adapters.diffusers.fit_latent_gaussian)."
     )
 
 
-def resolve_warm_start(warm_start: Any, arguments: Mapping[str, Any] | None = None) -> Any:
+def resolve_warm_start(
+    warm_start: Any, arguments: Mapping[str, Any] | None = None, *, cache: StatisticsCache | None = None
+) -> Any:
     """The warm-start object for one run.
 
     Args:
         warm_start: ``None``; a path to a statistics file; a :class:`~gaussport.analytic.Gaussian`
-            (or anything with ``flow``); or a
-            :class:`~gaussport.adapters.guidance.ClassConditionalGaussian`, which is bound to the
-            labels found in ``arguments`` under its ``label_key``.
+            (or anything with ``flow``); or a warm start that depends on the model's arguments --
+            an object with ``bind(arguments)`` returning the warm start of this run, e.g.
+            :class:`~gaussport.adapters.guidance.ClassConditionalGaussian`, bound to the labels
+            found in ``arguments`` under its ``label_key``.
         arguments: the keyword arguments the model gets (k-diffusion ``extra_args``).
+        cache: where statistics files already read are kept (see :func:`load_statistics`).
 
     Raises:
         ValueError: if a class-conditional warm start finds no labels.
         TypeError: for objects that cannot teleport.
     """
-    from .guidance import ClassConditionalGaussian  # local: guidance imports this module
-
     if warm_start is None:
         return None
     if isinstance(warm_start, (str, os.PathLike)):
-        warm_start = load_statistics(warm_start)
-    if isinstance(warm_start, ClassConditionalGaussian):
-        labels = None if arguments is None else arguments.get(warm_start.label_key)
-        return warm_start.select(labels)
+        warm_start = load_statistics(warm_start, cache)
+    bind = getattr(warm_start, "bind", None)
+    if callable(bind):
+        warm_start = bind(dict(arguments or {}))
     if not callable(getattr(warm_start, "flow", None)):
         raise TypeError(
             "warm_start must be a statistics file path, a gaussport.analytic.Gaussian, a "
@@ -150,23 +171,10 @@ def from_noise(warm_start: Any, z: Tensor, sigma: float) -> Tensor:
     if not math.isfinite(sigma) or sigma < 0:
         raise ValueError(f"the teleport target must be a finite noise level >= 0; got {sigma}.")
     own = getattr(warm_start, "from_noise", None)
-    if callable(own):
-        return own(z, sigma)
-    if not isinstance(warm_start, Gaussian):
+    if not callable(own):
         raise TypeError(
             "teleporting from pure noise needs a gaussport Gaussian (or an object with from_noise(z, "
-            "sigma)); "
-            f"got {type(warm_start).__name__}."
+            f"sigma)); got {type(warm_start).__name__}."
         )
-    return gaussian_from_noise(warm_start, z, sigma)
-
-
-def gaussian_from_noise(gaussian: Gaussian, z: Tensor, sigma: float) -> Tensor:
-    """``mu + (Sigma + sigma^2 I)^(1/2) z`` for one Gaussian (shape-checked)."""
-    check_sample_shape(gaussian, z.shape[1:], what="the noise")
-    work = torch.promote_types(z.dtype, torch.float32)
-    flat = z.reshape(z.shape[0], -1).to(work)
-    s2 = float(sigma) ** 2
-    mean = gaussian.mean.reshape(-1).to(device=z.device, dtype=work)
-    out = mean + gaussian.cov.apply(flat, lambda lam: torch.sqrt(lam + s2))
-    return out.reshape(z.shape).to(z.dtype)
+    check_sample_shape(warm_start, z.shape[1:], what="the noise")
+    return own(z, sigma)

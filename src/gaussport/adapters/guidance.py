@@ -24,7 +24,7 @@ from torch import Tensor
 
 from ..analytic import Gaussian, GaussianMixture
 from ..analytic.mixture import same_shape_gaussians
-from ._teleport import check_sample_shape, gaussian_from_noise
+from ._teleport import check_sample_shape
 
 __all__ = ["ClassifierFreeGuidance", "ClassConditionalGaussian", "PerSampleGaussian"]
 
@@ -212,6 +212,16 @@ class ClassConditionalGaussian:
         """The per-sample warm start for a batch with these labels (``[B]`` ints or ``[B, K]`` one-hot)."""
         return PerSampleGaussian(self.gaussians, as_class_indices(labels, self.num_classes))
 
+    def bind(self, arguments: Mapping[str, Any]) -> PerSampleGaussian:
+        """The warm start of one run, from the labels the model gets in ``arguments[label_key]``.
+
+        The adapters call this on any warm start that has it (k-diffusion's ``extra_args``).
+
+        Raises:
+            ValueError: if ``arguments`` hold no labels under ``label_key``.
+        """
+        return self.select(arguments.get(self.label_key))
+
     def __repr__(self) -> str:
         return (
             f"ClassConditionalGaussian(classes={self.num_classes}, shape={self._shape}, "
@@ -272,7 +282,7 @@ class PerSampleGaussian:
 
     def from_noise(self, z: Tensor, sigma: float) -> Tensor:
         """Each row teleported from pure noise with its own class Gaussian."""
-        return self._rowwise(z, lambda g, zs, rows: gaussian_from_noise(g, zs, sigma))
+        return self._rowwise(z, lambda g, zs, rows: g.from_noise(zs, sigma))
 
     def __repr__(self) -> str:
         return f"PerSampleGaussian(batch={self.labels.numel()}, classes={[k for k, _ in self._groups]})"

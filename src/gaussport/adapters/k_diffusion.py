@@ -36,7 +36,7 @@ from .._checks import Grid, as_grid
 from ..sampling import StepInfo, sample, solve, with_warm_start_statistics
 from ..solvers import Solver, available, solver_class
 from ..solvers import get as get_solver
-from ._teleport import check_sample_shape, float_attribute, resolve_warm_start
+from ._teleport import StatisticsCache, check_sample_shape, float_attribute, resolve_warm_start
 
 __all__ = [
     "KDiffusionDenoiser",
@@ -212,6 +212,7 @@ def _run(
     sigma_skip: Any,
     teleport: Any,
     parameterization: str,
+    files: StatisticsCache,
 ) -> Tensor:
     if parameterization not in _PARAMETERIZATIONS:
         raise ValueError(
@@ -226,7 +227,7 @@ def _run(
     grid = as_grid(sigmas)  # one device->host copy if sigmas live on the GPU, before the loop
     if len(grid) == 1:
         return x  # no interval: k-diffusion samplers return x unchanged
-    warm = resolve_warm_start(warm_start, extra)
+    warm = resolve_warm_start(warm_start, extra, cache=files)
     if warm is None and sigma_skip is not None:
         raise ValueError(
             "sigma_skip was given without warm_start; pass the statistics (a Gaussian or a file path)."
@@ -285,7 +286,7 @@ def as_k_diffusion_sampler(solver: str | Solver = "euler", /, **options: Any) ->
             (its dataclass fields), and
 
             * ``warm_start``: a :class:`~gaussport.analytic.Gaussian`, a statistics file path
-              (loaded once and cached), or a
+              (read once per sampler, again if the file changes), or a
               :class:`~gaussport.adapters.guidance.ClassConditionalGaussian` (labels read from
               ``extra_args[label_key]``);
             * ``sigma_skip``: the teleport level. Grids starting at or below it (img2img) are
@@ -321,6 +322,7 @@ def as_k_diffusion_sampler(solver: str | Solver = "euler", /, **options: Any) ->
     if not any(v is _P.empty for v in solver_defaults.values()):
         build(solver_defaults)  # fail now, not at the first image, on a bad option value
     signature = _signature(solver_defaults, adapter_defaults)
+    files = StatisticsCache()  # this sampler's statistics files: a path given per image is read once
 
     def sampler(*args: Any, **kwargs: Any) -> Tensor:
         bound = signature.bind(*args, **kwargs)
@@ -348,6 +350,7 @@ def as_k_diffusion_sampler(solver: str | Solver = "euler", /, **options: Any) ->
                 a["sigma_skip"],
                 teleport,
                 a["parameterization"],
+                files,
             )
 
     sampler.__signature__ = signature  # type: ignore[attr-defined]

@@ -323,6 +323,23 @@ class Gaussian:
         out = mu + self._cov.apply(v - mu, lambda lam: torch.sqrt((lam + s1 * s1) / (lam + s0 * s0)))
         return out.reshape(x.shape).to(x.dtype)
 
+    def from_noise(self, z: Tensor, sigma: float) -> Tensor:
+        """The teleport from pure noise: ``mu + (Sigma + sigma^2 I)^(1/2) z`` (VE state at ``sigma``).
+
+        The limit of :meth:`flow` from a level ``s -> inf`` with ``x(s) = s z``: the state the
+        probability-flow trajectory of the noise ``z`` reaches at ``sigma``. Rectified-flow models
+        start at ``t = 1`` with ``x = z`` exactly (docs/warm-start.md#teleporting-from-pure-noise).
+
+        Raises:
+            ValueError: for a negative or non-finite ``sigma``, or ``z`` of the wrong sample shape.
+        """
+        s = float(sigma)
+        if not math.isfinite(s) or s < 0:
+            raise ValueError(f"the teleport target must be a finite noise level >= 0; got {sigma}.")
+        v = self._flat(z, "the noise")
+        out = self._mean_like(v) + self._cov.apply(v, lambda lam: torch.sqrt(lam + s * s))
+        return out.reshape(z.shape).to(z.dtype)
+
     def sample(
         self,
         n: int,
