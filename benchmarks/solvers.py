@@ -284,9 +284,11 @@ def run_target(
 
 
 def safe_teleport_level(target: Target, tau: float = 3e-3) -> tuple[float, dict[float, float]]:
-    """The automatic teleport level of method.md §4.4: the lowest level of a sqrt(2)-spaced ladder from
-    which on the Gaussian's relative velocity error ``|D - D_G| / |x - D|`` (mean over probes drawn from
-    the noisy target) stays below ``tau`` -- computed from the model and its Gaussian, not from solves."""
+    """The automatic teleport level (docs/warm-start.md#the-safe-level-without-sampling).
+
+    The lowest level of a sqrt(2)-spaced ladder from which on the Gaussian's relative velocity error
+    ``|D - D_G| / |x - D|`` (mean over probes drawn from the noisy target) stays below ``tau`` --
+    computed from the model and its Gaussian, not from solves."""
     gaussian = target.mixture.moments()
     errors = {}
     for k in range(11):
@@ -313,9 +315,10 @@ def calibrate_teleport(
 ) -> tuple[dict[int, float], dict[float, list[float]]]:
     """Per NFE, the candidate teleport level with the lowest error on separate calibration trajectories.
 
-    A deployment would do the same with a high-NFE reference sampler on a few seeds (method.md §4.4,
-    step 2); here the reference is the RK4 solve of the calibration seeds, which never enter the
-    reported errors. Returns the chosen level per NFE and the calibration errors per candidate.
+    A deployment would do the same with a high-NFE reference sampler on a few seeds
+    (docs/warm-start.md#calibrating-per-solver-and-budget); here the reference is the RK4 solve of the
+    calibration seeds, which never enter the reported errors. Returns the chosen level per NFE and the
+    calibration errors per candidate.
     """
     batch = max(4, target.batch // 4)
     x = target.mixture.sample(batch, SIGMA_MAX, torch.Generator().manual_seed(1), dtype=torch.float64)
@@ -508,7 +511,8 @@ def main(argv: list[str] | None = None) -> int:
             "|" + "---|" * (len(ladder) + 1),
             "| error | " + " | ".join(f"{e:.1e}" for e in ladder.values()) + " |",
             "",
-            f"Automatic safe level (method.md §4.4, tau = 3e-3): sigma* = {safe:.3g}. The level used at each "
+            "Automatic safe level (docs/warm-start.md#the-safe-level-without-sampling, tau = 3e-3): "
+            f"sigma* = {safe:.3g}. The level used at each "
             "NFE is the candidate with the lowest error of unipc_bh2 on separate calibration seeds (errors "
             "below; the reported errors use other seeds); every gaussport solver then teleports there with "
             "the grid re-spaced below it (same NFE).",

@@ -398,7 +398,9 @@ def run_solvers(problem: str, quick: bool) -> None:
 
 # ============================================================================ accuracy facts
 def independent_gaussian() -> Gaussian:
-    """solvers.md §0.2: 16 independent dimensions, mu ~ 0.5 N(0, 1), s_d log-spaced in [0.05, 2]."""
+    """16 independent dimensions, mu ~ 0.5 N(0, 1), s_d log-spaced in [0.05, 2].
+
+    The test problem of docs/ems.md#the-16-dimensional-test-problem."""
     gen = torch.Generator().manual_seed(0)
     mu = 0.5 * torch.randn(16, generator=gen, dtype=torch.float64)
     return Gaussian.diagonal(
@@ -439,8 +441,8 @@ def run_accuracy() -> None:
             rows.append([n, rule] + errs)
     payload["exact_ems"] = rows
     md.append(
-        "\n**Exact EMS, 16 independent dimensions (solvers.md §0.2), logSNR steps 80 -> 0.002** "
-        "(error vs the closed-form flow):\n\n"
+        "\n**Exact EMS, 16 independent dimensions (docs/ems.md#the-16-dimensional-test-problem), "
+        "logSNR steps 80 -> 0.002** (error vs the closed-form flow):\n\n"
     )
     md.append(_table(["EMS N", "rule", "5 steps", "10", "20", "50", "100"], rows))
 

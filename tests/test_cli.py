@@ -24,11 +24,20 @@ def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
     assert "demo" in out and "solvers" in out and "train-demo" in out and "teleport" in out
 
 
-def test_console_script_runs() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "gaussport.cli", "solvers"], capture_output=True, text=True, check=True
+def test_import_is_light_and_the_console_script_runs() -> None:
+    # One fresh interpreter for two checks: `import gaussport` loads neither the digits application
+    # nor safetensors (the loaders import it when called), and `python -m gaussport.cli` runs.
+    code = (
+        "import runpy, sys, gaussport\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'safetensors'\n"
+        "             or m.startswith(('gaussport.digits', 'gaussport.models'))), flush=True)\n"
+        "sys.argv = ['gaussport', 'solvers']\n"
+        "runpy.run_module('gaussport.cli', run_name='__main__')\n"
     )
-    assert "heun" in out.stdout and "order 2" in out.stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded, listing = out.stdout.split("\n", 1)
+    assert loaded == "[]"
+    assert "heun" in listing and "order 2" in listing
 
 
 # ---------------------------------------------------------------------- the digits demo

@@ -90,3 +90,26 @@ def test_edm_sample_schedule_option() -> None:
             Net(), z, num_steps=6, warm_start=warm, sigma_skip=5.0, schedule="respace", disable=True
         )
     assert torch.equal(new.x, old.x)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# gaussport.adapters.flow: ve_sigma / flow_time -> gaussport.schedules.RectifiedFlow().sigma_at / .t_at
+# (the schedules are the one place that converts).
+
+
+def test_flow_ve_sigma_and_flow_time_are_rectified_flow_conversions() -> None:
+    import math
+
+    from gaussport import schedules
+    from gaussport.adapters import flow
+
+    rf = schedules.RectifiedFlow()
+    with pytest.warns(DeprecationWarning, match=r"flow\.ve_sigma.*RectifiedFlow\(\)\.sigma_at"):
+        ve_sigma = flow.ve_sigma
+    with pytest.warns(DeprecationWarning, match=r"flow\.flow_time.*RectifiedFlow\(\)\.t_at"):
+        flow_time = flow.flow_time
+    for t in (0.0, 0.3, 0.5, 0.999, 1.0):
+        assert ve_sigma(t) == rf.sigma_at(t) and flow_time(rf.sigma_at(t)) == rf.t_at(rf.sigma_at(t))
+    assert ve_sigma(0.5) == 1.0 and ve_sigma(1.0) == math.inf and flow_time(math.inf) == 1.0
+    with pytest.raises(ValueError, match=r"lie in \[0, 1\]"):
+        ve_sigma(1.5)

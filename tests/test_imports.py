@@ -1,4 +1,4 @@
-"""The import graph: `import gaussport` stays light (ecosystem.md §1.8)."""
+"""The import graph: `import gaussport` stays light (docs/peer-conventions.md#import-weight)."""
 
 import subprocess
 import sys

@@ -102,3 +102,49 @@ def test_quantized_timesteps_keep_exact_scaling_like_k_diffusion() -> None:
         ours(x, sigma), theirs(x, sigma).double(), rtol=1e-6, atol=1e-6
     )  # k-diffusion: ~1e-7
     assert torch.allclose(sch.sigma_of_t(sch.t_of_sigma(sigma)), sigma, rtol=1e-9)  # conversions stay exact
+
+
+# ------------------------------------------------------------------ Python-float conversions (grids)
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES, ids=lambda s: type(s).__name__)
+@given(u=st.floats(0.0, 1.0))
+def test_float_conversions_agree_with_the_tensor_ones_and_round_trip(
+    schedule: schedules.NoiseSchedule, u: float
+) -> None:
+    lo, hi = max(schedule.sigma_min, 1e-3), min(schedule.sigma_max, 1e3)
+    sigma = math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
+    s64 = torch.tensor([sigma], dtype=torch.float64)
+    t = schedule.t_at(sigma)
+    assert isinstance(t, float) and t == pytest.approx(float(schedule.t_of_sigma(s64)), rel=1e-15, abs=0)
+    assert schedule.sigma_at(t) == pytest.approx(sigma, rel=1e-9)
+    assert schedule.sigma_at(t) == pytest.approx(
+        float(schedule.sigma_of_t(torch.tensor([t], dtype=torch.float64))), rel=1e-15
+    )
+    alpha = schedule.alpha_at(sigma)
+    assert isinstance(alpha, float)
+    assert alpha == pytest.approx(float(schedule.alpha_of_sigma(s64)), rel=1e-14)
+    assert alpha == pytest.approx(float(schedule.alpha_sigma(schedule.t_of_sigma(s64))[0]), rel=1e-9)
+    x_ve = torch.tensor([[1.5, -2.0]], dtype=torch.float64)
+    assert torch.allclose(schedule.to_native(x_ve, s64)[0], alpha * x_ve, rtol=1e-9)
+
+
+def test_float_conversions_known_values() -> None:
+    rf = schedules.RectifiedFlow()
+    assert rf.sigma_at(0.5) == 1.0 and rf.t_at(1.0) == 0.5 and rf.alpha_at(1.0) == 0.5
+    assert rf.sigma_at(0.0) == 0.0 and rf.t_at(0.0) == 0.0 and rf.alpha_at(0.0) == 1.0
+    assert rf.sigma_at(0.75) == 3.0 and rf.t_at(3.0) == 0.75 and rf.alpha_at(3.0) == 0.25
+    # Pure noise: t = 1 is sigma = inf, where the native state carries no data (alpha = 0).
+    assert rf.sigma_at(1.0) == math.inf and rf.t_at(math.inf) == 1.0 and rf.alpha_at(math.inf) == 0.0
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=r"lie in \[0, 1\]"):
+            rf.sigma_at(bad)
+    ve = schedules.VE()
+    assert (ve.t_at(2.5), ve.sigma_at(2.5), ve.alpha_at(2.5)) == (2.5, 2.5, 1.0)
+    for vp in SCHEDULES[1:5]:  # alpha^2 + sigma^2 = 1: alpha = 1 / sqrt(1 + sigma_ve^2)
+        assert vp.alpha_at(0.0) == 1.0 and vp.alpha_at(math.sqrt(3.0)) == pytest.approx(0.5, rel=1e-15)
+    ddpm = schedules.VPDiscrete.from_betas()
+    assert ddpm.sigma_at(0.0) == pytest.approx(ddpm.sigma_min, rel=1e-15)
+    assert ddpm.sigma_at(999.0) == pytest.approx(ddpm.sigma_max, rel=1e-15)
+    assert ddpm.t_at(ddpm.sigma_max) == pytest.approx(999.0, rel=1e-12)
+    assert ddpm.t_at(ddpm.sigma_at(500.25)) == pytest.approx(500.25, rel=1e-12)

@@ -1,7 +1,7 @@
 """Input validation shared by every entry point.
 
 Each check runs once, at the boundary of a public function, never inside a step loop. Messages
-name the problem and the fix (docs/conventions.md, "Bad input").
+name the problem and the fix (docs/conventions.md#bad-input).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def check_state(x: Tensor, *, name: str = "x") -> None:
 
 
 def state_dtype(x_dtype: torch.dtype, requested: torch.dtype | None) -> torch.dtype:
-    """The dtype solver state is kept in (docs/conventions.md, "dtype policy").
+    """The dtype solver state is kept in (docs/conventions.md#precision).
 
     float32 by default; float64 when requested or when the input already is float64. Half-precision
     inputs are promoted: their rounding error would swamp any solver's truncation error.

@@ -1,4 +1,4 @@
-"""Deprecated names: one warning format, one release of grace (docs/architecture.md, "Renames").
+"""Deprecated names: one warning format, one release of grace (docs/architecture.md#names).
 
 Old public names keep working for one release and warn with :class:`DeprecationWarning`, naming
 the replacement. Module attributes go through :func:`module_aliases` (PEP 562 ``__getattr__``), old

@@ -3,7 +3,7 @@
 Every file the library writes (statistics, mixtures, EMS, estimator checkpoints, the digits test
 split) goes through :func:`write_npz` and is read back by :func:`read_npz`, which never unpickles
 (``np.load(allow_pickle=False)``) and turns every way a foreign or damaged file can fail into one
-``ValueError`` that names the file and what was expected (docs/conventions.md, "Files").
+``ValueError`` that names the file and what was expected (docs/conventions.md#files).
 """
 
 from __future__ import annotations

@@ -122,7 +122,7 @@ def _mixture_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_demo(args: argparse.Namespace) -> int:
-    from .models import release
+    from .digits import train_demo_model
 
     if args.device not in (None, "cpu"):
         raise ValueError(
@@ -134,15 +134,18 @@ def _cmd_train_demo(args: argparse.Namespace) -> int:
             raise ValueError(
                 f"--{name.replace('_', '-')} must be a positive integer; got {getattr(args, name)}."
             )
+    if args.held_out_images is not None and args.held_out_images < 1:
+        raise ValueError(f"--held-out-images must be a positive integer; got {args.held_out_images}.")
     command = "gaussport " + " ".join(shlex.quote(a) for a in args.argv)
     start = time.perf_counter()
-    provenance = release.train_demo_model(
+    provenance = train_demo_model(
         args.out,
         seed=args.seed,
         steps=args.steps,
         batch_size=args.batch_size,
         classifier_epochs=args.classifier_epochs,
         reference_samples=args.reference_samples,
+        held_out_images=args.held_out_images,
         disable=args.quiet or None,
         command=command,
     )
@@ -263,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the Gaussian statistics of the training split from scikit-learn's digits (pip install "
         "'gaussport[train]'), and write into --out the weights (safetensors), the statistics (npz), the "
         "held-out test split, digits_provenance.json and the model card DIGITS_MODEL.md. The loaders "
-        "(gaussport.models.load_digits_*(directory=DIR)), Evaluator.digits(directory=DIR) and "
+        "(gaussport.digits.load_digits_*(directory=DIR)), gaussport.digits.evaluator(directory=DIR) and "
         "`gaussport demo --model DIR` accept the directory. Expected time: 3000 steps take about 10-20 "
         "minutes on 2 CPU cores (the shipped run: 19 min under load). Training runs on "
         "the CPU with 2 threads; on a machine shared with other jobs set OMP_WAIT_POLICY=PASSIVE in the "
@@ -279,6 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--classifier-epochs", type=int, default=60, help="classifier training epochs")
     train.add_argument(
         "--reference-samples", type=int, default=1000, help="samples for the Frechet reference points"
+    )
+    train.add_argument(
+        "--held-out-images",
+        type=int,
+        metavar="N",
+        help="average the held-out losses over the first N images of each split (default: all of them)",
     )
     train.add_argument("--device", help="cpu (the only choice: training runs on the CPU)")
     train.add_argument("--quiet", "--no-progress", action="store_true", help="no progress bars")

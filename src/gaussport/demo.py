@@ -1,8 +1,10 @@
 """``gaussport demo``: the shipped digits model sampled with and without the Gaussian warm start.
 
-The default target, :func:`run_digits_demo`, loads the shipped 8x8-digits denoiser and the Gaussian
-fitted to its training split (:mod:`gaussport.models`) and measures, with the evaluation harness
-(:class:`gaussport.evaluation.Evaluator`), each solver at each NFE budget on a fixed set of seeds
+The demo only composes: the application's model (:mod:`gaussport.digits`, or an analytic target)
+and the library's evaluation harness (:mod:`gaussport.evaluation`). The default target,
+:func:`run_digits_demo`, loads the shipped 8x8-digits denoiser and the Gaussian fitted to its
+training split (:func:`gaussport.digits.evaluator`) and measures each solver at each NFE budget on
+a fixed set of seeds
 
 * without a teleport (the solver on the full Karras grid from ``sigma_max = 80``), and
 * after a teleport to ``sigma_skip`` (``teleport="respace"``: the same NFE re-spaced below it;
@@ -23,7 +25,8 @@ higher leaves the solver more of the trajectory to cover with the same evaluatio
 
 The analytic target, :func:`run_mixture_demo` (``gaussport demo --target mixture``), needs no model:
 a built-in anisotropic Gaussian mixture with an exact denoiser, the warm start its moment-matched
-Gaussian. For each grid size it reports the error to the exact endpoint of
+Gaussian, measured with the same harness on exact samples of the mixture's noisy marginal at
+``sigma = 80``. For each grid size it reports the error to the exact endpoint of
 
 * plain Heun on a Karras grid (``2n - 1`` evaluations for ``n`` steps),
 * Heun after a teleport to ``sigma_skip`` with the same number of steps re-spaced below it
@@ -31,8 +34,8 @@ Gaussian. For each grid size it reports the error to the exact endpoint of
 * Heun after a teleport onto the largest grid level at or below ``sigma_skip``, keeping the grid
   below it (fewer evaluations: ``teleport="truncate"``, the paper's Heun setting).
 
-:func:`train_demo_model` (``gaussport train-demo``, ``benchmarks/train_demo.py``) retrains the
-digits model into a directory that the loaders and ``gaussport demo --model`` accept.
+:func:`gaussport.digits.train_demo_model` (``gaussport train-demo``, ``benchmarks/train_demo.py``)
+retrains the digits model into a directory that the loaders and ``gaussport demo --model`` accept.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from . import grids
+from . import digits
 from .analytic import GaussianMixture, anisotropic_mixture
 from .evaluation import (
     TELEPORTS,
@@ -63,8 +66,6 @@ from .evaluation import (
     plot_quality,
     save_sample_panels,
 )
-from .reference import reference_solve
-from .sampling import sample, solve
 from .solvers import get as get_solver
 
 __all__ = [
@@ -193,7 +194,8 @@ def run_digits_demo(
         frechet_seeds: the number of Frechet seeds (their spread is the reported noise).
         reference_steps: RK4 steps per unit of ``lambda`` for the exact endpoints.
         device: where the model runs.
-        directory: a model trained with :func:`train_demo_model` (default: the shipped one).
+        directory: a model trained with :func:`gaussport.digits.train_demo_model` (default: the
+            shipped one).
         cache_dir: keep the exact endpoints on disk between runs.
         disable: hides the progress bars (``None``: only on a terminal, as tqdm does).
 
@@ -222,7 +224,7 @@ def run_digits_demo(
         extra = {"frechet_seeds": range(first, first + frechet_seeds), "frechet_samples": frechet_samples}
     else:
         extra = {"frechet_metric": None}
-    ev = Evaluator.digits(
+    ev = digits.evaluator(
         directory=directory,
         device=device,
         seeds=range(seed, seed + batch),
@@ -401,10 +403,6 @@ def demo_target() -> GaussianMixture:
     return anisotropic_mixture(dim=32, n_components=6, spread=2.0, eigenvalue_range=(1e-3, 0.1), seed=0)
 
 
-def _rms(x: torch.Tensor, ref: torch.Tensor) -> float:
-    return float((x - ref).pow(2).mean().sqrt())
-
-
 def run_mixture_demo(
     steps: tuple[int, ...] = (3, 4, 5, 6, 8, 10, 12, 16),
     *,
@@ -414,50 +412,39 @@ def run_mixture_demo(
     seed: int = 0,
     disable: bool | None = None,
 ) -> list[DemoRow]:
-    """Run the demo and return its table rows (see the module docstring)."""
+    """Run the demo and return its table rows (see the module docstring).
+
+    The harness (:class:`~gaussport.evaluation.Evaluator`) runs on the mixture's exact denoiser in
+    float64, its moment-matched Gaussian as the warm start, and ``batch`` exact samples of the
+    noisy marginal at ``sigma = 80`` (one generator seeded with ``seed``) as initial states; the
+    exact endpoints are RK4 solves with 50 steps per unit of ``lambda``.
+    """
     get_solver(solver)  # an unknown name fails here, before the reference solve
     target = demo_target()
-    gaussian = target.moments()
     x = target.sample(batch, SIGMA_MAX, torch.Generator().manual_seed(seed), dtype=torch.float64)
-    logger.info("computing the exact endpoints (RK4 reference solve) ...")
-    exact = reference_solve(
-        target, x, grids.karras(2, SIGMA_MIN, SIGMA_MAX), steps_per_unit=50, disable=disable
+    ev = Evaluator(
+        target,
+        target.moments(),
+        shape=x.shape[1:],
+        seeds=range(batch),
+        sigma_min=SIGMA_MIN,
+        sigma_max=SIGMA_MAX,
+        model_dtype=torch.float64,
+        reference_steps=50,
+        initial_states=lambda rows: x[list(rows)],
+        disable=disable,
     )
+    ev.reference()
+    ev.disable = True  # the bar above covers the reference solve; the solver runs are quick
     rows = []
     for n in steps:
-        sigmas = grids.karras(n, SIGMA_MIN, SIGMA_MAX)
-        plain = solve(target, x, sigmas, solver, disable=True)
-        respace = sample(
-            target,
-            x,
-            sigmas,
-            solver,
-            warm_start=gaussian,
-            sigma_skip=sigma_skip,
-            teleport="respace",
-            disable=True,
-        )
-        on_grid = max(s for s in sigmas if s <= sigma_skip)
-        truncate = sample(
-            target,
-            x,
-            sigmas,
-            solver,
-            warm_start=gaussian,
-            sigma_skip=on_grid,
-            teleport="truncate",
-            disable=True,
-        )
+        plain = ev.evaluate(solver, steps=n)
+        respace = ev.evaluate(solver, steps=n, teleport="respace", sigma_skip=sigma_skip)
+        # the paper's Heun setting: teleport onto a level of the grid, keep the grid below it
+        on_grid = max(s for s in plain.grid if s <= sigma_skip)
+        truncate = ev.evaluate(solver, steps=n, teleport="truncate", sigma_skip=on_grid)
         rows.append(
-            DemoRow(
-                n,
-                plain.nfe,
-                _rms(plain.x, exact),
-                respace.nfe,
-                _rms(respace.x, exact),
-                truncate.nfe,
-                _rms(truncate.x, exact),
-            )
+            DemoRow(n, plain.nfe, plain.error, respace.nfe, respace.error, truncate.nfe, truncate.error)
         )
     return rows
 
@@ -479,38 +466,29 @@ def format_table(rows: list[DemoRow], sigma_skip: float) -> str:
 
 
 def plot_rows(rows: list[DemoRow], path: str | os.PathLike[str], *, solver: str, sigma_skip: float) -> bool:
-    """Write the error-vs-NFE plot as a PNG; returns False (with a log message) without matplotlib."""
-    try:
-        import matplotlib
+    """Write the error-vs-NFE plot as a PNG (:func:`~gaussport.evaluation.plot_quality`).
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        logger.warning("matplotlib is not installed; skipping the plot (pip install 'gaussport[plot]').")
-        return False
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    ax.loglog(
-        [r.nfe_plain for r in rows], [r.error_plain for r in rows], "o-", label=f"{solver}, no teleport"
-    )
-    ax.loglog(
-        [r.nfe_respace for r in rows],
-        [r.error_respace for r in rows],
-        "s-",
-        label=f"teleport to {sigma_skip:g} + {solver} (respaced)",
-    )
+    Returns False (with a log message) without matplotlib.
+    """
     truncated = sorted((r.nfe_truncate, r.error_truncate) for r in rows)
-    ax.loglog(
-        [p[0] for p in truncated],
-        [p[1] for p in truncated],
-        "^--",
-        label=f"teleport to {sigma_skip:g} + {solver} (truncated grid)",
+    series = [
+        Series(f"{solver}, no teleport", [r.nfe_plain for r in rows], [r.error_plain for r in rows]),
+        Series(
+            f"teleport to {sigma_skip:g} + {solver} (respaced)",
+            [r.nfe_respace for r in rows],
+            [r.error_respace for r in rows],
+            style="s-",
+        ),
+        Series(
+            f"teleport to {sigma_skip:g} + {solver} (truncated grid)",
+            [n for n, _ in truncated],
+            [e for _, e in truncated],
+            style="^--",
+        ),
+    ]
+    return plot_quality(
+        series,
+        path,
+        title="Gaussian-mixture target (d = 32, 6 components)",
+        error_label="RMS error to the exact endpoint",
     )
-    ax.set_xlabel("denoiser evaluations (NFE)")
-    ax.set_ylabel("RMS error to the exact endpoint")
-    ax.set_title("Gaussian-mixture target (d = 32, 6 components)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return True

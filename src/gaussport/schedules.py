@@ -2,11 +2,14 @@
 
 A linear-Gaussian diffusion has ``x_t = alpha(t) x0 + sigma(t) eps``. Dividing by ``alpha`` gives the
 VE state ``x = x_t / alpha = x0 + sigma_ve eps`` with ``sigma_ve = sigma(t) / alpha(t)``; gaussport's
-solvers only ever see ``(x, sigma_ve)``. This module is the one place that converts (solvers.md §4,
-ecosystem.md §3.2):
+solvers only ever see ``(x, sigma_ve)``. This module is the one place that converts between a
+model's parameterisation and VE coordinates (docs/conventions.md#coordinates-and-the-ode):
 
 * schedules: :class:`VE` (EDM), :class:`VPDiscrete` (a DDPM ``alphas_cumprod`` table),
   :class:`VPLinear` and :class:`VPCosine` (continuous), :class:`RectifiedFlow` (``x_t = (1 - t) x0 + t eps``);
+  each converts tensors (:meth:`~NoiseSchedule.t_of_sigma`, :meth:`~NoiseSchedule.to_native`, ...)
+  and single levels as Python floats, for grids (:meth:`~NoiseSchedule.t_at`,
+  :meth:`~NoiseSchedule.sigma_at`, :meth:`~NoiseSchedule.alpha_at`);
 * predictions: :func:`to_denoised` / :func:`from_denoised` between ``x0`` and ``"epsilon"``, ``"v"``,
   ``"flow"`` (velocity ``dx_t/dt``);
 * :class:`ScheduledDenoiser` wraps a native-time model ``model(x_t, t)`` into a VE denoiser, and
@@ -102,6 +105,19 @@ class NoiseSchedule(ABC):
         """``alpha`` at the time with VE level ``sigma_ve`` (so ``x_t = alpha * x_ve``)."""
         return self.alpha_sigma(self.t_of_sigma(sigma_ve))[0]
 
+    # Python-float counterparts for single levels: grids are tuples of floats (docs/conventions.md#grids).
+    def t_at(self, sigma_ve: float) -> float:
+        """The native time of one VE level, as a Python float (:meth:`t_of_sigma` in float64)."""
+        return float(self.t_of_sigma(torch.tensor([float(sigma_ve)], dtype=torch.float64))[0])
+
+    def sigma_at(self, t: float) -> float:
+        """The VE level of one native time, as a Python float (:meth:`sigma_of_t` in float64)."""
+        return float(self.sigma_of_t(torch.tensor([float(t)], dtype=torch.float64))[0])
+
+    def alpha_at(self, sigma_ve: float) -> float:
+        """``alpha`` at one VE level, as a Python float: ``x_t = alpha_at(sigma) * x_ve``."""
+        return float(self.alpha_of_sigma(torch.tensor([float(sigma_ve)], dtype=torch.float64))[0])
+
     def model_time(self, sigma_ve: Tensor) -> Tensor:
         """The time the model is called with at ``sigma_ve`` (the exact time unless quantised).
 
@@ -143,6 +159,15 @@ class VE(NoiseSchedule):
     def derivatives(self, t: Tensor) -> tuple[Tensor, Tensor]:
         return torch.zeros_like(t), torch.ones_like(t)
 
+    def t_at(self, sigma_ve: float) -> float:
+        return float(sigma_ve)
+
+    def sigma_at(self, t: float) -> float:
+        return float(t)
+
+    def alpha_at(self, sigma_ve: float) -> float:
+        return 1.0
+
     @property
     def sigma_min(self) -> float:
         return self.min_sigma
@@ -166,8 +191,18 @@ def _betas(beta_schedule: str, beta_start: float, beta_end: float, n: int) -> Te
     )
 
 
+class _VariancePreserving(NoiseSchedule):
+    """``alpha^2 + sigma^2 = 1``, so ``alpha = 1 / sqrt(1 + sigma_ve^2)`` whatever the time axis."""
+
+    def alpha_of_sigma(self, sigma_ve: Tensor) -> Tensor:
+        return torch.rsqrt(1 + sigma_ve * sigma_ve)
+
+    def alpha_at(self, sigma_ve: float) -> float:
+        return 1.0 / math.sqrt(1.0 + sigma_ve * sigma_ve)
+
+
 @dataclass(frozen=True)
-class VPDiscrete(NoiseSchedule):
+class VPDiscrete(_VariancePreserving):
     """A discrete DDPM schedule from its ``alphas_cumprod`` table (t = training index, 0..N-1).
 
     ``sigma_ve(t) = sqrt((1 - abar_t) / abar_t)``; fractional times interpolate ``log sigma_ve``
@@ -255,7 +290,7 @@ class VPDiscrete(NoiseSchedule):
 
 
 @dataclass(frozen=True)
-class VPLinear(NoiseSchedule):
+class VPLinear(_VariancePreserving):
     """Continuous VP with linear beta (Song et al. 2021): ``log alpha_t = -(b1 - b0) t^2 / 4 - b0 t / 2``.
 
     ``t`` in ``[t_min, 1]``; the inverse uses the closed form of DPM-Solver's ``inverse_lambda``.
@@ -287,7 +322,7 @@ class VPLinear(NoiseSchedule):
 
 
 @dataclass(frozen=True)
-class VPCosine(NoiseSchedule):
+class VPCosine(_VariancePreserving):
     """Continuous cosine VP (Nichol & Dhariwal 2021).
 
     ``alpha_t = cos(pi/2 (t + s)/(1 + s)) / cos(pi/2 s/(1 + s))``.
@@ -323,9 +358,11 @@ class VPCosine(NoiseSchedule):
 class RectifiedFlow(NoiseSchedule):
     """Rectified flow / flow matching (SD3, Flux): ``x_t = (1 - t) x0 + t eps``, ``t`` in ``[0, 1]``.
 
-    ``sigma_ve = t / (1 - t)`` and ``t = sigma_ve / (1 + sigma_ve)``; pure noise (``t = 1``) is
-    ``sigma_ve = inf``, where the VE state ``x_t / (1 - t)`` is undefined, but the teleport from
-    ``t = 1`` is finite in native coordinates (method.md §1.5).
+    ``sigma_ve = t / (1 - t)``, ``t = sigma_ve / (1 + sigma_ve)`` and ``alpha = 1 / (1 + sigma_ve)``;
+    pure noise (``t = 1``) is ``sigma_ve = inf``, where the VE state ``x_t / (1 - t)`` is undefined,
+    but the teleport from ``t = 1`` is finite in native coordinates
+    (docs/warm-start.md#teleporting-from-pure-noise). The float methods accept that end point:
+    ``sigma_at(1) = inf``, ``t_at(inf) = 1``, ``alpha_at(inf) = 0``.
     """
 
     def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -334,8 +371,28 @@ class RectifiedFlow(NoiseSchedule):
     def t_of_sigma(self, sigma_ve: Tensor) -> Tensor:
         return sigma_ve / (1 + sigma_ve)
 
+    def alpha_of_sigma(self, sigma_ve: Tensor) -> Tensor:
+        return 1 / (1 + sigma_ve)  # not 1 - t: no cancellation at large sigma
+
     def derivatives(self, t: Tensor) -> tuple[Tensor, Tensor]:
         return -torch.ones_like(t), torch.ones_like(t)
+
+    def t_at(self, sigma_ve: float) -> float:
+        return 1.0 if math.isinf(sigma_ve) else sigma_ve / (1.0 + sigma_ve)
+
+    def sigma_at(self, t: float) -> float:
+        """The VE level ``t / (1 - t)`` of flow time ``t`` (``inf`` at ``t = 1``).
+
+        Raises:
+            ValueError: if ``t`` is outside ``[0, 1]``.
+        """
+        t = float(t)
+        if not 0.0 <= t <= 1.0:
+            raise ValueError(f"rectified-flow times lie in [0, 1]; got {t}.")
+        return math.inf if t == 1.0 else t / (1.0 - t)
+
+    def alpha_at(self, sigma_ve: float) -> float:
+        return 0.0 if math.isinf(sigma_ve) else 1.0 / (1.0 + sigma_ve)
 
     @property
     def sigma_min(self) -> float:

@@ -1,5 +1,6 @@
 """Fixtures for the adapter tests: tiny diffusers models built offline (diffusers' own test recipes,
-ecosystem.md §3.5), randomly initialised with a fixed seed; nothing is downloaded."""
+docs/peer-conventions.md#tiny-random-models-for-offline-tests), randomly initialised with a fixed
+seed; nothing is downloaded."""
 
 from __future__ import annotations
 

@@ -11,9 +11,16 @@ from torch import Tensor
 
 import gaussport
 from gaussport import schedules
-from gaussport.adapters.flow import RectifiedFlowDenoiser, sample_rectified_flow, teleport_native, ve_sigma
+from gaussport.adapters.flow import (
+    RectifiedFlowDenoiser,
+    sample_rectified_flow,
+    step_from_noise,
+    teleport_native,
+)
 from gaussport.analytic import Gaussian
 from gaussport.testing import gaussian_of_shape
+
+ve_sigma = schedules.RectifiedFlow().sigma_at
 
 
 def _rel(a: Tensor, b: Tensor) -> float:
@@ -21,7 +28,8 @@ def _rel(a: Tensor, b: Tensor) -> float:
 
 
 def _closed_form_from_noise(g: Gaussian, z: Tensor, t: float) -> Tensor:
-    """method.md §1.5 with alpha_t = 1 - t, sigma_t = t, from s = 1 (alpha = 0, sigma = 1):
+    """The Gaussian flow map in native coordinates (docs/warm-start.md#teleporting-from-pure-noise)
+    with alpha_t = 1 - t, sigma_t = t, from s = 1 (alpha = 0, sigma = 1):
     x_t = alpha_t mu + (alpha_t^2 Sigma + t^2 I)^(1/2) x_1, from a dense eigendecomposition."""
     lam, u = torch.linalg.eigh(g.cov.dense())
     a = 1.0 - t
@@ -161,3 +169,14 @@ def test_bad_input(problem: tuple[Gaussian, Tensor]) -> None:
         RectifiedFlowDenoiser(den.model, prediction="v")
     with pytest.raises(ValueError, match="input's shape"):
         RectifiedFlowDenoiser(lambda x, t: x[:, :1])(z, torch.ones(4, dtype=torch.float64))
+
+
+def test_step_from_noise_is_the_flow_euler_step_from_t_1() -> None:
+    x0 = torch.randn(3, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    z = torch.randn(3, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    rf = schedules.RectifiedFlow()
+    for t1 in (0.7, 0.2):
+        native = z + (t1 - 1.0) * (z - x0)  # x_1 + (t1 - 1) v with the exact velocity v = eps - x0
+        x_ve = step_from_noise(x0, z, rf.sigma_at(t1))
+        assert torch.allclose(x_ve * rf.alpha_at(rf.sigma_at(t1)), native, rtol=1e-13, atol=1e-13)
+    assert step_from_noise(x0, z, 0.0) is x0

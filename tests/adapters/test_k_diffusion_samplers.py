@@ -277,7 +277,8 @@ def test_solver_options_become_real_keyword_parameters() -> None:
 
 # ---------------------------------------------------------------------------------------- front-ends
 # The two functions below imitate how AUTOMATIC1111 and ComfyUI call k-diffusion samplers
-# (ecosystem.md §1.6); they are written from that description, not copied from either project.
+# (docs/peer-conventions.md#how-front-ends-call-samplers); they are written from that description, not
+# copied from either project.
 
 
 def a1111_call(
@@ -332,7 +333,7 @@ class KSAMPLER:
 
 
 def test_automatic1111_style_registration(tmp_path: Any) -> None:
-    # docs/adapters.md, "AUTOMATIC1111": register a configured sampler as a callable.
+    # docs/adapters.md#automatic1111: register a configured sampler as a callable.
     g = gaussian_of_shape((3, 4, 4), seed=7, high=1.0)
     stats = tmp_path / "latent_stats.npz"
     g.save(stats)
@@ -376,7 +377,7 @@ def test_automatic1111_style_registration(tmp_path: Any) -> None:
 
 
 def test_comfyui_style_ksampler() -> None:
-    # docs/adapters.md, "ComfyUI": a node returns KSAMPLER(as_k_diffusion_sampler(...)).
+    # docs/adapters.md#comfyui: a node returns KSAMPLER(as_k_diffusion_sampler(...)).
     g = gaussian_of_shape((4, 2, 2), seed=8, high=1.0)
     sampler = KSAMPLER(gk.as_k_diffusion_sampler("euler", warm_start=g, sigma_skip=3.0))
     sigmas = ks.get_sigmas_karras(8, 0.03, 14.6)

@@ -146,7 +146,8 @@ def test_sample_uses_only_the_generator() -> None:
 
 
 def test_fit_is_centred_float64_and_streams() -> None:
-    # A large offset with small variances: raw-moment float32 accumulation fails here (method.md §5.1).
+    # A large offset with small variances: raw-moment float32 accumulation fails here
+    # (docs/warm-start.md#why-raw-moments-fail-in-float32).
     gen = torch.Generator().manual_seed(2)
     basis, _ = torch.linalg.qr(torch.randn(16, 16, generator=gen, dtype=torch.float64))
     scales = torch.logspace(-0.5, -3.5, 16, dtype=torch.float64)

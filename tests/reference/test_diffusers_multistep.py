@@ -77,8 +77,11 @@ def test_unipc_final_zero_is_finite(variant: str, order: int, lof: bool) -> None
     scheduler = diffusers.UniPCMultistepScheduler(
         solver_type=variant, solver_order=order, lower_order_final=lof, final_sigmas_type="zero"
     )
-    try:  # diffusers 0.42.1 gives NaN here, or a singular-matrix error (solvers.md §2.7); not asserted,
-        _run_diffusers(scheduler, 8)  # so that a fixed diffusers does not fail this test
+    # diffusers 0.42.1 gives NaN here, or a singular-matrix error
+    # (docs/devdocs-derivations.md#the-step-to-sigma-0); not asserted, so that a fixed diffusers does
+    # not fail this test.
+    try:
+        _run_diffusers(scheduler, 8)
     except RuntimeError:
         pass
     before_last, sigmas, x = _run_diffusers(

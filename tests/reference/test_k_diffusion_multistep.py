@@ -90,7 +90,8 @@ def test_matches_k_diffusion(name: str, sigmas: tuple[float, ...], mixture) -> N
 
 @pytest.mark.parametrize("sigmas", GRIDS, ids=GRID_IDS)
 def test_2m_sde_midpoint_at_eta_zero_is_2m(sigmas: tuple[float, ...], mixture) -> None:  # noqa: ANN001
-    # solvers.md §6.11: k-diffusion's 2M-SDE ('midpoint', eta=0) equals its 2M, and so ours.
+    # docs/peer-conventions.md#sde-samplers-at-eta-0: k-diffusion's 2M-SDE ('midpoint', eta=0) equals its
+    # 2M, and so ours.
     x = mixture.sample(6, sigmas[0], torch.Generator().manual_seed(0), dtype=torch.float64)
     theirs = _dpmpp_2m_sde_midpoint(
         mixture, x.clone(), torch.tensor(sigmas, dtype=torch.float64), disable=True
@@ -108,7 +109,8 @@ def test_corrected_3m_is_not_the_published_formula(mixture) -> None:  # noqa: AN
 
 
 def test_matches_k_diffusion_from_a_mid_trajectory_start(mixture) -> None:  # noqa: ANN001
-    # solvers.md §6.6(a): starting at sigma_mid with the partial grid is k-diffusion's own way.
+    # Starting at sigma_mid with the partial grid is k-diffusion's own way
+    # (docs/peer-conventions.md#starting-mid-trajectory).
     full = grids.karras(16, 0.002, 80.0)
     sigmas = full[6:]
     x = mixture.sample(6, sigmas[0], torch.Generator().manual_seed(3), dtype=torch.float64)

@@ -325,8 +325,10 @@ def test_seed_history_needs_a_flow_map() -> None:
 def test_seeded_history_lifts_cold_start_order() -> None:
     # The order tests measure it on every solver; here the point of the option in one line:
     # exact seeding makes the corrected 3M third order where the cold start is second order.
-    cold = testing.measured_order("dpmpp_3m_fixed", history="cold")
-    exact = testing.measured_order("dpmpp_3m_fixed", history="exact")
+    # Log-SNR grids of 16..512 steps: the asymptotic range (tests/solvers/test_order.py).
+    steps = (16, 32, 64, 128, 256, 512)
+    cold = testing.measured_order("dpmpp_3m_fixed", history="cold", steps=steps)
+    exact = testing.measured_order("dpmpp_3m_fixed", history="exact", steps=steps)
     assert abs(cold - 2) < 0.3 and abs(exact - 3) < 0.3
 
 

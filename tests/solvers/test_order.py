@@ -6,13 +6,28 @@ import pytest
 
 from gaussport import grids, testing
 
+# Step counts 16..512 reach the asymptotic range on log-SNR grids for every registered solver: the
+# worst |measured - declared| there is 0.08 (unipc_bh1, cold start; 0.02 with 16..2048). Karras
+# grids (rho = 7) put most steps at low noise, so a cold start's lower-order warm-up step dominates
+# only beyond ~1000 steps (unipc_bh1 cold: 2.68 with 16..512, 2.91 with 16..2048, declared 3):
+# they keep the full default range (16..2048) and run in the slow set.
+FAST_STEPS = (16, 32, 64, 128, 256, 512)
 
-@pytest.mark.parametrize("family", [grids.Exponential(), grids.Karras(7.0)], ids=["logsnr", "karras"])
-def test_declared_order_is_measured(solver_name: str, family: grids.GridFamily) -> None:
-    testing.check_order(solver_name, tolerance=0.3, family=family)
+
+@pytest.mark.parametrize(
+    ("family", "steps"),
+    [
+        pytest.param(grids.Exponential(), FAST_STEPS, id="logsnr"),
+        pytest.param(grids.Karras(7.0), None, id="karras", marks=pytest.mark.slow),
+    ],
+)
+def test_declared_order_is_measured(
+    solver_name: str, family: grids.GridFamily, steps: tuple[int, ...] | None
+) -> None:
+    testing.check_order(solver_name, tolerance=0.3, family=family, **({"steps": steps} if steps else {}))
 
 
 def test_order_measurement_separates_orders() -> None:
     # The test above must be able to fail: Euler measured against Heun's declared order does.
-    assert abs(testing.measured_order("euler") - 2) > 0.9
-    assert abs(testing.measured_order("heun") - 1) > 0.9
+    assert abs(testing.measured_order("euler", steps=FAST_STEPS) - 2) > 0.9
+    assert abs(testing.measured_order("heun", steps=FAST_STEPS) - 1) > 0.9

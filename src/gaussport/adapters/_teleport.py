@@ -10,7 +10,8 @@
 * :func:`from_noise` -- the teleport from pure noise (VE ``sigma = inf``, rectified flow ``t = 1``);
 * :func:`float_attribute` -- a model's numeric attribute (``sigma_min``...) as a float, if it has one.
 
-The maths of the teleport from pure noise (method.md §1.5, §1.7): in VE coordinates the state at a
+The maths of the teleport from pure noise (docs/warm-start.md#teleporting-from-pure-noise): in VE
+coordinates the state at a
 very large level ``s`` is ``x = s z`` up to ``O(1)``, and the Gaussian flow map
 ``mu + (Sigma + sigma^2)^(1/2) (Sigma + s^2)^(-1/2) (x - mu)`` tends to
 ``mu + (Sigma + sigma^2 I)^(1/2) z`` as ``s -> inf``. For rectified flow (``alpha = 1 - t``,

@@ -2,8 +2,8 @@
 
 An EDM preconditioned network already is a VE denoiser: ``net(x, sigma, class_labels=None,
 force_fp32=False, **model_kwargs) -> D(x, sigma)`` in float32, with attributes ``sigma_min``,
-``sigma_max`` and ``round_sigma(sigma)`` (ecosystem.md §2). This adapter adds what EDM's own sampler
-does around it and k-diffusion samplers do not:
+``sigma_max`` and ``round_sigma(sigma)`` (docs/peer-conventions.md#edm). This adapter adds what EDM's
+own sampler does around it and k-diffusion samplers do not:
 
 * ``round_sigma`` applied to the **whole grid** (and the teleport level) before integrating, so the
   network is only evaluated at levels it supports (iDDPM nets snap to 1000 discrete levels; identity

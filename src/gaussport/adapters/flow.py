@@ -1,17 +1,24 @@
 """Rectified-flow / flow-matching models (SD3, Flux, ComfyUI ``CONST``): ``x_t = (1 - t) x0 + t eps``.
 
 The model predicts the velocity ``v = dx_t/dt = eps - x0`` (``"flow"``), or ``x0``/``eps``. In VE
-coordinates (docs/conventions.md) the same process is ``x = x_t / (1 - t) = x0 + sigma eps`` with
-``sigma = t / (1 - t)`` (:class:`gaussport.schedules.RectifiedFlow`), so every solver and the Gaussian
-teleport work unchanged on :class:`RectifiedFlowDenoiser` -- except at ``t = 1`` (pure noise), which
-is ``sigma = inf``. :func:`sample_rectified_flow` handles a start at ``t = 1``:
+coordinates (docs/conventions.md#coordinates-and-the-ode) the same process is
+``x = x_t / (1 - t) = x0 + sigma eps`` with ``sigma = t / (1 - t)``
+(:class:`gaussport.schedules.RectifiedFlow`), so every solver and the Gaussian teleport work
+unchanged on :class:`RectifiedFlowDenoiser` -- except at ``t = 1`` (pure noise), which is
+``sigma = inf``. :func:`sample_rectified_flow` handles a start at ``t = 1``:
 
 * with a warm start, the exact teleport from pure noise,
-  ``x_ve(sigma) = mu + (Sigma + sigma^2 I)^(1/2) x_1`` (method.md §1.5 with ``alpha_1 = 0``,
-  ``sigma_1 = 1``; the native state is ``x_ve / (1 + sigma)``), 0 evaluations;
+  ``x_ve(sigma) = mu + (Sigma + sigma^2 I)^(1/2) x_1`` (the Gaussian flow map in native
+  coordinates started at ``alpha_1 = 0``, ``sigma_1 = 1``: docs/warm-start.md#teleporting-from-pure-noise;
+  the native state is ``x_ve / (1 + sigma)``), 0 evaluations;
 * without one, the exact first-order limit of the first step: ``x0_hat = D(x_1, t=1)`` and
   ``x_ve(sigma_1) = x0_hat + sigma_1 x_1`` (the noise estimate at ``t = 1`` is ``x_1`` itself; this
-  is the flow-Euler step ``x_1 + (t_1 - 1) v``), 1 evaluation; the solver takes over at ``t_1``.
+  is the flow-Euler step ``x_1 + (t_1 - 1) v``: :func:`step_from_noise`), 1 evaluation; the solver
+  takes over at ``t_1``.
+
+Every conversion between flow times and VE levels is :class:`gaussport.schedules.RectifiedFlow`'s
+(``sigma_at``, ``t_at``, ``alpha_at``). ``ve_sigma`` and ``flow_time`` are deprecated names of
+``RectifiedFlow().sigma_at`` and ``RectifiedFlow().t_at``.
 """
 
 from __future__ import annotations
@@ -31,22 +38,27 @@ from ..schedules import RectifiedFlow, canonical_prediction, to_denoised
 from ..solvers import Solver
 from ._teleport import check_sample_shape, from_noise, resolve_warm_start
 
-__all__ = ["RectifiedFlowDenoiser", "sample_rectified_flow", "ve_sigma", "flow_time", "teleport_native"]
+__all__ = ["RectifiedFlowDenoiser", "sample_rectified_flow", "teleport_native", "step_from_noise"]
 
 _SCHEDULE = RectifiedFlow()
 
+__getattr__ = _deprecation.module_aliases(
+    __name__,
+    {
+        "ve_sigma": ("gaussport.schedules.RectifiedFlow().sigma_at", lambda: _SCHEDULE.sigma_at),
+        "flow_time": ("gaussport.schedules.RectifiedFlow().t_at", lambda: _SCHEDULE.t_at),
+    },
+)
 
-def ve_sigma(t: float) -> float:
-    """The VE noise level ``t / (1 - t)`` of flow time ``t`` (``inf`` at ``t = 1``)."""
-    t = float(t)
-    if not 0.0 <= t <= 1.0:
-        raise ValueError(f"rectified-flow times lie in [0, 1]; got {t}.")
-    return math.inf if t == 1.0 else t / (1.0 - t)
 
+def step_from_noise(denoised: Tensor, noise: Tensor, sigma_next: float) -> Tensor:
+    """The exact first-order step from pure noise (``t = 1``) to VE level ``sigma_next``.
 
-def flow_time(sigma: float) -> float:
-    """The flow time ``sigma / (1 + sigma)`` of VE level ``sigma`` (1 at ``inf``)."""
-    return 1.0 if math.isinf(sigma) else sigma / (1.0 + sigma)
+    At ``t = 1`` the state is the noise ``x_1`` itself and so is the noise estimate; with
+    ``denoised = D(x_1, t = 1)`` the step lands on ``x_ve = denoised + sigma_next * x_1`` (the
+    flow-Euler step ``x_1 + (t_next - 1) v`` in VE coordinates), and on ``denoised`` at ``sigma_next = 0``.
+    """
+    return denoised + sigma_next * noise if sigma_next > 0 else denoised
 
 
 def _per_sample(v: Tensor, like: Tensor) -> Tensor:
@@ -106,8 +118,8 @@ class RectifiedFlowDenoiser:
         return to_denoised(_SCHEDULE, out, x_t, t.to(x_t.dtype), self.prediction)
 
     def __call__(self, x: Tensor, sigma: Tensor, **extra: Any) -> Tensor:
-        t = sigma / (1 + sigma)
-        return self.native(x / _per_sample(1 + sigma, x), t, **extra)
+        alpha = _per_sample(_SCHEDULE.alpha_of_sigma(sigma), x)
+        return self.native(x * alpha, _SCHEDULE.t_of_sigma(sigma), **extra)
 
     def __repr__(self) -> str:
         return f"RectifiedFlowDenoiser(prediction={self.prediction!r}, time_scale={self.time_scale})"
@@ -115,12 +127,12 @@ class RectifiedFlowDenoiser:
 
 def teleport_native(warm_start: Any, x_t: Tensor, t_from: float, t_to: float) -> Tensor:
     """The exact Gaussian flow in native rectified-flow coordinates from ``t_from`` (may be 1) to ``t_to``."""
-    s_to = ve_sigma(t_to)
-    if t_from == 1.0:
+    s_from, s_to = _SCHEDULE.sigma_at(t_from), _SCHEDULE.sigma_at(t_to)
+    if math.isinf(s_from):
         x_ve = from_noise(warm_start, x_t, s_to)
     else:
-        x_ve = warm_start.flow(x_t * (1 + ve_sigma(t_from)), ve_sigma(t_from), s_to)
-    return x_ve / (1 + s_to)
+        x_ve = warm_start.flow(x_t / _SCHEDULE.alpha_at(s_from), s_from, s_to)
+    return x_ve * _SCHEDULE.alpha_at(s_to)
 
 
 def _native_callback(callback: Callback | None, offset: int) -> Callback | None:
@@ -132,9 +144,9 @@ def _native_callback(callback: Callback | None, offset: int) -> Callback | None:
         callback(
             StepInfo(
                 info.i + offset,
-                flow_time(info.sigma),
-                flow_time(info.sigma_next),
-                info.x / (1 + info.sigma),
+                _SCHEDULE.t_at(info.sigma),
+                _SCHEDULE.t_at(info.sigma_next),
+                info.x * _SCHEDULE.alpha_at(info.sigma),
                 info.denoised,
                 info.teleported,
             )
@@ -205,13 +217,13 @@ def sample_rectified_flow(
     work = state_dtype(x.dtype, dtype)
     if len(grid_t) == 1:
         return Solution(x.clone(), 0, grid_t)
-    sig = tuple(ve_sigma(t) for t in grid_t)
+    sig = tuple(_SCHEDULE.sigma_at(t) for t in grid_t)
     common: dict[str, Any] = dict(
         disable=disable, dtype=work, model_dtype=model_dtype or x.dtype, check_finite=False
     )
 
     if grid_t[0] < 1.0:
-        x_ve, offset, nfe = x.to(work) * (1 + sig[0]), 0, 0
+        x_ve, offset, nfe = x.to(work) / _SCHEDULE.alpha_at(sig[0]), 0, 0
     else:
         if mode != "truncate":
             raise ValueError(
@@ -222,7 +234,7 @@ def sample_rectified_flow(
         t1, s1 = grid_t[1], sig[1]
         if warm is not None and float(t_skip) >= t1:
             # Teleport inside the first interval: the solver's first step ends at t1.
-            s_skip = ve_sigma(float(t_skip))
+            s_skip = _SCHEDULE.sigma_at(t_skip)
             tail = ((s_skip,) if s_skip > s1 else ()) + sig[1:]
             sol = solve(
                 denoiser,
@@ -246,7 +258,7 @@ def sample_rectified_flow(
             call = DenoiserCall(denoiser.native, model_dtype=model_dtype or x.dtype, state_dtype=work)
             denoised = call(z, 1.0)  # DenoiserCall's sigma argument is the native time here: t = 1
             nfe = call.nfe
-            x_ve = denoised + s1 * z if s1 > 0 else denoised
+            x_ve = step_from_noise(denoised, z, s1)
             if callback is not None:
                 callback(StepInfo(0, 1.0, t1, z, denoised))
         sig, offset = sig[1:], 1
@@ -262,7 +274,7 @@ def sample_rectified_flow(
             sig,
             solver_obj,
             warm_start=warm,
-            sigma_skip=ve_sigma(float(t_skip)),
+            sigma_skip=_SCHEDULE.sigma_at(t_skip),
             teleport=mode,
             callback=cb,
             **common,
@@ -277,12 +289,12 @@ def _native_solution(
     teleport: tuple[float, float] | None,
     extra_nfe: int,
 ) -> Solution:
-    """A VE solution mapped back to native flow coordinates: ``x_t = x_ve / (1 + sigma)``."""
-    x = sol.x / (1 + sol.sigmas[-1])
+    """A VE solution mapped back to native flow coordinates: ``x_t = alpha x_ve = x_ve / (1 + sigma)``."""
+    x = sol.x * _SCHEDULE.alpha_at(sol.sigmas[-1])
     if check_finite and not bool(torch.isfinite(x).all()):
         raise FloatingPointError(
             "the rectified-flow solve produced NaN or infinite values; check the model, its "
             "dtype and its time scale."
         )
-    times: Grid = tuple(flow_time(s) for s in sol.sigmas)
+    times: Grid = tuple(_SCHEDULE.t_at(s) for s in sol.sigmas)
     return Solution(x.to(out_dtype), sol.nfe + extra_nfe, times, sol.state, teleport)

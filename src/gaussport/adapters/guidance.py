@@ -3,8 +3,9 @@
 * :class:`ClassifierFreeGuidance` -- ``D = D_uncond + scale (D_cond - D_uncond)`` around any model
   called as ``model(x, sigma, **kwargs)`` (k-diffusion style,
   :class:`~gaussport.adapters.diffusers.DiffusersDenoiser`, :class:`~gaussport.adapters.edm.EDMDenoiser`).
-  Guidance lives in the denoiser, never in a solver (ecosystem.md §5), so every solver runs guided
-  models unchanged.
+  Guidance lives in the denoiser, never in a solver
+  (docs/peer-conventions.md#guidance-belongs-in-the-denoiser), so every solver runs guided models
+  unchanged.
 * :class:`ClassConditionalGaussian` -- one Gaussian per class; each sample is teleported with the
   Gaussian of its own class, selected by the same labels the model gets.
 

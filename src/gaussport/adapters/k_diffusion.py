@@ -6,7 +6,8 @@ For every registered solver there is a plain function ::
                   <solver options>, warm_start=None, sigma_skip=None, teleport="truncate",
                   parameterization="ve")
 
-that behaves like k-diffusion's own ``sample_euler`` & co. (ecosystem.md §1.1-1.7): ``model`` is a
+that behaves like k-diffusion's own ``sample_euler`` & co.
+(docs/peer-conventions.md#the-sampler-calling-convention): ``model`` is a
 k-diffusion denoiser called as ``model(x, sigma * x.new_ones([B]), **extra_args)``, ``x`` is already
 at ``sigmas[0]``, the function runs under ``torch.no_grad()`` and returns the state at ``sigmas[-1]``.
 :func:`as_k_diffusion_sampler` is the one way to build such a sampler, for any registered solver
@@ -16,7 +17,7 @@ as_k_diffusion_sampler("<name>")`` for every built-in solver, so that the module
 parameter, because front-ends pass options only when ``inspect.signature`` names them.
 
 This module does not import k-diffusion: the calling convention is implemented natively
-(k-diffusion is only a test-time cross-check, ecosystem.md §1.8).
+(k-diffusion is only a test-time cross-check, docs/peer-conventions.md#import-weight).
 """
 
 from __future__ import annotations

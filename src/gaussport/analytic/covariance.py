@@ -10,7 +10,7 @@ Every operation the Gaussian needs is a function of the covariance applied to a 
 * :class:`Diagonal` -- independent coordinates. Memory ``d``.
 * :class:`LowRankPlusIsotropic` -- top-``r`` eigenpairs plus one residual variance for the
   orthogonal complement (probabilistic PCA); a residual of 0 is a rank-``r`` covariance. Memory
-  ``d r``; for high dimensions (method.md §5.2).
+  ``d r``; for high dimensions (docs/warm-start.md#low-rank-plus-isotropic-residual).
 
 Spectral factors are computed in float64 from the float64 eigenvalues (on the vector's device;
 float32 on devices without float64, e.g. MPS); matrix products run in the vector's dtype.
@@ -253,7 +253,8 @@ class LowRankPlusIsotropic(Covariance):
     """``U diag(lam) U^T + residual (I - U U^T)``: top-``r`` eigenpairs and one residual variance.
 
     With ``residual = 0`` this is a rank-``r`` covariance (zero variance off ``span(U)``, which the
-    flow contracts as ``sigma / sigma_from``, method.md §1.6). The usual estimate of the residual
+    flow contracts as ``sigma / sigma_from``, docs/warm-start.md#rank-deficient-covariances). The usual
+    estimate of the residual
     is the mean of the discarded eigenvalues, ``(tr Sigma - sum lam) / (d - r)`` (probabilistic PCA).
 
     Args:

@@ -1,7 +1,7 @@
 """The Gaussian data model: an exact denoiser and the closed-form probability-flow map.
 
 For data ``x0 ~ N(mu, Sigma)`` with ``Sigma = U diag(lam) U^T``, the noisy marginal at level sigma
-is ``N(mu, Sigma + sigma^2 I)`` and (Wang & Vastola 2024, method.md §1.2-1.6):
+is ``N(mu, Sigma + sigma^2 I)`` and (Wang & Vastola 2024; docs/warm-start.md#the-closed-form-flow):
 
 * denoiser ``D(x, sigma) = mu + Sigma (Sigma + sigma^2 I)^-1 (x - mu)``
   (per direction: shrink by ``lam / (lam + sigma^2)``);
@@ -44,7 +44,8 @@ class MomentAccumulator:
 
     Batches are merged with Chan et al.'s pairwise update
     ``M2 = M2_a + M2_b + delta delta^T n_a n_b / n`` -- never raw moments ``sum x x^T - n mu mu^T``,
-    whose float32 cancellation produces negative eigenvalues (method.md §5.1).
+    whose float32 cancellation produces negative eigenvalues
+    (docs/warm-start.md#why-raw-moments-fail-in-float32).
 
     Args:
         full: accumulate the full ``d x d`` scatter matrix (else only the per-coordinate variances).
@@ -302,7 +303,7 @@ class Gaussian:
         """The exact PF-ODE map from ``sigma_from`` to ``sigma_to`` (either direction; 0 evaluations).
 
         ``x(s1) = mu + sqrt((Sigma + s1^2) / (Sigma + s0^2)) (x(s0) - mu)`` in the eigenbasis;
-        zero-variance directions scale by ``s1 / s0`` (method.md §1.4, §1.6).
+        zero-variance directions scale by ``s1 / s0`` (docs/warm-start.md#rank-deficient-covariances).
 
         Raises:
             ValueError: for negative sigmas, or ``sigma_from = 0 < sigma_to`` with a rank-deficient
@@ -370,8 +371,8 @@ class Gaussian:
     def affine(self, scale: float, shift: float | Tensor = 0.0, *, units: str | None = None) -> Gaussian:
         """The law of ``scale * x + shift``: e.g. ``affine(2, -1, units="[-1, 1]")`` maps [0, 1] data.
 
-        Eigenvectors are unchanged and eigenvalues scale by ``scale^2`` (method.md §5.1: one explicit
-        conversion instead of ``*2-1`` / ``*4`` at every call site).
+        Eigenvectors are unchanged and eigenvalues scale by ``scale^2``: one explicit conversion instead
+        of ``*2-1`` / ``*4`` at every call site (docs/warm-start.md#units).
         """
         a = float(scale)
         shift_t = torch.as_tensor(shift, dtype=torch.float64)

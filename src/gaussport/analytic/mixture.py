@@ -1,9 +1,10 @@
-"""Gaussian mixtures: exact denoisers with no closed-form flow (method.md §1.8).
+"""Gaussian mixtures: exact denoisers with no closed-form flow.
 
 For ``p0 = sum_k pi_k N(mu_k, Sigma_k)`` the noisy marginal is ``sum_k pi_k N(mu_k, Sigma_k + sigma^2 I)``
 and the posterior mean is ``D(x, sigma) = sum_k w_k(x, sigma) D_k(x, sigma)`` with responsibilities
 ``w_k = softmax_k(log pi_k + log N(x; mu_k, Sigma_k + sigma^2 I))``. Their PF-ODE has no closed form;
-its exact endpoint comes from a high-accuracy solve (:func:`gaussport.reference.reference_solve`).
+its exact endpoint comes from a high-accuracy solve (:func:`gaussport.reference.reference_solve`). The
+maths: docs/warm-start.md#mixtures-and-the-far-field.
 
 A mixture is saved to and loaded from an ``.npz`` file with the conventions of
 :meth:`Gaussian.save` / :meth:`Gaussian.load`: a format tag, JSON metadata, float64 arrays, and

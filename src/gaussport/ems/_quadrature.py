@@ -1,8 +1,9 @@
-"""The integrals of DPM-Solver-v3 over one step, from EMS given at nodes (docs/ems.md, "Coefficients").
+"""The integrals of DPM-Solver-v3 over one step, from EMS given at nodes.
 
 For a step from ``lam_a`` to ``lam_b`` (``lam = -log sigma``) with EMS ``l, s, b`` known at nodes
 ``lam_a = u_0 < u_1 < ... < u_n = lam_b`` and linear between them, DPM-Solver-v3 needs
-(Zheng et al. 2023, eq. 9; solvers.md §1.2)::
+(Zheng et al. 2023, eq. 9; docs/ems.md#the-solver-in-ve-coordinates and
+docs/ems.md#step-integrals-and-quadrature)::
 
     L(u) = int_{lam_a}^u l,   S(u) = int_{lam_a}^u s,   E(u) = L(u) + S(u)
     J(u) = int_{lam_a}^u exp(-S(r)) b(r) dr                      (= B_{lam_a}(u) of the paper)

@@ -118,9 +118,10 @@ class EMS:
     ``lambda_j = lambda_start + j (lambda_end - lambda_start) / N`` with ``lambda = -log sigma``,
     from ``sigma_max`` (``j = 0``) down to ``sigma_min`` (``j = N``). The grid is part of the value:
     a run that starts mid-way (a warm start) integrates the same curves over its own sub-range,
-    never re-maps them (solvers.md §1.12). The curves are the same in VE (EDM) and VP coordinates,
+    never re-maps them (docs/ems.md#runs-that-start-mid-way). The curves are the same in VE (EDM) and VP
+    coordinates,
     because ``sigma * grad eps`` and ``f = (sigma eps - l x) / alpha`` do not depend on the scaling
-    ``alpha`` (docs/ems.md), so statistics computed with either apply to both.
+    ``alpha`` (docs/ems.md#the-solver-in-ve-coordinates), so statistics computed with either apply to both.
 
     Sources: :meth:`analytic` (closed form from a Gaussian), :func:`gaussport.ems.estimate_ems`
     (Monte Carlo, any denoiser), :meth:`degenerate` (``l = 1, s = b = 0``: DPM-Solver++),
@@ -339,9 +340,9 @@ class EMS:
             f"the run's noise levels [{min(positive):.6g}, {max(positive):.6g}] leave the range of the EMS "
             f"[{self._sigma_min:.6g}, {self._sigma_max:.6g}]. EMS are tied to the lambda range they were "
             "computed on and are never stretched onto another one (the reference implementation's silent "
-            "re-mapping, solvers.md §1.12). Compute EMS that cover the run (EMS.analytic(gaussian, "
-            "sigma_min=..., sigma_max=...) or estimate_ems(..., sigma_min=..., sigma_max=...)), or keep the "
-            "grid inside the EMS range."
+            "re-mapping, docs/ems.md#runs-that-start-mid-way). Compute EMS that cover the run "
+            "(analytic_ems(gaussian, sigma_min=..., sigma_max=...) or estimate_ems(..., sigma_min=..., "
+            "sigma_max=...)), or keep the grid inside the EMS range."
         )
 
     def check_shape(self, sample_shape: Sequence[int]) -> None:
@@ -418,7 +419,7 @@ class EMS:
             sigmas: decreasing positive levels (a trailing 0 is ignored: the solver's step to 0 is
                 ``x = D``).
             degree: highest Taylor degree needed (order - 1, plus one for a pseudo-order corrector).
-            rule: ``"exponential"`` or ``"trapezoid"`` (docs/ems.md, "Quadrature").
+            rule: ``"exponential"`` or ``"trapezoid"`` (docs/ems.md#step-integrals-and-quadrature).
             device: where the solver wants them. They are computed in float64 on a CUDA
                 device when that is the target (seconds for latent-size data on a CPU), else on
                 the CPU, and cast once.

@@ -15,8 +15,8 @@ For ``x0 ~ N(mu, Sigma)`` with ``Sigma = U diag(lam) U^T``, in VE coordinates (E
 
 A dimension whose basis vector lies in one eigenspace of ``Sigma`` (every diagonal covariance) has
 ``f`` deterministic, ``Var f = 0`` at every level; every ``s`` fits ``f'`` exactly there and we take
-the minimum-norm solution ``s* = 0``, ``b* = -l*' mu`` -- which is solvers.md §1.11's
-``l* = 1 / (1 + e^{2 lambda} s_d^2)``, ``s = 0``, ``b = -l*' mu`` for independent coordinates.
+the minimum-norm solution ``s* = 0``, ``b* = -l*' mu`` -- the exact EMS of independent coordinates,
+``l* = 1 / (1 + e^{2 lambda} s_d^2)``, ``s = 0``, ``b = -l*' mu`` (docs/ems.md#independent-coordinates).
 
 The sums are written so that no large terms cancel: every difference is between quantities of
 the size of ``Sigma``'s eigenvalues, not of ``sigma^2`` (which reaches 6400 at sigma = 80).

@@ -1,31 +1,22 @@
-"""Trained models shipped with gaussport.
+"""Deprecated: the shipped digits model lives in :mod:`gaussport.digits` (this name goes in gaussport 0.3).
 
-* :class:`DigitsUNet` -- a compact EDM-preconditioned, class-conditional U-Net for 8x8 images with
-  EDM's ``EDMPrecond`` interface; :func:`load_digits_denoiser` loads the trained weights.
-* :class:`DigitsClassifier` -- a tiny CNN whose features give the digits Frechet distance
-  (:func:`gaussport.metrics.digits_frechet_distance`); :func:`load_digits_classifier`.
-* :func:`load_digits_gaussian`, :func:`load_digits_class_gaussians` -- the Gaussian statistics of
-  the training split (the warm starts); :func:`load_digits_test_set` -- the held-out split.
-
-This subpackage is not imported by ``import gaussport``; import it explicitly
-(``from gaussport.models import load_digits_denoiser``). Training lives in
-:mod:`gaussport.models.train` (needs scikit-learn: ``pip install 'gaussport[train]'``).
+Every public name of ``gaussport.models`` and of its submodules still works and warns with a
+:class:`DeprecationWarning` naming its new place: ``gaussport.models.X`` is ``gaussport.digits.X``,
+the submodules ``unet``, ``classifier``, ``train`` and ``release`` keep their names under
+:mod:`gaussport.digits`, and ``gaussport.models.digits`` (the loaders) is
+:mod:`gaussport.digits.files`.
 """
 
-from .classifier import DigitsClassifier
-from .digits import (
-    DigitsTestSet,
-    load_digits_class_gaussians,
-    load_digits_classifier,
-    load_digits_denoiser,
-    load_digits_gaussian,
-    load_digits_test_set,
-    model_to_pixels,
-    pixels_to_model,
-)
-from .unet import DigitsUNet, edm_preconditioning
+from __future__ import annotations
 
-__all__ = [
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+from .. import _deprecation
+from .. import digits as _digits
+
+_NAMES = (
     "DigitsClassifier",
     "DigitsTestSet",
     "DigitsUNet",
@@ -37,4 +28,15 @@ __all__ = [
     "load_digits_test_set",
     "model_to_pixels",
     "pixels_to_model",
-]
+)
+
+
+def _forward(old: str, new: ModuleType, names: tuple[str, ...] | None = None) -> Callable[[str], Any]:
+    """A module ``__getattr__`` serving ``names`` (default: every public name) of ``new``, warning."""
+    chosen = names if names is not None else tuple(n for n in vars(new) if not n.startswith("_"))
+    return _deprecation.module_aliases(
+        old, {n: (f"{new.__name__}.{n}", lambda n=n: getattr(new, n)) for n in chosen}
+    )
+
+
+__getattr__ = _forward(__name__, _digits, _NAMES)

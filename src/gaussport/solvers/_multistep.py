@@ -5,14 +5,15 @@
   start, exactly as every reference does.
 * **lower_order_final.** With it, step ``i`` of a grid of ``n`` intervals uses at most order
   ``n - i``: the last interval is first order, the one before at most second order, and so on
-  (the rule of wl-zhao/UniPC and diffusers' ``UniPCMultistepScheduler``; solvers.md §6.10).
+  (the rule of wl-zhao/UniPC and diffusers' ``UniPCMultistepScheduler``; the other references'
+  rules: docs/peer-conventions.md#lower_order_final-in-the-references).
   It counts the intervals of the grid given to the current run, so a run split with ``state=``
   lowers the order at the end of each part. A final step to ``sigma = 0`` is ``x = D`` regardless.
 * **Seeded history** (opt-in, ``seed_history=True``): after an analytic warm start the history is
   filled with the warm-start model's denoised values on its exact path at the levels
   ``sigma_0 e^{j h_0}``, ``j = 1..k``, i.e. the grid's first step size in ``lambda = -log sigma``
-  continued upwards (equal steps in sigma for the sigma-space iPNDM; docs/solvers.md, "Seeded
-  history"). When the model *is* that Gaussian, this
+  continued upwards (equal steps in sigma for the sigma-space iPNDM;
+  docs/solvers.md#seeded-history-opt-in). When the model *is* that Gaussian, this
   is the exact history of the order tests.
 """
 

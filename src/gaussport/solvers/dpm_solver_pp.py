@@ -72,7 +72,7 @@ class DPMSolverPP(SingleEvaluationSolver[History]):
         lower_order_final: lower the order to the number of remaining intervals at the end of the
             grid (stabilises few-step runs; docs/solvers.md).
         seed_history: after an analytic warm start, fill the history with the Gaussian's denoised
-            values on its exact path above the start (docs/solvers.md, "Seeded history").
+            values on its exact path above the start (docs/solvers.md#seeded-history-opt-in).
 
     References:
         Lu et al., "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion Probabilistic Models",

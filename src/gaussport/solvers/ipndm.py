@@ -81,7 +81,7 @@ class IPNDM(SingleEvaluationSolver[SlopeHistory]):
         lower_order_final: step ``i`` of ``n`` intervals uses order at most ``n - i``.
         seed_history: after an analytic warm start, fill the history with slopes on the Gaussian's
             exact path above the start, at levels continuing the first step in sigma (the equal
-            steps the fixed coefficients assume; docs/solvers.md, "Seeded history").
+            steps the fixed coefficients assume; docs/solvers.md#seeded-history-opt-in).
 
     References:
         Zhang & Chen, "Fast Sampling of Diffusion Models with Exponential Integrator" (DEIS), ICLR 2023,

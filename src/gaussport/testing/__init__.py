@@ -27,7 +27,8 @@ method combines are the exact ones on the solution path: solvers with a ``seed_h
 fill them from a :class:`~gaussport.solvers.Teleport` whose model is the problem's Gaussian
 (:func:`exact_history_state`), so the measured slope is the method's order. A *cold start* (empty
 history, lower-order warm-up steps) is what a plain :func:`gaussport.solve` does; one warm-up step
-of local order ``q + 1`` caps the global order at ``q + 1`` (solvers.md §6.2), declared as
+of local order ``q + 1`` caps the global order at ``q + 1``
+(docs/devdocs-derivations.md#warm-up-steps-cap-the-global-order), declared as
 ``solver.cold_start_order``. :func:`measured_local_order` measures one-step errors (local order =
 global order + 1).
 """

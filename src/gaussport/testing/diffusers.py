@@ -1,7 +1,9 @@
 """Tiny diffusers models built offline, and Gaussian-exact replacements for their ``forward``.
 
-For testing schedulers and pipelines without a model hub: the builders follow diffusers' own test
-recipes (ecosystem.md §3.5) and initialise randomly with a fixed seed, so nothing is downloaded.
+For testing schedulers and pipelines without a model hub: the builders use the tiny configurations
+of diffusers' own unit tests (a few thousand parameters, CPU-fast) and initialise randomly with a
+fixed seed, so nothing is downloaded
+(docs/testing.md#schedulers-and-pipelines-gaussporttestingdiffusers).
 A *Gaussian-exact* forward (:class:`ExactForward`, :func:`vp_exact`, :func:`flow_exact`) returns
 the exact epsilon / v / x0 / velocity prediction for Gaussian data (through
 :class:`gaussport.schedules.NativeModel` and the closed-form Gaussian denoiser), so a sampler's

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gaussport.models.train import DenoiserConfig, _lr_at, stratified_split, train_denoiser
+from gaussport.digits.train import DenoiserConfig, _lr_at, stratified_split, train_denoiser
 
 TINY = {"model_channels": 8, "emb_dim": 16, "attention_heads": 2}
 
