@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from gaussport.analytic import Gaussian
+from gaussport.schedules import VPDiscrete
 from gaussport.testing import gaussian_of_shape
 from gaussport.testing.diffusers import (
     flow_exact,
@@ -75,7 +76,7 @@ def main() -> None:
     pipe = text_free_sd_pipeline(unet, vae, base)
     z = torch.randn(8, 4, 8, 8, generator=torch.Generator().manual_seed(1))
     pe = torch.randn(8, 3, 8)
-    smax = float(((1 - base.alphas_cumprod) / base.alphas_cumprod)[-1].sqrt())
+    smax = VPDiscrete(base.alphas_cumprod).sigma_max  # where the pipeline starts (init_noise_sigma)
     exact = g.flow(z.double() * smax, smax, 0.0)
 
     def sd(s: Any, n: int) -> tuple[Tensor, int]:

@@ -113,3 +113,70 @@ def test_flow_ve_sigma_and_flow_time_are_rectified_flow_conversions() -> None:
     assert ve_sigma(0.5) == 1.0 and ve_sigma(1.0) == math.inf and flow_time(math.inf) == 1.0
     with pytest.raises(ValueError, match=r"lie in \[0, 1\]"):
         ve_sigma(1.5)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The digits application moved out of the library: gaussport.models -> gaussport.digits,
+# metrics.digits_* -> gaussport.digits.digits_*, Evaluator.digits -> gaussport.digits.evaluator.
+
+
+def test_models_names_are_the_digits_names() -> None:
+    import gaussport.digits
+    import gaussport.models
+
+    names = ("DigitsUNet", "DigitsClassifier", "DigitsTestSet", "load_digits_denoiser", "pixels_to_model")
+    for name in names:
+        with pytest.warns(DeprecationWarning, match=rf"gaussport\.models\.{name}.*gaussport\.digits\.{name}"):
+            old = getattr(gaussport.models, name)
+        assert old is getattr(gaussport.digits, name)
+    with pytest.raises(AttributeError):
+        gaussport.models.no_such_name  # noqa: B018
+
+
+def test_models_submodules_are_the_digits_submodules() -> None:
+    from gaussport.digits import files, release, train
+    from gaussport.models import digits as old_files
+    from gaussport.models import release as old_release
+    from gaussport.models import train as old_train
+
+    for old, new, name in (
+        (old_files, files, "load_digits_test_set"),
+        (old_files, files, "data_path"),
+        (old_train, train, "train_digits"),
+        (old_release, release, "train_demo_model"),
+    ):
+        with pytest.warns(DeprecationWarning, match=rf"{new.__name__}\.{name}"):
+            assert getattr(old, name) is getattr(new, name)
+
+
+def test_metrics_digits_functions_are_in_gaussport_digits() -> None:
+    import gaussport.digits
+    from gaussport import metrics
+
+    for name in ("digits_features", "digits_frechet_distance"):
+        with pytest.warns(DeprecationWarning, match=rf"metrics\.{name}.*gaussport\.digits\.{name}"):
+            assert getattr(metrics, name) is getattr(gaussport.digits, name)
+
+
+def test_frechet_over_seeds_without_a_metric_is_the_digits_metric() -> None:
+    from gaussport.digits import digits_frechet_distance
+    from gaussport.metrics import frechet_over_seeds
+
+    def generate(gen: torch.Generator) -> torch.Tensor:
+        return torch.rand(20, 1, 8, 8, generator=gen) * 2 - 1
+
+    new = frechet_over_seeds(generate, [0, 1], metric=digits_frechet_distance)
+    with pytest.warns(DeprecationWarning, match=r"frechet_over_seeds\(\) without metric="):
+        old = frechet_over_seeds(generate, [0, 1])
+    assert old == new
+
+
+def test_evaluator_digits_is_gaussport_digits_evaluator() -> None:
+    import gaussport.digits
+    from gaussport.evaluation import Evaluator
+
+    with pytest.warns(DeprecationWarning, match=r"Evaluator\.digits.*gaussport\.digits\.evaluator"):
+        old = Evaluator.digits(seeds=range(2), reference_steps=2, frechet_metric=None)
+    new = gaussport.digits.evaluator(seeds=range(2), reference_steps=2, frechet_metric=None)
+    assert (old.shape, old.seeds, old.fingerprint) == (new.shape, new.seeds, new.fingerprint)
+    assert torch.equal(old.reference(), new.reference())

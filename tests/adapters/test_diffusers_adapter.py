@@ -190,7 +190,7 @@ def test_sd_pipeline_with_teleport(sd_pipe: Any, tmp_path: Any) -> None:
     exact_model = vp_exact(g, base.alphas_cumprod)
     sd_pipe.unet.forward = exact_model
     z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
-    sigma_max = float(((1 - base.alphas_cumprod) / base.alphas_cumprod)[-1].sqrt())
+    sigma_max = schedules.VPDiscrete(base.alphas_cumprod).sigma_max
     exact = g.flow(z.double() * sigma_max, sigma_max, 0.0)
     ours = GaussportScheduler.from_config(base.config, statistics_path=str(stats), sigma_skip=2.0)
     out = _sd_run(sd_pipe, ours, 16, z, guidance=3.0)
@@ -210,6 +210,17 @@ def test_sd_pipeline_with_teleport(sd_pipe: Any, tmp_path: Any) -> None:
     assert all(not isinstance(v, list) or len(v) < 10 for v in saved.values())
     loaded = GaussportScheduler.from_pretrained(tmp_path / "sched")
     assert loaded.config.sigma_skip == 2.0 and torch.equal(_sd_run(sd_pipe, loaded, 16, z, guidance=3.0), out)
+
+
+def test_a_saved_pipeline_loads_back_with_its_gaussport_scheduler(tmp_path: Any) -> None:
+    # model_index.json names the module that defines the class (a module-level class), which
+    # DiffusionPipeline.from_pretrained imports and checks against SchedulerMixin.
+    pipe = diffusers.DDPMPipeline(unet=tiny_unet(), scheduler=GaussportScheduler(teleport_at="step", rho=5.0))
+    pipe.save_pretrained(tmp_path / "pipe")
+    index = json.loads((tmp_path / "pipe" / "model_index.json").read_text())
+    assert index["scheduler"] == ["gaussport.adapters.diffusers.scheduler", "GaussportScheduler"]
+    loaded = diffusers.DiffusionPipeline.from_pretrained(tmp_path / "pipe")
+    assert isinstance(loaded.scheduler, GaussportScheduler) and loaded.scheduler.config.rho == 5.0
 
 
 def test_statistics_of_the_wrong_shape_fail_clearly(sd_pipe: Any) -> None:
@@ -388,6 +399,75 @@ def test_scheduler_steps_equal_gaussport_solve(
         grid = grids.karras(7, float(DiffusersDenoiser(tiny_unet, sched).sigma_min), sched.init_noise_sigma)
         ref = gaussport.solve(DiffusersDenoiser(tiny_unet, sched), start, grid, name, disable=True).x
     assert _rel(x, ref) < 1e-5
+
+
+@pytest.mark.parametrize("teleport_at", ["scale_model_input", "step"])
+def test_scheduler_initialises_the_solver_once_with_the_teleport_record(teleport_at: str) -> None:
+    # dpmpp_3m(seed_history=True) seeds its history from the teleport record solver.init receives. With
+    # a warm start that is not the model's Gaussian, the seeds differ from the model's values: the
+    # pipeline-style run equals gaussport.sample on the same grid only if the record reached init.
+    g_data, g_warm = gaussian_of_shape((2, 4, 4), seed=3), gaussian_of_shape((2, 4, 4), seed=4)
+    z = torch.randn(3, 2, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    runs = {}
+    for seed_history in (True, False):
+        sched = GaussportScheduler(
+            beta_schedule="scaled_linear",
+            beta_start=0.00085,
+            beta_end=0.012,
+            solver="dpmpp_3m",
+            solver_options={"seed_history": seed_history},
+            sigma_skip=2.0,
+            teleport_at=teleport_at,
+        )
+        sched.set_warm_start(g_warm)
+        model = vp_exact(g_data, sched.alphas_cumprod)
+        sched.set_timesteps(12)
+        x = z * sched.init_noise_sigma
+        for t in sched.timesteps:
+            x = sched.step(model(sched.scale_model_input(x, t), t), t, x).prev_sample
+        den = DiffusersDenoiser(model, sched)
+        grid = grids.karras(12, den.sigma_min, den.sigma_max)
+        # The VE start the pipeline's initial sample stands for (native coordinates: x_t = x / sqrt(1 + s^2)).
+        start = z * (grid[0] if teleport_at == "scale_model_input" else math.sqrt(1 + grid[0] ** 2))
+        ref = gaussport.sample(
+            den, start, grid, "dpmpp_3m", seed_history=seed_history, warm_start=g_warm, sigma_skip=2.0
+        )
+        assert _rel(x, ref.x) < 1e-4
+        runs[seed_history] = x
+    assert _rel(runs[True], runs[False]) > 0.1  # the seeds came from the warm start
+
+
+@pytest.mark.parametrize("teleport_at", ["scale_model_input", "step"])
+def test_scheduler_gives_dpm_solver_v3_the_warm_starts_analytic_ems(teleport_at: str) -> None:
+    # The one rule of gaussport.sampling.with_warm_start_statistics holds inside pipelines too: the
+    # pipeline-style run equals gaussport.sample (which uses the Gaussian's analytic EMS), and differs
+    # from DPM-Solver++ (the degenerate EMS a solver uses without them).
+    g = gaussian_of_shape((2, 4, 4), seed=5)
+    z = torch.randn(2, 2, 4, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    sched = GaussportScheduler(
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        solver="dpm_solver_v3",
+        sigma_skip=3.0,
+        teleport_at=teleport_at,
+    )
+    sched.set_warm_start(g)
+    model = vp_exact(g, sched.alphas_cumprod)
+    sched.set_timesteps(8)
+    x = z * sched.init_noise_sigma
+    for t in sched.timesteps:
+        x = sched.step(model(sched.scale_model_input(x, t), t), t, x).prev_sample
+    den = DiffusersDenoiser(model, sched)
+    grid = grids.karras(8, den.sigma_min, den.sigma_max)
+    start = z * (grid[0] if teleport_at == "scale_model_input" else math.sqrt(1 + grid[0] ** 2))
+    ref = gaussport.sample(den, start, grid, "dpm_solver_v3", warm_start=g, sigma_skip=3.0)
+    assert ref.state.ems.source == "analytic"
+    assert _rel(x, ref.x) < 1e-4
+    plain = gaussport.sample(
+        den, start, grid, "dpm_solver_v3", warm_start=g, sigma_skip=3.0, ems="degenerate"
+    )
+    assert _rel(x, plain.x) > 100 * _rel(x, ref.x)
 
 
 # ---------------------------------------------------------------------------------------- latent statistics

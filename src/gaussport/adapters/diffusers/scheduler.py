@@ -18,8 +18,9 @@ from diffusers.utils import BaseOutput
 from torch import Tensor
 
 from ...loop import Teleport
+from ...sampling import with_warm_start_statistics
 from ...schedules import NoiseSchedule, RectifiedFlow, VPDiscrete, to_denoised
-from ...solvers import SingleEvaluationSolver
+from ...solvers import SingleEvaluationSolver, Solver
 from ...solvers import get as get_solver
 from .._teleport import check_sample_shape, from_noise, load_statistics
 from ..flow import step_from_noise
@@ -48,6 +49,7 @@ class _Run:
         begin_index: the first call (``set_begin_index``; img2img pipelines).
         step_index: the current call (``None`` before the first).
         scaled_index: the call whose ``scale_model_input`` has run.
+        solver: the solver of this run (with the warm start's analytic EMS where they apply).
         teleport: the record of the teleport, once made (given to ``solver.init``).
         solver_state: the solver state, once ``solver_started``.
         solver_started: ``solver.init`` has run (a ``None`` state is valid).
@@ -56,6 +58,7 @@ class _Run:
     begin_index: int | None = None
     step_index: int | None = None
     scaled_index: int | None = None
+    solver: Solver | None = None
     teleport: Teleport | None = None
     solver_state: Any = None
     solver_started: bool = False
@@ -165,6 +168,8 @@ class GaussportScheduler(SchedulerMixin, ConfigMixin):
                 f"sigma_schedule must be 'karras', 'exponential' or 'linspace'; got {sigma_schedule!r}."
             )
         self._warm: Any = None
+        # Analytic EMS of the warm start by range, for statistics-based solvers (this scheduler's own).
+        self._statistics: dict[tuple[float, float, int], Any] = {}
         self.timesteps = torch.empty(0)
         self.sigmas = torch.empty(0)
         self.num_inference_steps: int | None = None
@@ -210,6 +215,7 @@ class GaussportScheduler(SchedulerMixin, ConfigMixin):
     def set_warm_start(self, gaussian: Any) -> None:
         """Attach warm-start statistics directly (not saved in the config; prefer ``statistics_path``)."""
         self._warm = gaussian
+        self._statistics.clear()
 
     def set_timesteps(
         self,
@@ -243,7 +249,10 @@ class GaussportScheduler(SchedulerMixin, ConfigMixin):
         levels = plan.levels + (plan.grid[-1],)
         native = [self._schedule.t_at(v) for v in levels] if self._flow else list(levels)
         self.sigmas = torch.tensor(native, dtype=torch.float32)
-        self._run = _Run()
+        solver = self._solver
+        if warm is not None:
+            solver = with_warm_start_statistics(solver, warm, plan.grid, cache=self._statistics)
+        self._run = _Run(solver=solver)
         logger.debug(
             "GaussportScheduler: %d model calls, grid %s, teleport %s",
             len(plan.kinds),
@@ -352,7 +361,7 @@ class GaussportScheduler(SchedulerMixin, ConfigMixin):
         """The discarded call on the raw noise at ``level``: teleport to ``grid[0]``, D of the warm start."""
         x_ve = self._to_ve(x, level)
         x_next = self._teleport(x_ve, level, plan.grid[0])
-        if not math.isinf(level):  # seeding history needs a finite start
+        if not math.isinf(level):  # the record flows from x_from: a finite start only (as before)
             self._run.teleport = Teleport(self.warm_start, level, x_ve, plan.grid[0])
         sigma = torch.full((x.shape[0],), plan.grid[0], dtype=x.dtype, device=x.device)
         return self._from_ve(x_next, plan.grid[0]), self.warm_start(x_next, sigma)
@@ -369,10 +378,11 @@ class GaussportScheduler(SchedulerMixin, ConfigMixin):
         x_t = x_ve * self._schedule.alpha_at(grid[j]) if self._scaled else x
         t = torch.full((x.shape[0],), plan.grid_times[j], dtype=torch.float64, device=x.device)
         denoised = to_denoised(self._schedule, out, x_t, t, self._prediction).to(x.dtype)
+        solver = run.solver if run.solver is not None else self._solver
         if not run.solver_started:
-            run.solver_state = self._solver.init(x_ve, grid, run.teleport)
+            run.solver_state = solver.init(x_ve, grid, run.teleport)
             run.solver_started = True
-        x_next, run.solver_state = self._solver.update(x_ve, denoised, grid, j, run.solver_state)
+        x_next, run.solver_state = solver.update(x_ve, denoised, grid, j, run.solver_state)
         return self._from_ve(x_next, grid[j + 1]), denoised
 
     def add_noise(self, original_samples: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
@@ -389,10 +399,3 @@ class GaussportScheduler(SchedulerMixin, ConfigMixin):
         if self._scaled:
             return original_samples + noise * (sigma / alpha)
         return original_samples * alpha + noise * sigma
-
-
-# Saved pipelines record a scheduler by `__module__` (model_index.json) and pickles by module and
-# name: keep the public path, which serves the class lazily, as before the package split.
-for _cls in (GaussportScheduler, GaussportSchedulerOutput):
-    _cls.__module__ = "gaussport.adapters.diffusers"
-del _cls
