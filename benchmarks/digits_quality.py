@@ -1,6 +1,7 @@
 """Quality vs NFE on the trained 8x8-digits model: every registered solver, with and without teleport.
 
-Everything is measured with :class:`gaussport.evaluation.Evaluator` (one generator per seed, exact
+Everything is measured with :func:`gaussport.digits.evaluator`, the harness
+(:class:`gaussport.evaluation.Evaluator`) on the shipped model (one generator per seed, exact
 endpoints by RK4 in lambda, the NFE -> grid rule of ``Evaluator.budget``, Karras rho = 7 grids from
 sigma 80 to 0.002 and a final step to 0):
 
@@ -17,8 +18,8 @@ Every registered solver runs three ways at every NFE:
 * ``calibrated``: teleport (``teleport="respace"``: the exact Gaussian flow from 80 to sigma_skip,
   the same NFE re-spaced below it) to the level chosen by ``Evaluator.calibrate`` -- the candidate
   with the lowest trajectory error on *calibration seeds disjoint from the reported seeds*, per
-  solver and NFE (method.md §4.4 step 2). The reported numbers never see the calibration seeds,
-  so the choice is not fitted to them;
+  solver and NFE (docs/choosing.md#choosing-sigma_skip, step 2). The reported numbers never see
+  the calibration seeds, so the choice is not fitted to them;
 * ``fixed``: teleport to one level for all solvers and NFEs (default 2.0).
 
 Peers: k-diffusion 0.1.1's deterministic samplers on the very grids gaussport's counterparts use
@@ -52,6 +53,7 @@ import torch
 from _common import endpoint_cache_dir, k_diffusion_sampler
 
 import gaussport
+import gaussport.digits
 from gaussport.evaluation import (
     Evaluation,
     Evaluator,
@@ -491,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    ev = Evaluator.digits(
+    ev = gaussport.digits.evaluator(
         seeds=range(cfg["seeds"]),
         reference_steps=args.reference_steps,
         frechet_seeds=range(1_000_000, 1_000_000 + cfg["frechet_seeds"]),

@@ -1,16 +1,17 @@
 """The sigma_skip sweep on the trained 8x8-digits model: quality vs teleport level at fixed NFE.
 
-The digits analogue of the paper's heat maps (method.md §3, family B): rows are teleport levels
+The digits analogue of the paper's sigma_skip heat maps: rows are teleport levels
 ``sigma_skip`` (the last row, 80 = sigma_max, is the plain solver), columns are NFE budgets; the
 teleport is ``teleport="respace"`` (the exact Gaussian flow from 80 to ``sigma_skip``, then the
 same NFE re-spaced over ``[0.002, sigma_skip]``), as in the paper's DPM-Solver/UniPC runs. Heun
 takes odd budgets (5, 7, 9, 11: ``2n - 1`` evaluations), the single-evaluation solvers 4, 6, 8, 10.
-Measured with :class:`gaussport.evaluation.Evaluator`: trajectory error on the reported seeds
+Measured with :func:`gaussport.digits.evaluator` (the harness on the shipped model): trajectory error
+on the reported seeds
 (primary) and the Frechet distance (fewer seeds and samples than digits_quality.py: its spread is
 in the JSON and the markdown). It also reports the warm-start Gaussian's relative velocity error per
-level (:func:`gaussport.evaluation.velocity_error` on the held-out digits) and the safe level of
-method.md §4.4 step 1 (:func:`gaussport.evaluation.safe_level`, tau = 3e-3), to compare the no-sampling
-rule with the measured optimum.
+level (:func:`gaussport.evaluation.velocity_error` on the held-out digits) and the safe level
+(:func:`gaussport.evaluation.safe_level`, tau = 3e-3; docs/choosing.md#choosing-sigma_skip, step 1),
+to compare the no-sampling rule with the measured optimum.
 
 Usage::
 
@@ -39,8 +40,9 @@ import numpy as np
 import torch
 from _common import endpoint_cache_dir
 
+import gaussport.digits
+from gaussport.digits import load_digits_test_set
 from gaussport.evaluation import Evaluator, markdown_table, plot_heatmap, safe_level, velocity_error
-from gaussport.models import load_digits_test_set
 
 logger = logging.getLogger("gaussport.benchmarks")
 
@@ -49,7 +51,8 @@ SOLVERS = ("heun", "dpmpp_2m", "unipc_bh2", "dpm_solver_v3")
 NFES_TWO_EVAL = (5, 7, 9, 11)
 NFES_ONE_EVAL = (4, 6, 8, 10)
 LADDER = (0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 40.0, 80.0)
-TAU = 3e-3  # method.md §4.4: the safe level's threshold on the relative velocity error
+# The safe level's threshold on the relative velocity error (docs/choosing.md#choosing-sigma_skip, step 1).
+TAU = 3e-3
 FULL = {"seeds": 128, "frechet_seeds": 2, "frechet_samples": 200, "skips": SIGMA_SKIPS}
 QUICK = {"seeds": 16, "frechet_seeds": 2, "frechet_samples": 100, "skips": (1.0, 2.0, 5.0, 20.0, 80.0)}
 
@@ -150,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     if best and best not in solvers:
         solvers.append(best)
     start = time.perf_counter()
-    ev = Evaluator.digits(
+    ev = gaussport.digits.evaluator(
         seeds=range(cfg["seeds"]),
         reference_steps=args.reference_steps,
         frechet_seeds=range(2_000_000, 2_000_000 + cfg["frechet_seeds"]),
@@ -182,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         "Rows: teleport level (`respace`); 80 = no teleport. Bold: best in the column.",
         "",
         "Relative velocity error of the warm-start Gaussian, mean `|D - D_G| / |x - D|` over probes "
-        "`x = x0 + sigma eps` (the 359 held-out digits x 4 noise draws; method.md §4.4 step 1):",
+        "`x = x0 + sigma eps` (the 359 held-out digits x 4 noise draws; "
+        "docs/choosing.md#choosing-sigma_skip, step 1):",
         "",
         markdown_table(
             ["sigma", *[f"{lv:g}" for lv in ladder]], [["error", *[f"{v:.2g}" for v in ladder.values()]]]

@@ -6,9 +6,9 @@ Usage (regenerates the shipped files; 3000 steps take about 10-20 min on 2 CPU c
 
 The same as ``gaussport train-demo --out src/gaussport/data`` (this script only sets
 ``OMP_WAIT_POLICY=PASSIVE`` before torch is imported and calls it; ``--help`` lists the options).
-Writes the files listed in ``gaussport.models.train`` plus ``DIGITS_MODEL.md``, whose numbers
+Writes the files listed in ``gaussport.digits.train`` plus ``DIGITS_MODEL.md``, whose numbers
 (losses, accuracy, wall time, load average, Frechet-distance reference points) come from this run:
-:func:`gaussport.models.release.train_demo_model`.
+:func:`gaussport.digits.train_demo_model`.
 """
 
 from __future__ import annotations

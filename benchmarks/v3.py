@@ -14,7 +14,7 @@ so they isolate solver error. Every run compares solvers measured in the same pr
 
 The solver list is taken from ``gaussport.solvers.available()``: besides Euler and Heun it picks up
 ``dpmpp_*``, ``ddim`` and ``unipc*`` solvers when they are registered, and the trained digits model
-when ``gaussport.models`` can be imported -- rerun after those land.
+when ``gaussport.digits`` can be imported -- rerun after those land.
 """
 
 from __future__ import annotations
@@ -333,7 +333,7 @@ def digits_mixture_problem(quick: bool) -> tuple[dict[str, Any], str] | None:
 
 def digits_problem(quick: bool) -> tuple[dict[str, Any], str] | None:
     try:
-        from gaussport.models import (
+        from gaussport.digits import (
             load_digits_class_gaussians,
             load_digits_denoiser,
             load_digits_gaussian,
@@ -346,7 +346,7 @@ def digits_problem(quick: bool) -> tuple[dict[str, Any], str] | None:
         test = load_digits_test_set()
         classes = load_digits_class_gaussians()
     except Exception as exc:  # noqa: BLE001 -- the model lands on another branch
-        print(f"[digits] skipped: gaussport.models is not available ({type(exc).__name__}: {exc})")
+        print(f"[digits] skipped: gaussport.digits is not available ({type(exc).__name__}: {exc})")
         return None
     from sklearn.datasets import load_digits
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from gaussport import cli, demo
+import gaussport
+from gaussport import cli, demo, grids
 from gaussport.evaluation import nfe_to_reach
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -41,10 +43,11 @@ def test_import_is_light_and_the_console_script_runs() -> None:
 
 
 # ---------------------------------------------------------------------- the digits demo
+@pytest.mark.slow
 def test_digits_demo_writes_table_grids_plot_json_csv(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
     pytest.importorskip("matplotlib")
     args = ["demo", "--solver", "heun", "euler", "--nfe", "3", "5", "--batch", "4", "--seed", "7"]
-    args += ["--frechet-samples", "40", "--reference-steps", "2", "--out", str(tmp_path), "--quiet"]
+    args += ["--frechet-samples", "10", "--reference-steps", "2", "--out", str(tmp_path), "--quiet"]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "error, no teleport" in out and "error, teleport to 2" in out and "Frechet" in out
@@ -147,6 +150,27 @@ def test_mixture_demo_writes_table_and_plot(tmp_path, capsys: pytest.CaptureFixt
     assert png.read_bytes()[:8] == PNG
 
 
+def test_mixture_demo_rows_are_the_direct_solves() -> None:
+    # The demo measures through the harness; its rows are the numbers of plain solve/sample calls
+    # from the same exact samples at sigma = 80 against a 50-steps-per-unit RK4 reference.
+    rows = demo.run_mixture_demo((3, 6), batch=8, seed=1, disable=True)
+    target = demo.demo_target()
+    x = target.sample(8, 80.0, torch.Generator().manual_seed(1), dtype=torch.float64)
+    exact = gaussport.reference_solve(target, x, (80.0, 0.002, 0.0), steps_per_unit=50)
+    warm = {"warm_start": target.moments(), "disable": True}
+    for r, n in zip(rows, (3, 6), strict=True):
+        sigmas = grids.karras(n, 0.002, 80.0)
+        on_grid = max(s for s in sigmas if s <= 10.0)
+        runs = (
+            gaussport.solve(target, x, sigmas, "heun", disable=True),
+            gaussport.sample(target, x, sigmas, "heun", sigma_skip=10.0, teleport="respace", **warm),
+            gaussport.sample(target, x, sigmas, "heun", sigma_skip=on_grid, teleport="truncate", **warm),
+        )
+        assert (r.nfe_plain, r.nfe_respace, r.nfe_truncate) == tuple(sol.nfe for sol in runs)
+        errors = [float((sol.x - exact).pow(2).mean().sqrt()) for sol in runs]
+        assert [r.error_plain, r.error_respace, r.error_truncate] == pytest.approx(errors, rel=1e-12)
+
+
 def test_mixture_demo_teleport_beats_plain_heun_at_equal_nfe() -> None:
     rows = demo.run_mixture_demo((6, 8, 12), batch=16, disable=True)
     for r in rows:
@@ -170,6 +194,7 @@ def test_train_demo_help_states_time_and_outputs(capsys: pytest.CaptureFixture[s
         (["--device", "cuda"], "training runs on the CPU only"),
         (["--steps", "0"], "--steps must be a positive integer"),
         (["--batch-size", "-1"], "--batch-size must be a positive integer"),
+        (["--held-out-images", "0"], "--held-out-images must be a positive integer"),
     ],
 )
 def test_train_demo_reports_bad_input(
@@ -190,20 +215,28 @@ def test_train_demo_needs_out(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--out" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_train_demo_writes_a_model_the_loaders_and_the_demo_accept(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    # A tiny run of the real pipeline (2 optimiser steps): every file of a release, read back with
-    # the same loaders as the shipped model, and the provenance records the command line.
-    from gaussport.models import load_digits_denoiser, load_digits_gaussian, load_digits_test_set
+    # A tiny run of the real pipeline (2 optimiser steps, held-out losses on 16 images of each
+    # split): every file of a release, read back with the same loaders as the shipped model, and the
+    # provenance and model card record the command line and the subset.
+    from gaussport.digits import load_digits_denoiser, load_digits_gaussian, load_digits_test_set
 
     out = tmp_path / "model"
     args = ["--steps", "2", "--batch-size", "16", "--classifier-epochs", "1", "--reference-samples", "8"]
-    assert cli.main(["train-demo", "--out", str(out), *args, "--quiet"]) == 0
+    assert cli.main(["train-demo", "--out", str(out), *args, "--held-out-images", "16", "--quiet"]) == 0
     for name in ("digits_denoiser.safetensors", "digits_classifier.safetensors", "digits_gaussian.npz"):
         assert (out / name).is_file()
     provenance = json.loads((out / "digits_provenance.json").read_text())
     assert provenance["command"].startswith("gaussport train-demo --out")
     assert "--steps 2" in provenance["command"]
-    assert (out / "DIGITS_MODEL.md").read_text().startswith("#")
+    denoiser = provenance["denoiser"]
+    assert denoiser["held_out_images"] == 16
+    assert all(math.isfinite(denoiser[k]) for k in ("held_out_loss", "held_out_loss_conditional"))
+    card = (out / "DIGITS_MODEL.md").read_text()
+    assert card.startswith("#") and "(the first 16 images of each split)" in card
+    # The card names the functions that wrote and read the files by their current names.
+    assert "`gaussport.digits.train_demo_model`" in card and "gaussport.models" not in card
     net, gaussian = load_digits_denoiser(directory=out), load_digits_gaussian(directory=out)
     test = load_digits_test_set(directory=out)
     assert gaussian.shape == (1, 8, 8) and test.images.shape[1:] == (1, 8, 8)

@@ -1,8 +1,8 @@
 """EMS for DPM-Solver-v3: the value object, the closed-form Gaussian EMS, the Monte-Carlo estimator.
 
 Expected values come from plain dense linear algebra on the Gaussian (``P = sigma^2 (Sigma +
-sigma^2 I)^-1`` etc.), from solvers.md §1.11's per-dimension formula, and from the sampling
-distributions of the estimators -- never from the spectral formulas under test.
+sigma^2 I)^-1`` etc.), from the per-dimension formula of docs/ems.md#independent-coordinates, and
+from the sampling distributions of the estimators -- never from the spectral formulas under test.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def dense_statistics(g: Gaussian, sigma: float) -> dict[str, torch.Tensor]:
 
 # ----------------------------------------------------------------------------- analytic EMS
 def test_independent_coordinates_reduce_to_the_per_dimension_formula() -> None:
-    # solvers.md §1.11: l* = 1 / (1 + e^{2 lambda} s_d^2), s = 0, b = -l*' mu.
+    # docs/ems.md#independent-coordinates: l* = 1 / (1 + e^{2 lambda} s_d^2), s = 0, b = -l*' mu.
     sd = torch.logspace(math.log10(0.05), math.log10(2.0), 16, dtype=torch.float64)
     mu = 0.5 * torch.randn(16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     ems = analytic_ems(Gaussian.diagonal(mu, sd**2), sigma_min=0.002, sigma_max=80.0, intervals=40)
@@ -243,13 +243,37 @@ def test_estimator_resumes_to_identical_numbers(tmp_path) -> None:
 
 
 def test_estimator_accepts_a_dataset_tensor_and_float32() -> None:
+    # A float32 data tensor, states in float32 (the defaults). (1) Agreement with the exact EMS within
+    # the Monte-Carlo error of K samples, as in test_estimator_converges_to_the_analytic_ems; the data
+    # set (M = 64 K rows, drawn with replacement) is large enough that its own sampling error, about
+    # sqrt(K / M) = 1/8 of the tolerance unit, does not matter. (2) The same rows handed over by a
+    # callable give the same numbers: rows are drawn from each batch's seed, independently of the noise.
     g = random_gaussian([1.0, 0.2, 0.03], seed=1)
-    data = g.sample(64, 0.0, torch.Generator().manual_seed(0))
-    ems = estimate_ems(
-        g, data, sigma_min=0.1, sigma_max=5.0, intervals=3, samples=32, batch_size=32, disable=True
-    )
-    assert ems.source == "estimated" and ems.samples == 32 and ems.shape == (3,)
-    assert bool(torch.isfinite(ems.s).all()) and ems.l.dtype == torch.float64
+    samples, lo, hi, n = 256, 0.1, 5.0, 3
+    data = g.sample(64 * samples, 0.0, torch.Generator().manual_seed(0))
+    assert data.dtype == torch.float32
+    est = EMSEstimator(sigma_min=lo, sigma_max=hi, intervals=n, samples=samples, batch_size=256, smoothing=0)
+    assert est.run(g, data, disable=True)
+    ems = est.result()
+    assert ems.source == "estimated" and ems.samples == samples and ems.shape == (3,)
+    assert ems.l.dtype == ems.s.dtype == ems.b.dtype == torch.float64
+    exact = analytic_ems(g, sigma_min=lo, sigma_max=hi, intervals=n)
+    for j, lam in enumerate(exact.lambdas):
+        sigma = math.exp(-lam)
+        assert float(((ems.l[j] - exact.l[j]) / _hutchinson_sd(g, sigma, samples)).abs().max()) < 6.0, j
+        s_t, b_t, sd_s, sd_b = _fit_for(g, sigma, ems.l[j], est.arrays["l_derivative"][j], samples)
+        assert float(((ems.s[j] - s_t) / sd_s).abs().max()) < 6.0, j
+        assert float(((ems.b[j] - b_t) / sd_b).abs().max()) < 6.0, j
+
+    def same_rows(count: int, gen: torch.Generator) -> torch.Tensor:
+        rows = torch.Generator().set_state(gen.get_state())  # a copy: the noise stream stays untouched
+        return data[torch.randint(data.shape[0], (count,), generator=rows)]
+
+    settings_ = {"sigma_min": lo, "sigma_max": hi, "intervals": n, "samples": 48, "batch_size": 16}
+    from_tensor = estimate_ems(g, data, disable=True, **settings_)
+    from_callable = estimate_ems(g, same_rows, disable=True, **settings_)
+    for k in ("l", "s", "b"):
+        assert torch.equal(getattr(from_tensor, k), getattr(from_callable, k)), k
     with pytest.raises(TypeError, match="data must be"):
         estimate_ems(g, [1, 2, 3], sigma_min=0.1, sigma_max=5.0, intervals=1, samples=2, disable=True)  # type: ignore[arg-type]
 

@@ -1,7 +1,8 @@
-"""The evaluation harness (gaussport.evaluation): budgets, exact endpoints, metrics plumbing, errors.
+"""The evaluation harness (gaussport.evaluation): budgets, exact endpoints, metrics plumbing, reports.
 
-Most tests use an analytic Gaussian target (an exact denoiser, 16 dimensions) so they are cheap;
-one measures the teleport on the shipped digits model at a small size.
+The harness is generic over the model: these tests use an analytic Gaussian target (an exact
+denoiser, 16 dimensions), so they are cheap and need no model files. The harness on the shipped
+digits model is tested in tests/digits/.
 """
 
 from __future__ import annotations
@@ -9,12 +10,13 @@ from __future__ import annotations
 import logging
 import math
 
+import numpy as np
 import pytest
 import torch
 
 import gaussport
 from gaussport import grids
-from gaussport.evaluation import Evaluator, nfe_to_reach
+from gaussport.evaluation import Evaluator, markdown_table, nfe_to_reach, save_sample_panels
 from gaussport.reference import reference_solve
 from gaussport.solvers import SingleEvaluationSolver, TwoStageSolver
 from gaussport.testing import CountingDenoiser, anisotropic_gaussian
@@ -63,6 +65,24 @@ def test_heun_at_nfe_7_takes_4_intervals() -> None:
     assert b.grid == grids.karras(4, 0.002, 80.0)
 
 
+def test_steps_take_the_family_grid_of_that_size_whatever_it_costs() -> None:
+    ev = gaussian_evaluator()
+    b = ev.budget("heun", steps=4)
+    assert b.grid == b.solver_grid == grids.karras(4, 0.002, 80.0) and b.nfe == 7
+    on_grid = b.grid[2]  # a teleport onto a level of the grid keeps the grid below it
+    t = ev.budget("heun", steps=4, teleport="truncate", sigma_skip=on_grid)
+    assert t.grid == b.grid and t.solver_grid == b.grid[2:] and t.nfe == 3
+    r = ev.budget("heun", steps=4, teleport="respace", sigma_skip=2.0)
+    assert r.solver_grid == grids.respace(b.grid, 2.0) and r.nfe == 7
+    e = ev.evaluate("heun", steps=4, teleport="truncate", sigma_skip=on_grid)
+    assert e.nfe == e.nfe_budget == 3 and e.grid == t.solver_grid
+    for nfe, steps in ((None, None), (7, 4)):
+        with pytest.raises(ValueError, match="exactly one of nfe"):
+            ev.budget("heun", nfe, steps=steps)
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        ev.budget("heun", steps=0)
+
+
 def test_truncate_keeps_the_family_grid_below_sigma_skip() -> None:
     ev = gaussian_evaluator()
     b = ev.budget("euler", 6, "truncate", 2.0)
@@ -106,6 +126,24 @@ def test_endpoint_cache_of_another_model_is_ignored_with_a_warning(tmp_path, cap
     assert "ignoring the endpoint cache" in caplog.text
     other.reference()
     assert counter.calls > 0
+
+
+def test_initial_states_from_the_caller() -> None:
+    """``initial_states`` replaces the per-seed noise: runs and exact endpoints start from those states."""
+    gaussian = anisotropic_gaussian(16)
+    states = gaussian.sample(4, 80.0, torch.Generator().manual_seed(3), dtype=torch.float64)
+    ev = gaussian_evaluator(
+        model_dtype=torch.float64, reference_steps=20, initial_states=lambda rows: states[list(rows)]
+    )
+    assert torch.equal(ev.noise(), states) and torch.equal(ev.noise([2, 0]), states[[2, 0]])
+    # the closed-form endpoints of those very states: the flow to sigma_min, then x = D(x, sigma_min)
+    at_min = gaussian.flow(states, 80.0, 0.002)
+    exact = gaussian(at_min, torch.full((4,), 0.002, dtype=torch.float64))
+    torch.testing.assert_close(ev.reference(), exact, rtol=0, atol=1e-6)
+    direct = gaussport.solve(gaussian, states, grids.karras(4, 0.002, 80.0), "heun", disable=True).x
+    assert torch.equal(ev.evaluate("heun", steps=4).samples, direct.float())
+    with pytest.raises(ValueError, match="drop cache_dir or initial_states"):
+        gaussian_evaluator(cache_dir="unused", initial_states=lambda rows: states[list(rows)])
 
 
 def test_reference_to_itself_has_zero_trajectory_error() -> None:
@@ -237,18 +275,35 @@ def test_bad_evaluator_arguments_are_named() -> None:
         gaussian_evaluator().evaluate("nope", 3)
 
 
-# ---------------------------------------------------------------------- the shipped model
-def test_teleport_beats_no_teleport_on_the_shipped_model_at_nfe_7() -> None:
-    """Heun at NFE 7 on the shipped digits model, 8 seeds.
+# ---------------------------------------------------------------------- reports
+def test_markdown_table_formats_floats_to_three_digits() -> None:
+    table = markdown_table(
+        ["a", "b", "c", "d"], [[1, 0.123456, 1.5e-5, math.inf], ["x", 12345.0, math.nan, 0.0]]
+    )
+    assert table.splitlines() == [
+        "| a | b | c | d |",
+        "|---|---|---|---|",
+        "| 1 | 0.123 | 1.50e-05 | inf |",
+        "| x | 1.23e+04 | - | 0 |",
+    ]
 
-    Smoke test (16 seeds): trajectory error 1.62 without a teleport, 0.166 with a teleport to
-    sigma = 2 (respaced), a ratio of ~10; 32 seeds gave 1.64 and 0.169. The per-seed errors vary by
-    well under a factor 3 between such seed sets, so a ratio of 3 is a safe, still meaningful bound.
-    RK4 at 4 steps per unit of lambda is within 7e-4 RMS of a twice-finer solve (measured), far
-    below both errors.
-    """
-    ev = Evaluator.digits(seeds=range(8), reference_steps=4, frechet_metric=None)
-    plain = ev.evaluate("heun", 7)
-    warm = ev.evaluate("heun", 7, teleport="respace", sigma_skip=2.0)
-    assert plain.nfe == warm.nfe == 7
-    assert warm.error * 3 < plain.error, (warm.error, plain.error)
+
+def test_sample_panels_take_any_image_size_and_one_or_three_channels(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("matplotlib")
+    from gaussport.evaluation.reporting import SEPARATOR, _image_grid
+
+    gen = torch.Generator().manual_seed(0)
+    gray = torch.rand(5, 1, 6, 4, generator=gen) * 2 - 1
+    rgb = torch.rand(3, 3, 5, 5, generator=gen) * 2 - 1
+    grid = _image_grid(gray, columns=2)
+    assert grid.shape == (3 * 7 + 1, 2 * 5 + 1)  # 3 rows of 2, 1-pixel separators around each image
+    np.testing.assert_array_equal(grid[1:7, 6:10], gray[1, 0].numpy())  # image 1: row 0, column 1
+    assert (grid[0] == SEPARATOR).all() and (grid[15:21, 6:10] == SEPARATOR).all()  # no image 5
+    colour = _image_grid(rgb, columns=4)
+    assert colour.shape == (7, 4 * 6 + 1, 3)
+    np.testing.assert_array_equal(colour[1:6, 13:18], rgb[2].permute(1, 2, 0).numpy())
+    for panels in ([("gray", gray)], [("rgb", rgb), ("flat", gray[:, 0])]):
+        path = tmp_path / f"{len(panels)}.png"
+        assert save_sample_panels(panels, path, title="t") and path.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="C = 1 or 3"):
+        save_sample_panels([("two channels", torch.zeros(2, 2, 4, 4))], tmp_path / "bad.png")

@@ -32,7 +32,8 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def independent_problem(representation: str = "diagonal") -> Gaussian:
-    """solvers.md §0.2: 16 independent dimensions, mu_d ~ 0.5 N(0, 1), s_d log-spaced in [0.05, 2]."""
+    """docs/ems.md#the-16-dimensional-test-problem: 16 independent dimensions, mu_d ~ 0.5 N(0, 1),
+    s_d log-spaced in [0.05, 2]."""
     gen = torch.Generator().manual_seed(0)
     mu = 0.5 * torch.randn(16, generator=gen, dtype=torch.float64)
     var = torch.logspace(math.log10(0.05), math.log10(2.0), 16, dtype=torch.float64) ** 2
@@ -109,7 +110,8 @@ def test_analytic_ems_beat_degenerate_ems_at_few_steps() -> None:
 
 # ----------------------------------------------------------------------------- degenerate = DPM-Solver++
 def dpmpp_taylor(denoiser: Gaussian, x: torch.Tensor, sigmas: tuple[float, ...], order: int) -> torch.Tensor:
-    """DPM-Solver++ multistep, data prediction, 'taylor' type (solvers.md §3.1), in VE coordinates.
+    """DPM-Solver++ multistep, data prediction, 'taylor' type, in VE coordinates
+    (docs/devdocs-derivations.md#one-update-formula-for-every-exponential-multistep-method).
 
     Written here independently of gaussport's solvers: lambda = -log sigma, h = lambda_t - lambda_s,
     phi_1 = e^{-h} - 1; order 1 (DDIM) x_t = (sigma_t / sigma_s) x_s - phi_1 D_s; order 2 adds

@@ -30,8 +30,8 @@ def _corrected(state: object) -> torch.Tensor:
     return state.x_prev  # type: ignore[attr-defined]
 
 
-# (name, options, expected local slope): solvers.md §6.1 (verified there independently) and the
-# derivations in docs/devdocs-derivations.md. Global order = local slope - 1.
+# (name, options, expected local slope): the table and derivations of
+# docs/devdocs-derivations.md#local-slopes-with-exact-history. Global order = local slope - 1.
 LOCAL = [
     ("ddim", {}, 2),
     ("dpmpp_2m", {}, 3),
@@ -77,7 +77,8 @@ KARRAS, LOGSNR = grids.karras(9, 0.01, 20.0), grids.exponential(7, 0.05, 5.0, ap
 UNIFORM_SIGMA = tuple(12.0 - 1.5 * k for k in range(8))  # equal steps in sigma
 
 IDENTITIES = [
-    # UniP-2 with B(h) = e^{-h} - 1 is DPM-Solver++(2M) ('dpmsolver' type) -- solvers.md §2.2.
+    # UniP-2 with B(h) = e^{-h} - 1 is DPM-Solver++(2M) ('dpmsolver' type):
+    # docs/devdocs-derivations.md#unipc-bh-cancels-wherever-the-coefficients-come-from-a-linear-solve.
     (("unipc_bh2", {"solver_order": 2, "corrector": False}), ("dpmpp_2m", {}), (KARRAS, LOGSNR)),
     # UniP-1 and iPNDM of order 1 are DDIM and Euler.
     (("unipc_bh1", {"solver_order": 1, "corrector": False}), ("ddim", {}), (KARRAS, LOGSNR)),
@@ -120,8 +121,9 @@ def test_ipndm_variable_step_differs_from_fixed_on_non_uniform_grids() -> None:
 
 
 def test_bh_variants_differ_only_in_hard_coded_steps() -> None:
-    # With exact-phi linear solves everywhere B(h) cancels (solvers.md §2.4); bh1 and bh2 differ
-    # through UniP-2 / UniC-1 only, which a run of order 3 with a corrector uses during warm-up.
+    # With exact-phi linear solves everywhere B(h) cancels; bh1 and bh2 differ through UniP-2 / UniC-1
+    # only, which a run of order 3 with a corrector uses during warm-up
+    # (docs/devdocs-derivations.md#unipc-bh-cancels-wherever-the-coefficients-come-from-a-linear-solve).
     sigmas = grids.karras(9, 0.01, 20.0)
     bh1, bh2 = _run("unipc_bh1", sigmas, solver_order=3), _run("unipc_bh2", sigmas, solver_order=3)
     assert float((bh1 - bh2).norm() / bh2.norm()) > 1e-6
@@ -169,12 +171,25 @@ def test_final_step_to_zero_is_finite_and_the_exact_limit(name: str, options: di
 @settings(max_examples=25, deadline=None)
 @given(grid=testing.sigma_grids(1, 10, end_in_zero=False), name=st.sampled_from(MULTISTEP))
 def test_grids_ending_above_zero(grid: tuple[float, ...], name: str) -> None:
+    """A last level above zero is an ordinary level: a run over G stops exactly at the state a longer
+    run passes through there (no final ``x = D``, no order lowered, one evaluation per interval).
+
+    Their accuracy is measured as convergence order on grids ending above zero (test_order.py). No
+    error bound holds on every grid of this strategy: after a tiny step, a 20 x longer one makes a
+    variable-step multistep method extrapolate far outside its nodes (unipc_vary_coeff: relative
+    error 1.2 on ratios (2.9, 1.53, 3.64, 1.06, 1.67, 4.0, 2.9, 1.21, 1.28) from sigma 5.17).
+    """
     g = testing.anisotropic_gaussian(dim=4)
     x = g.sample(2, grid[0], torch.Generator().manual_seed(0), dtype=torch.float64)
-    sol = gaussport.solve(g, x, grid, name, disable=True)
+    default = gaussport.solve(g, x, grid, name, disable=True)  # with the registered lower_order_final
+    assert default.nfe == len(grid) - 1 and bool(torch.isfinite(default.x).all())
+    sol = gaussport.solve(g, x, grid, name, disable=True, lower_order_final=False)
     assert sol.nfe == len(grid) - 1
-    exact = g.flow(x, grid[0], grid[-1])
-    assert float((sol.x - exact).norm() / exact.norm()) < 0.5  # finite and close: no blow-up on any grid
+    seen: list[gaussport.StepInfo] = []
+    longer = grid + (grid[-1] / 2.0, 0.0)
+    gaussport.solve(g, x, longer, name, disable=True, lower_order_final=False, callback=seen.append)
+    passing = seen[len(grid) - 1]  # the step that starts at grid[-1]
+    assert passing.sigma == grid[-1] and torch.equal(passing.x, sol.x)
 
 
 @pytest.mark.parametrize("name", MULTISTEP)

@@ -29,9 +29,10 @@ analytic EMS of the same Gaussian (:func:`gaussport.sampling.with_warm_start_sta
 it gets after a teleport -- so that "with/without teleport" compares the teleport only.
 
 Example:
+    >>> import torch
+    >>> from gaussport.analytic import Gaussian
     >>> from gaussport.evaluation import Evaluator
-    >>> from gaussport.testing import anisotropic_gaussian
-    >>> g = anisotropic_gaussian(16)                 # a model whose exact denoiser is known
+    >>> g = Gaussian(torch.zeros(16), torch.diag(torch.logspace(-3, 0, 16)))  # an exact denoiser
     >>> ev = Evaluator(g, g, shape=(16,), seeds=range(8), reference_steps=4)
     >>> plain = ev.evaluate("heun", 7)
     >>> warm = ev.evaluate("heun", 7, teleport="respace", sigma_skip=2.5)

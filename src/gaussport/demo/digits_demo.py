@@ -1,10 +1,8 @@
 """``gaussport demo``: the shipped digits model sampled with and without the Gaussian warm start.
 
-The demo only composes: the application's model (:mod:`gaussport.digits`, or an analytic target)
-and the library's evaluation harness (:mod:`gaussport.evaluation`). The default target,
-:func:`run_digits_demo`, loads the shipped 8x8-digits denoiser and the Gaussian fitted to its
-training split (:func:`gaussport.digits.evaluator`) and measures each solver at each NFE budget on
-a fixed set of seeds
+:func:`run_digits_demo` loads the shipped 8x8-digits denoiser and the Gaussian fitted to its
+training split (:func:`gaussport.digits.evaluator`) and measures, with the evaluation harness, each
+solver at each NFE budget on a fixed set of seeds
 
 * without a teleport (the solver on the full Karras grid from ``sigma_max = 80``), and
 * after a teleport to ``sigma_skip`` (``teleport="respace"``: the same NFE re-spaced below it;
@@ -22,17 +20,6 @@ sweep, and with a calibration on 16 seeds apart from the demo's (1000-1015; leve
 Teleporting lower replaces more of the network's own trajectory by the Gaussian's (the warm-start
 error, about 0.075 RMS at ``sigma_skip = 2``, which more solver steps do not remove); teleporting
 higher leaves the solver more of the trajectory to cover with the same evaluations.
-
-The analytic target, :func:`run_mixture_demo` (``gaussport demo --target mixture``), needs no model:
-a built-in anisotropic Gaussian mixture with an exact denoiser, the warm start its moment-matched
-Gaussian, measured with the same harness on exact samples of the mixture's noisy marginal at
-``sigma = 80``. For each grid size it reports the error to the exact endpoint of
-
-* plain Heun on a Karras grid (``2n - 1`` evaluations for ``n`` steps),
-* Heun after a teleport to ``sigma_skip`` with the same number of steps re-spaced below it
-  (same evaluations: ``teleport="respace"``),
-* Heun after a teleport onto the largest grid level at or below ``sigma_skip``, keeping the grid
-  below it (fewer evaluations: ``teleport="truncate"``, the paper's Heun setting).
 
 :func:`gaussport.digits.train_demo_model` (``gaussport train-demo``, ``benchmarks/train_demo.py``)
 retrains the digits model into a directory that the loaders and ``gaussport demo --model`` accept.
@@ -54,38 +41,24 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from . import digits
-from .analytic import GaussianMixture, anisotropic_mixture
-from .evaluation import (
+from .. import digits
+from ..evaluation import (
+    SIGMA_MAX,
+    SIGMA_MIN,
     TELEPORTS,
     Evaluation,
-    Evaluator,
     Series,
     markdown_table,
     nfe_to_reach,
     plot_quality,
     save_sample_panels,
 )
-from .solvers import get as get_solver
+from ..solvers import get as get_solver
 
-__all__ = [
-    "DIGITS_DEFAULTS",
-    "DigitsDemo",
-    "run_digits_demo",
-    "digits_table",
-    "write_digits_outputs",
-    "DemoRow",
-    "demo_target",
-    "run_mixture_demo",
-    "format_table",
-    "plot_rows",
-]
+__all__ = ["DIGITS_DEFAULTS", "DigitsDemo", "run_digits_demo", "digits_table", "write_digits_outputs"]
 
 logger = logging.getLogger("gaussport")
 
-SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
-
-# ---------------------------------------------------------------------- the digits demo
 DIGITS_DEFAULTS: dict[str, Any] = {
     "solvers": ("dpmpp_2m",),
     "nfes": (6, 8, 10),
@@ -382,113 +355,3 @@ def write_digits_outputs(
     if plot_quality(series, path, title="gaussport demo: the shipped 8x8-digits model"):
         written.append(path)
     return written
-
-
-# ---------------------------------------------------------------------- the analytic mixture demo
-@dataclass(frozen=True)
-class DemoRow:
-    """One line of the demo table (errors are RMS per coordinate against the exact endpoint)."""
-
-    steps: int
-    nfe_plain: int
-    error_plain: float
-    nfe_respace: int
-    error_respace: float
-    nfe_truncate: int
-    error_truncate: float
-
-
-def demo_target() -> GaussianMixture:
-    """The built-in target: 32 dimensions, 6 anisotropic components (eigenvalues 1e-3..0.1)."""
-    return anisotropic_mixture(dim=32, n_components=6, spread=2.0, eigenvalue_range=(1e-3, 0.1), seed=0)
-
-
-def run_mixture_demo(
-    steps: tuple[int, ...] = (3, 4, 5, 6, 8, 10, 12, 16),
-    *,
-    solver: str = "heun",
-    sigma_skip: float = 10.0,
-    batch: int = 64,
-    seed: int = 0,
-    disable: bool | None = None,
-) -> list[DemoRow]:
-    """Run the demo and return its table rows (see the module docstring).
-
-    The harness (:class:`~gaussport.evaluation.Evaluator`) runs on the mixture's exact denoiser in
-    float64, its moment-matched Gaussian as the warm start, and ``batch`` exact samples of the
-    noisy marginal at ``sigma = 80`` (one generator seeded with ``seed``) as initial states; the
-    exact endpoints are RK4 solves with 50 steps per unit of ``lambda``.
-    """
-    get_solver(solver)  # an unknown name fails here, before the reference solve
-    target = demo_target()
-    x = target.sample(batch, SIGMA_MAX, torch.Generator().manual_seed(seed), dtype=torch.float64)
-    ev = Evaluator(
-        target,
-        target.moments(),
-        shape=x.shape[1:],
-        seeds=range(batch),
-        sigma_min=SIGMA_MIN,
-        sigma_max=SIGMA_MAX,
-        model_dtype=torch.float64,
-        reference_steps=50,
-        initial_states=lambda rows: x[list(rows)],
-        disable=disable,
-    )
-    ev.reference()
-    ev.disable = True  # the bar above covers the reference solve; the solver runs are quick
-    rows = []
-    for n in steps:
-        plain = ev.evaluate(solver, steps=n)
-        respace = ev.evaluate(solver, steps=n, teleport="respace", sigma_skip=sigma_skip)
-        # the paper's Heun setting: teleport onto a level of the grid, keep the grid below it
-        on_grid = max(s for s in plain.grid if s <= sigma_skip)
-        truncate = ev.evaluate(solver, steps=n, teleport="truncate", sigma_skip=on_grid)
-        rows.append(
-            DemoRow(n, plain.nfe, plain.error, respace.nfe, respace.error, truncate.nfe, truncate.error)
-        )
-    return rows
-
-
-def format_table(rows: list[DemoRow], sigma_skip: float) -> str:
-    """The demo table as aligned text."""
-    head = (
-        f"{'steps':>5}  {'NFE':>4} {'no teleport':>12}  |  teleport to sigma={sigma_skip:g}:  "
-        f"{'NFE':>4} {'respaced':>10}  {'NFE':>4} {'truncated':>10}"
-    )
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        lines.append(
-            f"{r.steps:>5}  {r.nfe_plain:>4} {r.error_plain:>12.4g}  |  {'':>26}"
-            f"{r.nfe_respace:>4} {r.error_respace:>10.4g}  {r.nfe_truncate:>4} {r.error_truncate:>10.4g}"
-        )
-    lines.append("errors: RMS per coordinate against the exact ODE endpoint from the same noise")
-    return "\n".join(lines)
-
-
-def plot_rows(rows: list[DemoRow], path: str | os.PathLike[str], *, solver: str, sigma_skip: float) -> bool:
-    """Write the error-vs-NFE plot as a PNG (:func:`~gaussport.evaluation.plot_quality`).
-
-    Returns False (with a log message) without matplotlib.
-    """
-    truncated = sorted((r.nfe_truncate, r.error_truncate) for r in rows)
-    series = [
-        Series(f"{solver}, no teleport", [r.nfe_plain for r in rows], [r.error_plain for r in rows]),
-        Series(
-            f"teleport to {sigma_skip:g} + {solver} (respaced)",
-            [r.nfe_respace for r in rows],
-            [r.error_respace for r in rows],
-            style="s-",
-        ),
-        Series(
-            f"teleport to {sigma_skip:g} + {solver} (truncated grid)",
-            [n for n, _ in truncated],
-            [e for _, e in truncated],
-            style="^--",
-        ),
-    ]
-    return plot_quality(
-        series,
-        path,
-        title="Gaussian-mixture target (d = 32, 6 components)",
-        error_label="RMS error to the exact endpoint",
-    )
