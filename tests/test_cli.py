@@ -195,6 +195,7 @@ def test_train_demo_help_states_time_and_outputs(capsys: pytest.CaptureFixture[s
         (["--steps", "0"], "--steps must be a positive integer"),
         (["--batch-size", "-1"], "--batch-size must be a positive integer"),
         (["--held-out-images", "0"], "--held-out-images must be a positive integer"),
+        (["--threads", "0"], "--threads must be a positive integer"),
     ],
 )
 def test_train_demo_reports_bad_input(
@@ -224,12 +225,13 @@ def test_train_demo_writes_a_model_the_loaders_and_the_demo_accept(tmp_path) -> 
 
     out = tmp_path / "model"
     args = ["--steps", "2", "--batch-size", "16", "--classifier-epochs", "1", "--reference-samples", "8"]
-    assert cli.main(["train-demo", "--out", str(out), *args, "--held-out-images", "16", "--quiet"]) == 0
+    args += ["--held-out-images", "16", "--threads", "1"]  # 2 OpenMP threads crawl on a loaded machine
+    assert cli.main(["train-demo", "--out", str(out), *args, "--quiet"]) == 0
     for name in ("digits_denoiser.safetensors", "digits_classifier.safetensors", "digits_gaussian.npz"):
         assert (out / name).is_file()
     provenance = json.loads((out / "digits_provenance.json").read_text())
     assert provenance["command"].startswith("gaussport train-demo --out")
-    assert "--steps 2" in provenance["command"]
+    assert "--steps 2" in provenance["command"] and "1 threads" in provenance["machine"]
     denoiser = provenance["denoiser"]
     assert denoiser["held_out_images"] == 16
     assert all(math.isfinite(denoiser[k]) for k in ("held_out_loss", "held_out_loss_conditional"))

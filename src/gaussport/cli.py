@@ -129,7 +129,7 @@ def _cmd_train_demo(args: argparse.Namespace) -> int:
             f"--device {args.device}: training runs on the CPU only (the 745k-parameter model trains in "
             "minutes there); drop --device or pass --device cpu."
         )
-    for name in ("steps", "batch_size", "classifier_epochs", "reference_samples"):
+    for name in ("steps", "batch_size", "classifier_epochs", "reference_samples", "threads"):
         if getattr(args, name) < 1:
             raise ValueError(
                 f"--{name.replace('_', '-')} must be a positive integer; got {getattr(args, name)}."
@@ -146,6 +146,7 @@ def _cmd_train_demo(args: argparse.Namespace) -> int:
         classifier_epochs=args.classifier_epochs,
         reference_samples=args.reference_samples,
         held_out_images=args.held_out_images,
+        num_threads=args.threads,
         disable=args.quiet or None,
         command=command,
     )
@@ -288,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="average the held-out losses over the first N images of each split (default: all of them)",
+    )
+    train.add_argument(
+        "--threads", type=int, default=2, help="torch CPU threads during the run (restored afterwards)"
     )
     train.add_argument("--device", help="cpu (the only choice: training runs on the CPU)")
     train.add_argument("--quiet", "--no-progress", action="store_true", help="no progress bars")

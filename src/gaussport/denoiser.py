@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-__all__ = ["Denoiser", "FlowMap", "DenoiserCall"]
+__all__ = ["Denoiser", "FlowMap", "DenoiserCall", "CountingDenoiser"]
 
 
 @runtime_checkable
@@ -79,3 +79,31 @@ class DenoiserCall:
             )
         self.nfe += 1
         return out.to(self.state_dtype)
+
+
+class CountingDenoiser:
+    """A denoiser that counts its calls, for samplers that do not go through :class:`DenoiserCall`.
+
+    Args:
+        denoiser: the denoiser to wrap.
+        record_sigmas: also record ``sigma[0]`` of every call in :attr:`sigmas` (one host
+            synchronisation per call on a GPU: for tests, not for timing).
+
+    Attributes:
+        calls: the number of calls so far.
+        sigmas: the recorded noise levels (empty unless ``record_sigmas``).
+    """
+
+    def __init__(self, denoiser: Denoiser, *, record_sigmas: bool = False) -> None:
+        if not callable(denoiser):
+            raise TypeError(f"denoiser must be callable as D(x, sigma) -> x0; got {type(denoiser).__name__}.")
+        self.denoiser = denoiser
+        self.record_sigmas = record_sigmas
+        self.calls = 0
+        self.sigmas: list[float] = []
+
+    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
+        self.calls += 1
+        if self.record_sigmas:
+            self.sigmas.append(float(sigma[0]))
+        return self.denoiser(x, sigma)

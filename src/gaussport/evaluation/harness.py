@@ -55,6 +55,7 @@ from torch import Tensor
 from .. import _deprecation
 from .. import grids as _grids
 from .._checks import Grid, as_grid
+from ..denoiser import CountingDenoiser
 from ..metrics import FrechetSummary, frechet_over_seeds, trajectory_error
 from ..reference import reference_solve
 from ..sampling import Solution, sample, solve, with_warm_start_statistics
@@ -69,18 +70,6 @@ logger = logging.getLogger("gaussport")
 
 TELEPORTS = ("none", "respace", "truncate")
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
-
-
-class _Counting:
-    """A denoiser wrapper that counts batched calls (for samplers outside gaussport)."""
-
-    def __init__(self, denoiser: Callable[[Tensor, Tensor], Tensor]) -> None:
-        self.denoiser = denoiser
-        self.calls = 0
-
-    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
-        self.calls += 1
-        return self.denoiser(x, sigma)
 
 
 class Evaluator:
@@ -449,7 +438,7 @@ class Evaluator:
         grid_t = as_grid(grid)
         chosen = self.seeds if seeds is None else self._check_seeds(seeds)
         reference = self.reference(chosen)
-        counter = _Counting(self.denoiser)
+        counter = CountingDenoiser(self.denoiser)
         t0 = time.perf_counter()
         with torch.no_grad():
             out = sampler(counter, self.noise(chosen), grid_t)

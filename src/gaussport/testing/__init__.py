@@ -48,6 +48,7 @@ from torch import Tensor
 
 from .. import grids as _grids
 from ..analytic import Dense, Diagonal, Gaussian, LowRankPlusIsotropic
+from ..denoiser import CountingDenoiser as _CountingDenoiser
 from ..sampling import solve
 from ..solvers import Solver, Teleport
 from ..solvers import get as get_solver
@@ -198,18 +199,11 @@ class ConstantDenoiser:
         return self.value.to(device=x.device, dtype=x.dtype).expand_as(x).clone()
 
 
-class CountingDenoiser:
-    """Wraps a denoiser and counts its calls (and the sigmas it was called at)."""
+class CountingDenoiser(_CountingDenoiser):
+    """:class:`gaussport.denoiser.CountingDenoiser` recording the sigmas of its calls (for tests)."""
 
     def __init__(self, denoiser: Callable[[Tensor, Tensor], Tensor]) -> None:
-        self.denoiser = denoiser
-        self.calls = 0
-        self.sigmas: list[float] = []
-
-    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
-        self.calls += 1
-        self.sigmas.append(float(sigma[0]))
-        return self.denoiser(x, sigma)
+        super().__init__(denoiser, record_sigmas=True)
 
 
 HistoryMode = Literal["cold", "exact"]
