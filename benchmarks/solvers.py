@@ -43,7 +43,7 @@ logger = logging.getLogger("gaussport.benchmarks")
 
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
 NFES = (4, 5, 6, 8, 10, 15, 20, 30)
-FAMILIES = {"karras": grids.Karras(7.0), "logsnr": grids.Exponential()}
+FAMILIES = {"karras": grids.KarrasFamily(7.0), "logsnr": grids.ExponentialFamily()}
 REFERENCE_STEPS = 40  # RK4 steps per unit of lambda for the exact endpoint (checked against twice as many)
 TELEPORT_CANDIDATES = (5.0, 10.0, 20.0, 40.0)  # teleport levels tried on calibration seeds
 
@@ -246,7 +246,8 @@ def run_target(
                 if "seed_history" in {
                     f.name for f in dataclasses.fields(gaussport.solvers.solver_class(method.solver)[0])
                 }:
-                    if gaussport.solvers.get(method.solver, **(method.options or {})).solver_order > 1:
+                    solver = gaussport.solvers.get(method.solver, **(method.options or {}))
+                    if gaussport.testing.values_combined(solver) > 1:
                         variants.append(("respace+seed", {"seed_history": True}))
             for teleport, extra in variants:
                 row = Row(target.name, family_name, method.label, method.source, teleport, [], [])

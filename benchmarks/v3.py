@@ -94,7 +94,7 @@ def _solver_configs(ems_sets: dict[str, EMS]) -> list[tuple[str, str, dict[str, 
     return configs
 
 
-FAMILIES = {"Karras rho=7": grids.Karras(7.0), "logSNR-uniform": grids.Exponential()}
+FAMILIES = {"Karras rho=7": grids.KarrasFamily(7.0), "logSNR-uniform": grids.ExponentialFamily()}
 
 
 def _grid(nfe: int, solver: str, family: grids.GridFamily) -> tuple[float, ...] | None:
@@ -544,7 +544,7 @@ def run_accuracy() -> None:
         solver = gaussport.solvers.get("dpm_solver_v3", **opts)
         rows.append(
             [label, solver.order]
-            + [measured_order(solver, family=f) for f in (grids.Exponential(), grids.Karras(7.0))]
+            + [measured_order(solver, family=f) for f in (grids.ExponentialFamily(), grids.KarrasFamily(7.0))]
         )
     payload["orders"] = rows
     md.append(

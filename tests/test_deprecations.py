@@ -178,5 +178,46 @@ def test_evaluator_digits_is_gaussport_digits_evaluator() -> None:
     with pytest.warns(DeprecationWarning, match=r"Evaluator\.digits.*gaussport\.digits\.evaluator"):
         old = Evaluator.digits(seeds=range(2), reference_steps=2, frechet_metric=None)
     new = gaussport.digits.evaluator(seeds=range(2), reference_steps=2, frechet_metric=None)
+    # Same model (the fingerprint hashes every weight), seeds and settings: the same harness.
     assert (old.shape, old.seeds, old.fingerprint) == (new.shape, new.seeds, new.fingerprint)
-    assert torch.equal(old.reference(), new.reference())
+    assert (old.reference_steps, old.sigma_min, old.sigma_max) == (
+        new.reference_steps,
+        new.sigma_min,
+        new.sigma_max,
+    )
+
+
+# ----------------------------------------------------------------------------- grids
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("Karras", "KarrasFamily"),
+        ("Exponential", "ExponentialFamily"),
+        ("PolyExponential", "PolyExponentialFamily"),
+    ],
+)
+def test_grid_family_classes_say_they_are_families(old: str, new: str) -> None:
+    with pytest.warns(DeprecationWarning, match=rf"grids\.{old} is deprecated.*grids\.{new}"):
+        cls = getattr(grids, old)
+    assert cls is getattr(grids, new)
+
+
+def test_logsnr_uniform_is_exponential() -> None:
+    with pytest.warns(DeprecationWarning, match=r"grids\.logsnr_uniform.*grids\.exponential"):
+        old = grids.logsnr_uniform
+    assert old(5, 0.01, 10.0) == grids.exponential(5, 0.01, 10.0)
+
+
+# ----------------------------------------------------------------------------- solver options
+def test_ipndm_solver_order_is_adams_bashforth(problem: dict) -> None:
+    g, sig, x = problem["g"], problem["sig"], problem["x"]
+    with pytest.warns(DeprecationWarning, match=r"option solver_order= of solver 'ipndm'.*adams_bashforth="):
+        old = gaussport.solvers.get("ipndm", solver_order=3)
+    assert old == gaussport.solvers.get("ipndm", adams_bashforth=3)
+    with pytest.warns(DeprecationWarning, match=r"IPNDM\.solver_order.*IPNDM\.adams_bashforth"):
+        assert old.solver_order == 3
+    with pytest.warns(DeprecationWarning):
+        ran = gaussport.solve(g, x, sig, "ipndm_v", solver_order=2, disable=True)
+    assert torch.equal(ran.x, gaussport.solve(g, x, sig, "ipndm_v", adams_bashforth=2, disable=True).x)
+    with pytest.raises(TypeError, match="both solver_order= and adams_bashforth="):
+        gaussport.solvers.get("ipndm", solver_order=3, adams_bashforth=3)

@@ -53,15 +53,15 @@ def test_grids_match_k_diffusion() -> None:
 @given(n=st.integers(3, 30), r=ranges, rho=st.floats(1.5, 15.0))
 def test_detect_family_recovers_karras_rho(n: int, r: tuple[float, float], rho: float) -> None:
     family = grids.detect_family(grids.karras(n, *r, rho))
-    if isinstance(family, grids.Exponential):  # rho so large the grid is log-uniform to 1e-5
-        assert grids.Exponential().matches(grids.karras(n, *r, rho, append_zero=False))
+    if isinstance(family, grids.ExponentialFamily):  # rho so large the grid is log-uniform to 1e-5
+        assert grids.ExponentialFamily().matches(grids.karras(n, *r, rho, append_zero=False))
     else:
-        assert isinstance(family, grids.Karras) and abs(family.rho - rho) < 1e-3 * rho
+        assert isinstance(family, grids.KarrasFamily) and abs(family.rho - rho) < 1e-3 * rho
 
 
 def test_detect_family_polyexponential_and_unknown() -> None:
     family = grids.detect_family(grids.polyexponential(12, 0.01, 50.0, 2.5))
-    assert isinstance(family, grids.PolyExponential) and abs(family.rho - 2.5) < 1e-6
+    assert isinstance(family, grids.PolyExponentialFamily) and abs(family.rho - 2.5) < 1e-6
     assert grids.detect_family([10.0, 9.0, 1.0, 0.9, 0.1]) is None
 
 

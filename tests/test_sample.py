@@ -75,7 +75,7 @@ def test_respace_keeps_steps_and_nfe() -> None:
     exact = g.flow(x, 80.0, 0.0)
     assert _rel(warm.x, exact) < _rel(plain.x, exact)
     family = gaussport.sample(
-        g, x, sig, "heun", warm_start=g, sigma_skip=10.0, teleport=grids.Exponential(), disable=True
+        g, x, sig, "heun", warm_start=g, sigma_skip=10.0, teleport=grids.ExponentialFamily(), disable=True
     )
     assert family.sigmas == pytest.approx(grids.exponential(10, 0.002, 10.0), rel=1e-12)
 

@@ -10,8 +10,10 @@ Grids are tuples of Python floats, computed in float64. The families match k-dif
 
 The warm start needs two helpers: :func:`truncate` (keep the points below a sigma: fewer steps) and
 :func:`respace` (the same number of steps of the same family over ``[sigma_min, sigma_start]``).
-A family object (:class:`Karras`, :class:`Exponential`, :class:`PolyExponential`) can regenerate a
-grid; :func:`detect_family` recognises which family an existing grid belongs to.
+Building a grid is :func:`karras`, :func:`exponential` or :func:`polyexponential`. Where a *family*
+is a parameter (``gaussport.sample(..., teleport=family)``, the evaluation harness), pass a
+:class:`KarrasFamily`, :class:`ExponentialFamily` or :class:`PolyExponentialFamily`;
+:func:`detect_family` recognises which family an existing grid belongs to.
 """
 
 from __future__ import annotations
@@ -23,16 +25,16 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from . import _deprecation
 from ._checks import Grid, as_grid
 
 __all__ = [
     "GridFamily",
-    "Karras",
-    "Exponential",
-    "PolyExponential",
+    "KarrasFamily",
+    "ExponentialFamily",
+    "PolyExponentialFamily",
     "karras",
     "exponential",
-    "logsnr_uniform",
     "polyexponential",
     "truncate",
     "respace",
@@ -55,7 +57,12 @@ def _check_range(n: int, sigma_min: float, sigma_max: float) -> None:
 
 
 class GridFamily(ABC):
-    """A one-parameter family of grids between two noise levels."""
+    """A family of grids between two noise levels: a value to pass where a family is a parameter.
+
+    ``family(n, sigma_min, sigma_max)`` gives its grid of ``n`` levels (what :func:`respace` and the
+    evaluation harness call); to build a grid directly use :func:`karras`, :func:`exponential` or
+    :func:`polyexponential`.
+    """
 
     @abstractmethod
     def levels(self, n: int, sigma_min: float, sigma_max: float) -> list[float]:
@@ -82,7 +89,7 @@ class GridFamily(ABC):
 
 
 @dataclass(frozen=True, slots=True)
-class Karras(GridFamily):
+class KarrasFamily(GridFamily):
     """Karras et al. (2022) grid: uniform in ``sigma^(1/rho)``; k-diffusion ``get_sigmas_karras``."""
 
     rho: float = 7.0
@@ -97,7 +104,7 @@ class Karras(GridFamily):
 
 
 @dataclass(frozen=True, slots=True)
-class Exponential(GridFamily):
+class ExponentialFamily(GridFamily):
     """Uniform in ``log sigma`` (= logSNR-uniform); k-diffusion ``get_sigmas_exponential``."""
 
     def levels(self, n: int, sigma_min: float, sigma_max: float) -> list[float]:
@@ -106,9 +113,9 @@ class Exponential(GridFamily):
 
 
 @dataclass(frozen=True, slots=True)
-class PolyExponential(GridFamily):
+class PolyExponentialFamily(GridFamily):
     """``log sigma = log s_min + ramp^rho (log s_max - log s_min)``, ramp from 1 to 0;
-    k-diffusion ``get_sigmas_polyexponential``. ``rho = 1`` is :class:`Exponential`."""
+    k-diffusion ``get_sigmas_polyexponential``. ``rho = 1`` is :class:`ExponentialFamily`."""
 
     rho: float = 1.0
 
@@ -126,22 +133,19 @@ def karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0, *, appe
 
     Same values as k-diffusion's ``get_sigmas_karras(n, sigma_min, sigma_max, rho)`` (n + 1 points).
     """
-    return Karras(rho)(n, sigma_min, sigma_max, append_zero=append_zero)
+    return KarrasFamily(rho)(n, sigma_min, sigma_max, append_zero=append_zero)
 
 
 def exponential(n: int, sigma_min: float, sigma_max: float, *, append_zero: bool = True) -> Grid:
     """``n`` noise levels uniform in ``log sigma`` (logSNR-uniform), plus a trailing 0."""
-    return Exponential()(n, sigma_min, sigma_max, append_zero=append_zero)
-
-
-logsnr_uniform = exponential
+    return ExponentialFamily()(n, sigma_min, sigma_max, append_zero=append_zero)
 
 
 def polyexponential(
     n: int, sigma_min: float, sigma_max: float, rho: float = 1.0, *, append_zero: bool = True
 ) -> Grid:
     """``n`` polyexponential noise levels (k-diffusion ``get_sigmas_polyexponential``), plus 0."""
-    return PolyExponential(rho)(n, sigma_min, sigma_max, append_zero=append_zero)
+    return PolyExponentialFamily(rho)(n, sigma_min, sigma_max, append_zero=append_zero)
 
 
 def _split_zero(grid: Grid) -> tuple[Grid, bool]:
@@ -151,11 +155,11 @@ def _split_zero(grid: Grid) -> tuple[Grid, bool]:
 def detect_family(sigmas: Tensor | Sequence[float]) -> GridFamily | None:
     """The family a grid belongs to (exponential, Karras or polyexponential, with its rho), or None.
 
-    Grids of one or two positive levels belong to every family; :class:`Exponential` is returned.
+    Grids of one or two positive levels belong to every family; :class:`ExponentialFamily` is returned.
     """
     positive, _ = _split_zero(as_grid(sigmas))
-    if Exponential().matches(positive):
-        return Exponential()
+    if ExponentialFamily().matches(positive):
+        return ExponentialFamily()
     n, top, bottom = len(positive), positive[0], positive[-1]
     # Karras levels are weighted power means of top and bottom with exponent p = 1/rho, increasing
     # in p and tending to the geometric (exponential) grid as p -> 0: bisect p on the second level.
@@ -164,18 +168,18 @@ def detect_family(sigmas: Tensor | Sequence[float]) -> GridFamily | None:
         lo, hi = 1e-6, 64.0
         for _ in range(200):
             mid = math.sqrt(lo * hi)
-            if Karras(1 / mid).levels(n, bottom, top)[1] < positive[1]:
+            if KarrasFamily(1 / mid).levels(n, bottom, top)[1] < positive[1]:
                 lo = mid
             else:
                 hi = mid
-        family = Karras(1 / math.sqrt(lo * hi))
+        family = KarrasFamily(1 / math.sqrt(lo * hi))
         if family.matches(positive):
             return family
     # Polyexponential: log(s_1 / s_min) = ramp_1^rho * log(s_max / s_min), solvable for rho.
     span = math.log(top / bottom)
     ratio = math.log(positive[1] / bottom) / span
     if 0.0 < ratio < 1.0:
-        family = PolyExponential(math.log(ratio) / math.log(1 - 1 / (n - 1)))
+        family = PolyExponentialFamily(math.log(ratio) / math.log(1 - 1 / (n - 1)))
         if family.matches(positive):
             return family
     return None
@@ -233,7 +237,27 @@ def respace(sigmas: Tensor | Sequence[float], sigma_start: float, family: GridFa
         if family is None:
             raise ValueError(
                 "cannot tell which family this grid belongs to (not Karras, exponential or "
-                "polyexponential); pass family=gaussport.grids.Karras(rho=...) or similar, or use "
+                "polyexponential); pass family=gaussport.grids.KarrasFamily(rho=...) or similar, or use "
                 "teleport='truncate'."
             )
     return family(len(positive), sigma_min, sigma_start, append_zero=zero)
+
+
+__getattr__ = _deprecation.module_aliases(
+    __name__,
+    {
+        "Karras": ("gaussport.grids.KarrasFamily (or grids.karras(...) for a grid)", lambda: KarrasFamily),
+        "Exponential": (
+            "gaussport.grids.ExponentialFamily (or grids.exponential(...) for a grid)",
+            lambda: ExponentialFamily,
+        ),
+        "PolyExponential": (
+            "gaussport.grids.PolyExponentialFamily (or grids.polyexponential(...) for a grid)",
+            lambda: PolyExponentialFamily,
+        ),
+        "logsnr_uniform": (
+            "gaussport.grids.exponential (uniform in log sigma = logSNR)",
+            lambda: exponential,
+        ),
+    },
+)

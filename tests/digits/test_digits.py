@@ -124,6 +124,7 @@ def test_class_conditional_samples_are_classified_as_their_label(net: DigitsUNet
     assert accuracy >= 0.9
 
 
+@pytest.mark.slow
 def test_shipped_denoiser_through_the_edm_adapter(net: DigitsUNet) -> None:
     # The net has EDMPrecond's interface, so gaussport's EDM adapter samples it as EDM's sampler does.
     from gaussport.adapters.edm import edm_sample
@@ -309,6 +310,7 @@ def test_digits_frechet_distance_orders_real_gaussian_and_test_data(gaussian: Ga
 
 
 # ---------------------------------------------------------------------- the harness on the shipped model
+@pytest.mark.slow
 def test_teleport_beats_no_teleport_on_the_shipped_model_at_nfe_7() -> None:
     """Heun at NFE 7 on the shipped digits model, 8 seeds, through gaussport.digits.evaluator.
 

@@ -40,7 +40,7 @@ LOCAL = [
     ("dpmpp_3m_fixed", {}, 4),
     ("ipndm", {}, 5),  # history seeded at equal sigma steps: the fixed AB4 coefficients are exact
     ("ipndm_v", {}, 5),
-    ("ipndm_v", {"solver_order": 3}, 4),
+    ("ipndm_v", {"adams_bashforth": 3}, 4),
 ] + [
     (f"unipc_{variant}", {"solver_order": p, "corrector": corrector}, p + 1 + corrector)
     for variant in ("bh1", "bh2", "vary_coeff")
@@ -82,7 +82,7 @@ IDENTITIES = [
     (("unipc_bh2", {"solver_order": 2, "corrector": False}), ("dpmpp_2m", {}), (KARRAS, LOGSNR)),
     # UniP-1 and iPNDM of order 1 are DDIM and Euler.
     (("unipc_bh1", {"solver_order": 1, "corrector": False}), ("ddim", {}), (KARRAS, LOGSNR)),
-    (("ipndm", {"solver_order": 1}), ("euler", {}), (KARRAS, LOGSNR)),
+    (("ipndm", {"adams_bashforth": 1}), ("euler", {}), (KARRAS, LOGSNR)),
     # Fixed vary_coeff never hard-codes rho = 1/2, so UniP-p is exponential Adams-Bashforth: the
     # Taylor 2M and the corrected 3M (B(h) cancels out of every linear solve).
     (
@@ -234,7 +234,7 @@ def test_state_from_another_trajectory_is_rejected(name: str) -> None:
         ("dpmpp_3m", {"third_order": "fixed"}, "third_order must be one of"),
         ("unipc_bh1", {"variant": "bh3"}, "variant must be one of"),
         ("unipc_bh1", {"solver_order": 0}, "solver_order must be 1, 2, 3 or 4"),
-        ("ipndm", {"solver_order": 5}, "solver_order must be 1, 2, 3 or 4"),
+        ("ipndm", {"adams_bashforth": 5}, "adams_bashforth must be 1, 2, 3 or 4"),
         ("dpmpp_2s", {"r": 0.0}, "r must lie in"),
     ],
 )
@@ -270,7 +270,7 @@ def test_lower_order_final_counts_the_intervals_of_the_run(name: str) -> None:
     ).x
     plain = gaussport.solve(g, x, sigmas, name, disable=True, lower_order_final=False).x
     assert not torch.equal(full, plain)
-    if gaussport.solvers.get(name).solver_order == 2:
+    if testing.values_combined(gaussport.solvers.get(name)) == 2:
         assert torch.allclose(full, tail, rtol=1e-14, atol=0)
     else:
         assert not torch.allclose(full, tail, rtol=1e-12, atol=0)
@@ -311,7 +311,7 @@ def test_seeded_history_is_the_gaussian_path(name: str) -> None:
     solver = gaussport.solvers.get(name, seed_history=True)
     state = solver.init(x, sigmas, Teleport(g, 20.0, g.flow(x, 2.0, 20.0), 2.0))
     hist = state.history if hasattr(state, "history") else state
-    assert len(hist) == solver.solver_order - 1
+    assert len(hist) == testing.values_combined(solver) - 1
     for sigma in hist.sigmas:
         x_j = g.flow(x, 2.0, sigma)
         expected = g(x_j, torch.full((2,), sigma, dtype=torch.float64))

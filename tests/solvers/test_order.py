@@ -19,8 +19,8 @@ KARRAS_STEPS = FAST_STEPS + (1024,)
 @pytest.mark.parametrize(
     ("family", "steps"),
     [
-        pytest.param(grids.Exponential(), FAST_STEPS, id="logsnr"),
-        pytest.param(grids.Karras(7.0), KARRAS_STEPS, id="karras", marks=pytest.mark.slow),
+        pytest.param(grids.ExponentialFamily(), FAST_STEPS, id="logsnr"),
+        pytest.param(grids.KarrasFamily(7.0), KARRAS_STEPS, id="karras", marks=pytest.mark.slow),
     ],
 )
 def test_declared_order_is_measured(

@@ -136,7 +136,7 @@ class Evaluator:
         self.shape = tuple(int(s) for s in shape)
         self.seeds = self._check_seeds(seeds)
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
-        self.family = family if family is not None else _grids.Karras(7.0)
+        self.family = family if family is not None else _grids.KarrasFamily(7.0)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.model_dtype = model_dtype
         self.reference_steps = reference_steps

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import Tensor
 
+from .. import _deprecation
 from .._checks import Grid
 from ._expint import interpolation_weights, polynomial_moments
 from ._multistep import check_history_above, final_order_cap, seed_path, step_order
@@ -51,32 +53,38 @@ class SlopeHistory:
         return len(self.sigmas)
 
 
-@register("ipndm", solver_order=4, variable_step=False)
-@register("ipndm_v", solver_order=4, variable_step=True)
+@register("ipndm", adams_bashforth=4, variable_step=False)
+@register("ipndm_v", adams_bashforth=4, variable_step=True)
 @dataclass(frozen=True, slots=True)
 class IPNDM(SingleEvaluationSolver[SlopeHistory]):
     """Improved PNDM: explicit Adams-Bashforth on ``dx/dsigma = (x - D(x, sigma)) / sigma``.
 
-    With slopes ``d_j`` at the current and the last ``p - 1`` levels and ``H = sigma_t - sigma_s``:
+    Each step combines the slopes ``d_j`` at the current and the last ``p - 1`` levels by the
+    ``p``-step Adams-Bashforth formula AB-``p`` (``p`` = ``adams_bashforth``, lower during warm-up),
+    with ``H = sigma_t - sigma_s``:
 
     * ``variable_step=False`` (``ipndm``, the published method): the equal-step Adams-Bashforth
       coefficients whatever the grid, ``x_t = x_s + H (55 d_0 - 59 d_1 + 37 d_2 - 9 d_3) / 24`` at
       order 4 (orders 1-3 during warm-up). On the non-uniform grids diffusion sampling uses (Karras,
       logSNR) the step-ratio mismatch leaves a local error ``O(h^3)``: **second order** for every
-      ``solver_order >= 2`` -- its strength is a small error constant at very few steps;
+      ``adams_bashforth >= 2`` -- its strength is a small error constant at very few steps;
     * ``variable_step=True`` (``ipndm_v``): the exact integral of the polynomial through the slopes
-      at the actual levels (variable-step Adams-Bashforth) -- order ``solver_order`` with exact history.
+      at the actual levels (variable-step Adams-Bashforth) -- order ``adams_bashforth`` with exact
+      history.
       This is k-diffusion's ``sample_lms`` (same results to 1e-15 on grids ending above 0).
 
     The step to ``sigma = 0`` is ``x = D`` (Euler's limit; no extra evaluation), as for every solver;
     ``sample_lms`` instead extrapolates the slopes down to 0.
 
-    Order: 2 (fixed coefficients) or ``solver_order`` (variable step) with exact history; 2 from a cold
-    start (the first step is Euler, local error ``O(h^2)``); 1 for ``solver_order=1`` (Euler).
-    Cost: 1 evaluation per step. State: :class:`SlopeHistory` of the last ``solver_order - 1`` slopes.
+    Order: 2 (fixed coefficients) or ``adams_bashforth`` (variable step) with exact history; 2 from a
+    cold start (the first step is Euler, local error ``O(h^2)``); 1 for ``adams_bashforth=1`` (Euler).
+    Cost: 1 evaluation per step. State: :class:`SlopeHistory` of the last ``adams_bashforth - 1``
+    slopes.
 
     Args:
-        solver_order: maximal Adams-Bashforth order (1 to 4).
+        adams_bashforth: the Adams-Bashforth formula, AB-1 to AB-4: how many slopes a step combines
+            (formerly ``solver_order``, a name that claimed a convergence order the fixed
+            coefficients do not reach on non-uniform grids).
         variable_step: variable-step coefficients instead of the published equal-step ones.
         lower_order_final: step ``i`` of ``n`` intervals uses order at most ``n - i``.
         seed_history: after an analytic warm start, fill the history with slopes on the Gaussian's
@@ -91,18 +99,26 @@ class IPNDM(SingleEvaluationSolver[SlopeHistory]):
         Liu et al., "Pseudo Numerical Methods for Diffusion Models on Manifolds" (PNDM), ICLR 2022.
     """
 
-    solver_order: int = 4
+    adams_bashforth: int = 4
     variable_step: bool = False
     lower_order_final: bool = False
     seed_history: bool = False
 
+    renamed_options: ClassVar[dict[str, str]] = {"solver_order": "adams_bashforth"}
+
     def __post_init__(self) -> None:
-        if self.solver_order not in (1, 2, 3, 4):
-            raise ValueError(f"solver_order must be 1, 2, 3 or 4 for iPNDM; got {self.solver_order!r}.")
+        if self.adams_bashforth not in (1, 2, 3, 4):
+            raise ValueError(f"adams_bashforth must be 1, 2, 3 or 4 for iPNDM; got {self.adams_bashforth!r}.")
+
+    @property
+    def solver_order(self) -> int:
+        """Deprecated: :attr:`adams_bashforth`."""
+        _deprecation.warn("IPNDM.solver_order", "IPNDM.adams_bashforth")
+        return self.adams_bashforth
 
     @property
     def order(self) -> int:
-        nominal = self.solver_order if self.variable_step else min(self.solver_order, 2)
+        nominal = self.adams_bashforth if self.variable_step else min(self.adams_bashforth, 2)
         return final_order_cap(nominal, self.lower_order_final)
 
     @property
@@ -112,7 +128,7 @@ class IPNDM(SingleEvaluationSolver[SlopeHistory]):
     def init(self, x: Tensor, sigmas: Grid, teleport: Teleport | None = None) -> SlopeHistory:
         if not self.seed_history:
             return SlopeHistory()
-        seeds = seed_path(teleport, x, sigmas, self.solver_order - 1, spacing="sigma")
+        seeds = seed_path(teleport, x, sigmas, self.adams_bashforth - 1, spacing="sigma")
         return SlopeHistory(tuple(s for s, _, _ in seeds), tuple((x_j - d_j) / s for s, x_j, d_j in seeds))
 
     def advance(
@@ -121,7 +137,7 @@ class IPNDM(SingleEvaluationSolver[SlopeHistory]):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         check_history_above(state.sigmas, sigma)
         slope = (x - denoised) / sigma
-        p = step_order(self.solver_order, len(state), sigmas, i, self.lower_order_final)
+        p = step_order(self.adams_bashforth, len(state), sigmas, i, self.lower_order_final)
         step = sigma_next - sigma
         earlier = state.last(p - 1)
         if self.variable_step:
@@ -133,4 +149,4 @@ class IPNDM(SingleEvaluationSolver[SlopeHistory]):
         x_next = x + slope * step
         for w, (_, d_j) in zip(weights, earlier, strict=True):
             x_next = x_next + (d_j - slope) * w
-        return x_next, state.push(sigma, slope, keep=self.solver_order - 1)
+        return x_next, state.push(sigma, slope, keep=self.adams_bashforth - 1)

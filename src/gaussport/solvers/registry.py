@@ -13,6 +13,7 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
+from .. import _deprecation
 from .base import Solver
 
 __all__ = ["register", "unregister", "get", "available", "solver_class"]
@@ -86,11 +87,20 @@ def solver_class(name: str) -> tuple[type[Solver], dict[str, Any]]:
 def get(name: str, /, **options: Any) -> Solver:
     """Build the solver registered as ``name``; ``options`` override its preset.
 
+    A solver class may rename an option and keep the old name for one release: its class attribute
+    ``renamed_options`` maps old names to new ones, and the old name warns.
+
     Raises:
         ValueError: for an unknown name (the message lists the available ones).
         TypeError: for an option the solver does not have (the message lists the ones it has).
     """
     cls, preset = solver_class(name)
+    for old, new in getattr(cls, "renamed_options", {}).items():
+        if old in options:
+            if new in options:
+                raise TypeError(f"solver {name!r} got both {old}= and {new}=; pass only {new}=.")
+            _deprecation.warn(f"the option {old}= of solver {name!r}", f"{new}=")
+            options = {**{k: v for k, v in options.items() if k != old}, new: options[old]}
     fields = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
     unknown = sorted(set(options) - fields)
     if unknown:

@@ -245,6 +245,20 @@ def _rel_rows(out: Tensor, ref: Tensor) -> float:
     return float(((out - ref).flatten(1).norm(dim=1) / ref.flatten(1).norm(dim=1)).max())
 
 
+def values_combined(solver: Solver) -> int:
+    """How many model values one step of ``solver`` combines: ``solver_order`` of DPM-Solver++, UniPC
+    and DPM-Solver-v3, ``adams_bashforth`` of iPNDM, 1 for every other solver.
+
+    A multistep solver keeps ``values_combined(solver) - 1`` earlier values in its history.
+    """
+    options = (
+        {f.name: getattr(solver, f.name) for f in dataclasses.fields(solver)}
+        if dataclasses.is_dataclass(solver)
+        else {}
+    )
+    return int(options.get("adams_bashforth", options.get("solver_order", 1)))
+
+
 def supports_seeding(solver: Solver) -> bool:
     """Whether ``solver`` can seed its history from a warm start (it has a ``seed_history`` option)."""
     return dataclasses.is_dataclass(solver) and "seed_history" in {f.name for f in dataclasses.fields(solver)}
@@ -305,7 +319,7 @@ def measured_order(
     """
     solver = _as_solver(solver)
     problem = problem or GaussianProblem(anisotropic_gaussian())
-    family = family or _grids.Exponential()
+    family = family or _grids.ExponentialFamily()
     points = []
     for n in steps:
         err = problem.error(solver, family(n + 1, sigma_min, sigma_max, append_zero=False), history=history)
