@@ -162,16 +162,17 @@ def test_shipped_denoiser_through_the_edm_adapter(net: DigitsUNet) -> None:
 
 
 def test_high_noise_denoiser_matches_the_shipped_gaussian(net: DigitsUNet, gaussian: Gaussian) -> None:
-    """At high noise the data denoiser tends to the Gaussian one, D_G = mu + Sigma (Sigma + s^2 I)^-1 (x -
-    mu) (docs/warm-start.md#mixtures-and-the-far-field: at high noise any data looks like its first
-    two moments), so on inputs from N(mu, Sigma + s^2 I) the trained network must be close to D_G. Measured on the
-    shipped weights (512 inputs per sigma): per-pixel RMS of D_net - D_G is 0.056, 0.055, 0.100 at sigma =
-    10, 20, 40, against 0.65 for the untrained network c_skip x (and for D = 0); the network's x-dependent
-    part (D_net minus its batch mean) has cosine 0.87, 0.77, 0.77 with D_G - mu, where a response
-    unrelated to Sigma would give ~0 (+-1/8 in 64 dimensions). The bounds (RMS <= 0.12 and <= 0.2 x the
-    untrained error; cosine >= 0.6) fail for wrong preconditioning, wrong or untrained weights, or a
+    """At high noise the data denoiser tends to the Gaussian one, D_G = mu + Sigma (Sigma + s^2 I)^-1 (x - mu)
+    (docs/warm-start.md#mixtures-and-the-far-field: at high noise any data looks like its first two
+    moments), so on inputs from N(mu, Sigma + s^2 I) the trained network must be close to D_G. Measured on
+    the shipped weights (512 inputs per sigma): per-pixel RMS of D_net - D_G is 0.056, 0.055, 0.100 at
+    sigma = 10, 20, 40, against 0.65 for the untrained network c_skip x (and for D = 0); the network's
+    x-dependent part (D_net minus its batch mean) has cosine 0.87, 0.77, 0.77 with D_G - mu, where a
+    response unrelated to Sigma would give ~0 (+-1/8 in 64 dimensions). The bounds (RMS <= 0.12 and <= 0.2
+    x the untrained error; cosine >= 0.6) fail for wrong preconditioning, wrong or untrained weights, or a
     network that ignores x. The residual is network error: training samples sigma > 10 with probability
-    0.2% (EDM's ln sigma ~ N(-1.2, 1.2^2)), and it grows to 0.17 at sigma = 80."""
+    0.2% (EDM's ln sigma ~ N(-1.2, 1.2^2)), and it grows to 0.17 at sigma = 80.
+    """
     gen = torch.Generator().manual_seed(5)
     for sigma in (10.0, 20.0, 40.0):
         x = gaussian.sample(512, sigma, gen, dtype=torch.float64)
