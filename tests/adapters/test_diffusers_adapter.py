@@ -401,6 +401,29 @@ def test_scheduler_steps_equal_gaussport_solve(
     assert _rel(x, ref) < 1e-5
 
 
+def _pipeline_run_and_sample(
+    sched: Any, g_data: Gaussian, g_warm: Gaussian, z: Tensor, steps: int, **options: Any
+) -> tuple[Tensor, gaussport.Solution]:
+    """A pipeline-style loop with ``sched`` (warm start ``g_warm``, model exact for ``g_data``) from the
+    noise ``z``, and ``gaussport.sample`` on the same Karras grid from the VE start it stands for."""
+    sched.set_warm_start(g_warm)
+    model = vp_exact(g_data, sched.alphas_cumprod)
+    sched.set_timesteps(steps)
+    x = z * sched.init_noise_sigma
+    for t in sched.timesteps:
+        x = sched.step(model(sched.scale_model_input(x, t), t), t, x).prev_sample
+    den = DiffusersDenoiser(model, sched)
+    grid = grids.karras(steps, den.sigma_min, den.sigma_max)
+    # The VE start the pipeline's initial sample stands for (native coordinates: x_t = x / sqrt(1 + s^2)).
+    scaled = sched.config.teleport_at == "scale_model_input"
+    start = z * (grid[0] if scaled else math.sqrt(1 + grid[0] ** 2))
+    skip = sched.config.sigma_skip
+    ref = gaussport.sample(
+        den, start, grid, sched.config.solver, warm_start=g_warm, sigma_skip=skip, **options
+    )
+    return x, ref
+
+
 @pytest.mark.parametrize("teleport_at", ["scale_model_input", "step"])
 def test_scheduler_initialises_the_solver_once_with_the_teleport_record(teleport_at: str) -> None:
     # dpmpp_3m(seed_history=True) seeds its history from the teleport record solver.init receives. With
@@ -419,19 +442,7 @@ def test_scheduler_initialises_the_solver_once_with_the_teleport_record(teleport
             sigma_skip=2.0,
             teleport_at=teleport_at,
         )
-        sched.set_warm_start(g_warm)
-        model = vp_exact(g_data, sched.alphas_cumprod)
-        sched.set_timesteps(12)
-        x = z * sched.init_noise_sigma
-        for t in sched.timesteps:
-            x = sched.step(model(sched.scale_model_input(x, t), t), t, x).prev_sample
-        den = DiffusersDenoiser(model, sched)
-        grid = grids.karras(12, den.sigma_min, den.sigma_max)
-        # The VE start the pipeline's initial sample stands for (native coordinates: x_t = x / sqrt(1 + s^2)).
-        start = z * (grid[0] if teleport_at == "scale_model_input" else math.sqrt(1 + grid[0] ** 2))
-        ref = gaussport.sample(
-            den, start, grid, "dpmpp_3m", seed_history=seed_history, warm_start=g_warm, sigma_skip=2.0
-        )
+        x, ref = _pipeline_run_and_sample(sched, g_data, g_warm, z, 12, seed_history=seed_history)
         assert _rel(x, ref.x) < 1e-4
         runs[seed_history] = x
     assert _rel(runs[True], runs[False]) > 0.1  # the seeds came from the warm start
@@ -452,21 +463,10 @@ def test_scheduler_gives_dpm_solver_v3_the_warm_starts_analytic_ems(teleport_at:
         sigma_skip=3.0,
         teleport_at=teleport_at,
     )
-    sched.set_warm_start(g)
-    model = vp_exact(g, sched.alphas_cumprod)
-    sched.set_timesteps(8)
-    x = z * sched.init_noise_sigma
-    for t in sched.timesteps:
-        x = sched.step(model(sched.scale_model_input(x, t), t), t, x).prev_sample
-    den = DiffusersDenoiser(model, sched)
-    grid = grids.karras(8, den.sigma_min, den.sigma_max)
-    start = z * (grid[0] if teleport_at == "scale_model_input" else math.sqrt(1 + grid[0] ** 2))
-    ref = gaussport.sample(den, start, grid, "dpm_solver_v3", warm_start=g, sigma_skip=3.0)
+    x, ref = _pipeline_run_and_sample(sched, g, g, z, 8)
     assert ref.state.ems.source == "analytic"
     assert _rel(x, ref.x) < 1e-4
-    plain = gaussport.sample(
-        den, start, grid, "dpm_solver_v3", warm_start=g, sigma_skip=3.0, ems="degenerate"
-    )
+    _, plain = _pipeline_run_and_sample(sched, g, g, z, 8, ems="degenerate")
     assert _rel(x, plain.x) > 100 * _rel(x, ref.x)
 
 

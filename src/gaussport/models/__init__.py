@@ -16,20 +16,6 @@ from typing import Any
 from .. import _deprecation
 from .. import digits as _digits
 
-_NAMES = (
-    "DigitsClassifier",
-    "DigitsTestSet",
-    "DigitsUNet",
-    "edm_preconditioning",
-    "load_digits_class_gaussians",
-    "load_digits_classifier",
-    "load_digits_denoiser",
-    "load_digits_gaussian",
-    "load_digits_test_set",
-    "model_to_pixels",
-    "pixels_to_model",
-)
-
 
 def _forward(old: str, new: ModuleType, names: tuple[str, ...] | None = None) -> Callable[[str], Any]:
     """A module ``__getattr__`` serving ``names`` (default: every public name) of ``new``, warning."""
@@ -39,4 +25,4 @@ def _forward(old: str, new: ModuleType, names: tuple[str, ...] | None = None) ->
     )
 
 
-__getattr__ = _forward(__name__, _digits, _NAMES)
+__getattr__ = _forward(__name__, _digits, tuple(_digits.__all__))
