@@ -36,6 +36,7 @@ import torch
 from _common import k_diffusion_sampler
 
 import gaussport
+import gaussport.testing
 from gaussport import grids, schedules
 from gaussport.analytic import GaussianMixture, anisotropic_mixture
 
