@@ -51,6 +51,7 @@ def test_digits_demo_writes_table_grids_plot_json_csv(tmp_path, capsys: pytest.C
     assert [float(r["trajectory_rms"]) for r in rows] == [r["trajectory_rms"] for r in runs]
 
 
+@pytest.mark.slow
 def test_digits_demo_library_result(tmp_path) -> None:  # type: ignore[no-untyped-def]
     result = demo.run_digits_demo(
         ["euler"], [4, 2], batch=3, frechet_samples=0, reference_steps=2, teleport="truncate", disable=True

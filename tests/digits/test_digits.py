@@ -110,6 +110,7 @@ def test_class_labels_integer_and_one_hot_agree_and_condition(net: DigitsUNet) -
         net(x, sigma, torch.full((10,), 10))
 
 
+@pytest.mark.slow
 def test_class_conditional_samples_are_classified_as_their_label(net: DigitsUNet) -> None:
     # A label-conditional solve must produce that digit; the shipped classifier (99% test accuracy)
     # judges it. Heun, 10-level Karras grid, 10 samples per class (measured: 97% correct).
@@ -161,6 +162,7 @@ def test_shipped_denoiser_through_the_edm_adapter(net: DigitsUNet) -> None:
     assert float((predicted == labels).float().mean()) >= 0.9
 
 
+@pytest.mark.slow
 def test_high_noise_denoiser_matches_the_shipped_gaussian(net: DigitsUNet, gaussian: Gaussian) -> None:
     """At high noise the data denoiser tends to the Gaussian one, D_G = mu + Sigma (Sigma + s^2 I)^-1 (x - mu)
     (docs/warm-start.md#mixtures-and-the-far-field: at high noise any data looks like its first two
