@@ -124,3 +124,18 @@ def test_family_argument_errors() -> None:
         grids.karras(5, 0.0, 1.0)
     with pytest.raises(ValueError, match="smaller than sigma_max"):
         grids.exponential(5, 2.0, 1.0)
+
+
+@given(
+    levels=st.lists(st.floats(0.0, 100.0), min_size=1, max_size=12),
+    repeats=st.lists(st.integers(1, 4), min_size=12, max_size=12),
+)
+def test_merge_repeats_keeps_every_level_and_where_it_went(levels: list[float], repeats: list[int]) -> None:
+    sigmas = [v for v, r in zip(levels, repeats, strict=False) for _ in range(r)]
+    merged, where = grids.merge_repeats(sigmas)
+    assert len(where) == len(sigmas) and where[0] == 0 and where[-1] == len(merged) - 1
+    assert all(merged[where[i]] == s for i, s in enumerate(sigmas))
+    assert all(a != b for a, b in itertools.pairwise(merged))  # no two consecutive levels repeat
+    assert all(0 <= b - a <= 1 for a, b in itertools.pairwise(where))  # zero-length interval: b == a
+    assert grids.merge_repeats([3.0, 1.0, 1.0, 0.0]) == ((3.0, 1.0, 0.0), (0, 1, 1, 2))
+    assert grids.merge_repeats(torch.tensor([0.5, 0.5])) == ((0.5,), (0, 0))

@@ -115,3 +115,26 @@ def test_sample_without_warm_start_is_solve_and_bad_input() -> None:
         gaussport.sample(
             g, torch.zeros(2, 3, dtype=torch.float64), sig, warm_start=g, sigma_skip=1.0, disable=True
         )
+
+
+def test_a_warm_start_path_is_the_gaussian_it_holds(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # One rule for warm_start= everywhere: a path is a file written by Gaussian.save, as in the
+    # k-diffusion samplers and edm_sample (gaussport.sampling.load_warm_start).
+    g = random_gaussian([2.0, 0.5, 0.1], seed=5)
+    path = tmp_path / "stats.npz"
+    g.save(path)
+    sig = grids.karras(6, 0.01, 20.0)
+    x = g.sample(2, 20.0, torch.Generator().manual_seed(0), dtype=torch.float64)
+    reads = []
+    load = Gaussian.load.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(Gaussian, "load", classmethod(lambda cls, p: reads.append(p) or load(cls, p)))
+    by_object = gaussport.sample(g, x, sig, "heun", warm_start=g, sigma_skip=2.0, disable=True)
+    for warm_start in (str(path), path, str(path)):
+        by_path = gaussport.sample(g, x, sig, "heun", warm_start=warm_start, sigma_skip=2.0, disable=True)
+        assert torch.equal(by_path.x, by_object.x) and by_path.teleport == by_object.teleport
+    assert len(reads) == 3  # read on every call: no cache behind the caller's back
+    with pytest.raises(FileNotFoundError, match="Gaussian.fit"):
+        gaussport.sample(g, x, sig, warm_start=str(tmp_path / "missing.npz"), sigma_skip=2.0, disable=True)
+    (tmp_path / "not_stats.npz").write_bytes(b"not an npz")
+    with pytest.raises(ValueError):
+        gaussport.sample(g, x, sig, warm_start=str(tmp_path / "not_stats.npz"), sigma_skip=2.0, disable=True)

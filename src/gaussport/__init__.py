@@ -20,6 +20,7 @@ import logging as _logging
 
 from . import analytic, ems, grids, schedules, solvers
 from .denoiser import Denoiser, DenoiserCall, FlowMap
+from .inversion import invert
 from .reference import reference_solve
 from .sampling import Callback, Solution, StepInfo, sample, solve
 
@@ -35,6 +36,7 @@ __all__ = [
     "analytic",
     "ems",
     "grids",
+    "invert",
     "reference_solve",
     "sample",
     "schedules",

@@ -15,11 +15,11 @@ from torch import Tensor
 Grid = tuple[float, ...]
 
 
-def as_grid(sigmas: Tensor | Sequence[float], *, name: str = "sigmas") -> Grid:
-    """Validate a noise-level grid and return it as a tuple of Python floats.
+def grid_values(sigmas: Tensor | Sequence[float], *, name: str = "sigmas") -> list[float]:
+    """The noise levels of ``sigmas`` as Python floats, each finite and >= 0 (order not checked).
 
-    A grid is a strictly decreasing, non-empty sequence of finite sigmas >= 0 (it may end in 0
-    and may start anywhere). Converting once here keeps device tensors out of the step loop.
+    A tensor is copied to the host once, here. :func:`as_grid` adds the ordering rules; front-end
+    adapters that accept repeated levels (:func:`gaussport.grids.merge_repeats`) start from this.
     """
     if isinstance(sigmas, Tensor):
         if sigmas.ndim != 1:
@@ -39,11 +39,42 @@ def as_grid(sigmas: Tensor | Sequence[float], *, name: str = "sigmas") -> Grid:
             raise ValueError(f"{name}[{i}] = {s} is not finite; every noise level must be a finite float.")
         if s < 0.0:
             raise ValueError(f"{name}[{i}] = {s} is negative; noise levels are standard deviations >= 0.")
+    return values
+
+
+def as_grid(sigmas: Tensor | Sequence[float], *, name: str = "sigmas", increasing: bool = False) -> Grid:
+    """Validate a noise-level grid and return it as a tuple of Python floats.
+
+    A grid is a strictly decreasing, non-empty sequence of finite sigmas >= 0 (it may end in 0
+    and may start anywhere). Converting once here keeps device tensors out of the step loop.
+
+    With ``increasing=True`` the grid must instead be strictly increasing and start above 0: an
+    inversion's grid (data to noise, :func:`gaussport.inversion.invert`). The probability-flow ODE
+    is singular at sigma = 0, so no step starts there going up (docs/conventions.md#grids).
+    """
+    values = grid_values(sigmas, name=name)
+    if increasing:
+        if values[0] == 0.0 and len(values) > 1:
+            raise ValueError(
+                f"{name}[0] = 0: an inversion cannot start at sigma = 0, where the probability-flow ODE "
+                "is singular (its slope (x - D) / sigma is 0 / 0 and every trajectory passes through the "
+                "data point). Start at a small level instead, e.g. the sampling grid's smallest positive "
+                f"level or 1e-4 (ComfyUI's FlipSigmas replaces a leading 0 by 1e-4): {name}[0] = 1e-4."
+            )
+        for i in range(len(values) - 1):
+            if not values[i + 1] > values[i]:
+                raise ValueError(
+                    f"{name} must be strictly increasing for an inversion; {name}[{i}] = {values[i]!r} is "
+                    f"followed by {name}[{i + 1}] = {values[i + 1]!r}. Sort it ascending and remove repeats."
+                )
+        return tuple(values)
     for i in range(len(values) - 1):
         if not values[i + 1] < values[i]:
+            upwards = all(b > a for a, b in zip(values, values[1:], strict=False))
+            hint = " To integrate upwards (inversion, data to noise) use gaussport.invert." if upwards else ""
             raise ValueError(
                 f"{name} must be strictly decreasing; {name}[{i}] = {values[i]!r} is followed by "
-                f"{name}[{i + 1}] = {values[i + 1]!r}. Sort it descending and remove repeats."
+                f"{name}[{i + 1}] = {values[i + 1]!r}. Sort it descending and remove repeats.{hint}"
             )
     return tuple(values)
 

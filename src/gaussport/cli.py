@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import os
 import shlex
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 
@@ -36,11 +38,43 @@ documentation: docs/ in the repository (mkdocs serve), or README.md
 DIGITS_ONLY = ("nfe", "teleport", "frechet_samples", "frechet_seeds", "reference_steps", "model", "cache_dir")
 
 
+def default_threads() -> int:
+    """The demo's torch threads: 2 (at most the cores) where idle OpenMP threads sleep, else 1.
+
+    Measured on a 2-core machine (docs/getting-started.md#threads-and-a-busy-machine): threads
+    that spin between the small network's ops (OpenMP's default) ran the demo 2-8x slower under
+    load than one thread, whereas with ``OMP_WAIT_POLICY=PASSIVE`` -- which the ``gaussport``
+    console script sets unless the user chose a policy -- two threads were as fast as one on a
+    quiet machine and faster on a busy one, where they get a larger share of the cores.
+    """
+    passive = os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE"
+    return min(2, os.cpu_count() or 1) if passive else 1
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
+    import torch
+
+    threads = default_threads() if args.threads is None else args.threads
+    if threads < 1:
+        raise ValueError(f"--threads must be a positive integer; got {threads}.")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _mixture_demo(args) if args.target == "mixture" else _digits_demo(args)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _threads_label() -> str:
+    import torch
+
+    n, policy = torch.get_num_threads(), os.environ.get("OMP_WAIT_POLICY", "unset")
+    return f"{n} CPU thread{'s' if n != 1 else ''} (OMP_WAIT_POLICY={policy})"
+
+
+def _digits_demo(args: argparse.Namespace) -> int:
     from . import demo
 
-    if args.target == "mixture":
-        return _mixture_demo(args)
     if args.steps is not None:
         raise ValueError(
             "--steps applies to --target mixture; for the digits model give NFE budgets with --nfe."
@@ -72,7 +106,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     s = result.settings
     print(
         f"gaussport demo: the {s['model']} 8x8-digits model, {s['seeds'][1] - s['seeds'][0] + 1} seeds, "
-        f"Karras grid {demo.SIGMA_MAX:g} -> {demo.SIGMA_MIN:g}, device {s['device']}"
+        f"Karras grid {demo.SIGMA_MAX:g} -> {demo.SIGMA_MIN:g}, device {s['device']}, "
+        f"{_threads_label()}"
     )
     print(demo.digits_table(result))
     for path in demo.write_digits_outputs(result, args.out, plots=not args.no_plot):
@@ -163,16 +198,109 @@ def _cmd_train_demo(args: argparse.Namespace) -> int:
 def _cmd_solvers(args: argparse.Namespace) -> int:
     from . import solvers
 
-    for name in solvers.available():
-        cls, preset = solvers.solver_class(name)
-        solver = solvers.get(name)
-        summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        print(f"{name:<20} order {solver.order}  {summary}")
+    names = solvers.available()
+    intro = (
+        f"{len(names)} registered solvers (gaussport.solve(..., solver=NAME)). order: the global "
+        "convergence order with exact history, and from a cold start (empty history: what gaussport.solve "
+        "does) where that is lower; cost: denoiser evaluations (NFE) per step. docs/solvers.md compares them."
+    )
+    print(textwrap.fill(intro, width=106))
+    for name in names:
+        print()
+        print("\n".join(_solver_card(name)))
     return 0
+
+
+def _solver_card(name: str) -> list[str]:
+    """What ``gaussport solvers`` prints for ``name``: read from the registry and the solver's docstring.
+
+    The order and cost come from the solver object (``order``, ``cold_start_order``,
+    ``evaluations``), the line that tells this name from the others registered on the same class
+    from its preset options and the docstring bullet naming it, the reference from the
+    docstring's ``References:`` section.
+    """
+    from . import solvers
+
+    cls, preset = solvers.solver_class(name)
+    solver = solvers.get(name)
+    order, cold = solver.order, solver.cold_start_order
+    per_step, last = solver.evaluations((2.0, 1.0)), solver.evaluations((2.0, 0.0))
+    cost = f"{per_step} evaluation{'s' if per_step != 1 else ''} per step"
+    if last != per_step:
+        cost += f" ({last} on a final step to sigma = 0)"
+    head = f"order {order}" + (f" ({cold} from a cold start)" if cold != order else "")
+    doc = inspect.getdoc(cls) or ""
+    lines = [f"{name:<18}{head}, {cost}"]
+    wrap = textwrap.TextWrapper(width=106, initial_indent="    ", subsequent_indent="      ")
+    summary = _plain(doc.split("\n\n")[0]) if doc else cls.__qualname__
+    lines += wrap.wrap(f"{summary} [{cls.__qualname__}]")
+    # What tells this name from the others registered on the same class: its preset options and
+    # the docstring's bullet on it.
+    options = ", ".join(f"{k}={v!r}" for k, v in preset.items())
+    bullet = _bullet_naming(doc, name)
+    if options or bullet:
+        lines += wrap.wrap(f"{'preset ' + options if options else name}: {bullet or 'the class defaults'}")
+    reference = _first_reference(doc)
+    if reference:
+        lines += wrap.wrap(f"reference: {reference}")
+    return lines
+
+
+def _plain(text: str) -> str:
+    """Docstring text on one line, without reStructuredText markup."""
+    return " ".join(text.replace("``", "").replace("**", "").split())
+
+
+def _top_level_cut(text: str, stops: str) -> str:
+    """``text`` up to the first character of ``stops`` outside parentheses and quotes (sentence ends:
+    ``". "`` before a capital)."""
+    depth, quoted = 0, False
+    for i, ch in enumerate(text):
+        if ch == '"':
+            quoted = not quoted
+        elif ch == "(" and not quoted:
+            depth += 1
+        elif ch == ")" and not quoted:
+            depth -= 1
+        elif depth == 0 and not quoted:
+            if ch in stops:
+                return text[:i]
+            if ch == "." and text[i + 1 : i + 2] == " " and text[i + 2 : i + 3].isupper():
+                return text[: i + 1]
+    return text
+
+
+def _bullet_naming(doc: str, name: str) -> str:
+    """The docstring bullet (``* ...``) that names ``name`` in double backticks, up to its first ``;``."""
+    bullets: list[list[str]] = []
+    inside = False
+    for line in doc.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("* "):
+            bullets.append([stripped[2:]])
+            inside = True
+        elif inside and stripped and line[:1].isspace():
+            bullets[-1].append(stripped)  # the bullet's continuation lines are indented
+        else:
+            inside = False
+    for parts in bullets:
+        text = " ".join(parts)
+        if f"``{name}``" in text:
+            return _top_level_cut(_plain(text), ";").strip()
+    return ""
+
+
+def _first_reference(doc: str) -> str:
+    """The first work the docstring's ``References:`` section cites."""
+    head, found, rest = doc.partition("References:\n")
+    if not found:
+        return ""
+    return _top_level_cut(_plain(rest.split("\n\n")[0]), ";").strip().rstrip(".")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .demo import FRECHET_NOISE
 
     parser = argparse.ArgumentParser(
         prog="gaussport",
@@ -192,8 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
         "trajectory error (RMS distance to the exact ODE endpoint of the same seed) and a Frechet "
         "distance to held-out digits; print the table and write sample grids (samples_nfe<N>.png), a "
         "quality-vs-NFE plot (quality_vs_nfe.png), results.json and results.csv into --out. About 30 s "
-        "with the defaults on one CPU thread. --target mixture runs the analytic Gaussian-mixture demo "
-        "instead (exact denoiser, no model; options --steps, --solver, --sigma-skip, --batch, --seed).",
+        "with the defaults on a quiet 2-core machine (--threads). A budget a solver cannot spend exactly "
+        "(Heun: 2n - 1 evaluations for n steps) runs the NFE of the largest grid within it: the demo says "
+        "so and names rows and files by the NFE used. --target mixture runs the analytic Gaussian-mixture "
+        "demo instead (exact denoiser, no model; options --steps, --solver, --sigma-skip, --batch, --seed).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument(
@@ -237,9 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--frechet-samples",
         type=int,
         metavar="N",
-        help="samples per Frechet seed; 0 disables the Frechet distance (default 200: noisy, +-1 to 2)",
+        help=f"samples per Frechet seed; 0 disables the Frechet distance (default 200). {FRECHET_NOISE}",
     )
-    demo.add_argument("--frechet-seeds", type=int, metavar="K", help="Frechet seeds (default 2; the spread)")
+    demo.add_argument("--frechet-seeds", type=int, metavar="K", help="Frechet seeds (default 2)")
     demo.add_argument(
         "--reference-steps",
         type=int,
@@ -254,6 +384,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         nargs="+",
         help="mixture only: grid sizes (Karras grid, sigma 80 -> 0.002, then 0); default 3 4 5 6 8 10 12 16",
+    )
+    demo.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch CPU threads during the run (restored afterwards); default 2 (at most the cores) "
+        "where idle OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE: the gaussport command sets it unless "
+        "you chose a policy), else 1, because threads that spin between the small network's ops ran "
+        "the demo 2-8x slower on a busy machine",
     )
     demo.add_argument("--out", default="gaussport-demo", help="output directory (default gaussport-demo)")
     demo.add_argument("--no-plot", action="store_true", help="do not write the PNG files")
@@ -270,8 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(gaussport.digits.load_digits_*(directory=DIR)), gaussport.digits.evaluator(directory=DIR) and "
         "`gaussport demo --model DIR` accept the directory. Expected time: 3000 steps take about 10-20 "
         "minutes on 2 CPU cores (the shipped run: 19 min under load). Training runs on "
-        "the CPU with 2 threads; on a machine shared with other jobs set OMP_WAIT_POLICY=PASSIVE in the "
-        "environment (spinning OpenMP threads ran 5-10x slower under load). Same seed, same files.",
+        "the CPU with 2 threads, whose OpenMP wait policy the gaussport command sets to PASSIVE unless "
+        "OMP_WAIT_POLICY is set (spinning OpenMP threads ran 5-10x slower under load). Same seed, same "
+        "files.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     train.add_argument(

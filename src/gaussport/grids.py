@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from . import _deprecation
-from ._checks import Grid, as_grid
+from ._checks import Grid, as_grid, grid_values
 
 __all__ = [
     "GridFamily",
@@ -39,6 +39,7 @@ __all__ = [
     "truncate",
     "respace",
     "detect_family",
+    "merge_repeats",
 ]
 
 # Grids from float32 tensors (k-diffusion) match their family only to ~1e-7 relative.
@@ -241,6 +242,28 @@ def respace(sigmas: Tensor | Sequence[float], sigma_start: float, family: GridFa
                 "teleport='truncate'."
             )
     return family(len(positive), sigma_min, sigma_start, append_zero=zero)
+
+
+def merge_repeats(sigmas: Tensor | Sequence[float]) -> tuple[tuple[float, ...], tuple[int, ...]]:
+    """Merge consecutive repeated levels: the distinct levels in order, and where each level went.
+
+    Front-ends hand samplers lists with repeated levels (hand-made lists; ComfyUI's "simple"
+    scheduler above 1000 steps), i.e. zero-length intervals, which k-diffusion's samplers step
+    through without moving. ``merge_repeats(sigmas)`` returns ``(levels, where)`` with
+    ``levels[where[i]] == sigmas[i]``; an interval ``i`` of ``sigmas`` has zero length exactly when
+    ``where[i] == where[i + 1]``. The levels are not checked for order (:func:`as_grid` does that).
+
+    Example:
+        >>> merge_repeats([3.0, 1.0, 1.0, 0.0])
+        ((3.0, 1.0, 0.0), (0, 1, 1, 2))
+    """
+    levels: list[float] = []
+    where: list[int] = []
+    for value in grid_values(sigmas):
+        if not levels or value != levels[-1]:
+            levels.append(value)
+        where.append(len(levels) - 1)
+    return tuple(levels), tuple(where)
 
 
 __getattr__ = _deprecation.module_aliases(

@@ -17,7 +17,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 from torch import Tensor
@@ -74,7 +74,16 @@ class Solver(ABC, Generic[S]):
     Subclasses are frozen dataclasses registered with :func:`gaussport.solvers.register`. Their
     docstring states the order, the denoiser evaluations per step, the carried state, and the
     reference (paper and algorithm). docs/extending.md shows a complete one.
+
+    Attributes:
+        supports_inversion: whether the method is meaningful on an increasing grid (an inversion,
+            data to noise: :func:`gaussport.inversion.invert`). ``False`` unless a solver declares
+            it; a solver that declares it must handle ``sigmas[i + 1] > sigmas[i]`` in ``step``
+            (history lies below the current level then) and converges at its declared orders
+            upwards too (tests/solvers/test_inversion_contract.py).
     """
+
+    supports_inversion: ClassVar[bool] = False
 
     @property
     @abstractmethod

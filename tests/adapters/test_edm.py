@@ -116,3 +116,22 @@ def test_bad_input() -> None:
     with pytest.raises(ValueError, match="strictly decreasing"):
         edm_sample(net, latents, sigmas=[1.0, 2.0, 0.0], disable=True)
     assert EDMDenoiser(net).round_sigma(grids.karras(4, 0.1, 10.0)) == grids.karras(4, 0.1, 10.0)
+
+
+def test_a_statistics_path_is_the_same_warm_start(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # One rule for warm_start= (gaussport.sampling.load_warm_start): the file is read on every call.
+    from gaussport.analytic import Gaussian
+
+    g = gaussian_of_shape(SHAPE, seed=3)
+    path = tmp_path / "stats.npz"
+    g.save(path)
+    reads = []
+    load = Gaussian.load.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(Gaussian, "load", classmethod(lambda cls, p: reads.append(p) or load(cls, p)))
+    latents = torch.randn(2, *SHAPE, generator=torch.Generator().manual_seed(0))
+    net = TinyEDMNet()
+    by_object = edm_sample(net, latents, num_steps=8, warm_start=g, sigma_skip=3.0, disable=True)
+    for _ in range(2):
+        by_path = edm_sample(net, latents, num_steps=8, warm_start=str(path), sigma_skip=3.0, disable=True)
+        assert torch.equal(by_path.x, by_object.x)
+    assert len(reads) == 2

@@ -180,3 +180,39 @@ def test_step_from_noise_is_the_flow_euler_step_from_t_1() -> None:
         x_ve = step_from_noise(x0, z, rf.sigma_at(t1))
         assert torch.allclose(x_ve * rf.alpha_at(rf.sigma_at(t1)), native, rtol=1e-13, atol=1e-13)
     assert step_from_noise(x0, z, 0.0) is x0
+
+
+def test_a_diffusers_transformer_is_taken_as_it_is(diffusers_pkg: Any) -> None:
+    # SD3Transformer2DModel.forward(hidden_states, encoder_hidden_states, pooled_projections, timestep):
+    # its second positional parameter is the prompt, so the time goes by keyword (docs/adapters.md example).
+    from gaussport.testing.diffusers import text_free_sd3_pipeline, tiny_sd3_transformer, tiny_vae
+
+    transformer = tiny_sd3_transformer()
+    pe = torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(1))
+    pooled = torch.randn(2, 64, generator=torch.Generator().manual_seed(2))
+    den = RectifiedFlowDenoiser(
+        transformer, time_scale=1000.0, encoder_hidden_states=pe, pooled_projections=pooled
+    )
+    x_t = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    t = torch.tensor([0.3, 0.7])
+    with torch.no_grad():
+        v = transformer(
+            hidden_states=x_t, timestep=t * 1000, encoder_hidden_states=pe, pooled_projections=pooled
+        ).sample
+        assert torch.allclose(den.native(x_t, t), x_t - t[:, None, None, None] * v, atol=1e-6)
+        # A whole run: sample_rectified_flow's Euler is the SD3 pipeline's with FlowMatch Euler.
+        scheduler = diffusers_pkg.FlowMatchEulerDiscreteScheduler(shift=3.0)
+        pipe = text_free_sd3_pipeline(transformer, tiny_vae(), scheduler)
+        z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(4))
+        theirs = pipe(
+            prompt_embeds=pe,
+            pooled_prompt_embeds=pooled,
+            latents=z.clone(),
+            num_inference_steps=6,
+            height=16,
+            width=16,
+            guidance_scale=1.0,
+            output_type="latent",
+        ).images
+        ours = sample_rectified_flow(den, z, scheduler.sigmas.tolist(), "euler", disable=True).x
+    assert _rel(ours, theirs) < 1e-4

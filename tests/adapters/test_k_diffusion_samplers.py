@@ -446,3 +446,280 @@ def test_k_diffusion_models_as_gaussport_denoisers(tiny_unet: Any, diffusers_pkg
         float(wrapped.sigma_max)
     )
     assert gk.KDiffusionDenoiser(bound).sigma_min is None
+
+
+# ------------------------------------------------------------------- extra_args live (issue 11, item 7)
+def _conditional_model(mixture: Any, log: list[float]) -> Any:
+    """An exact nonlinear denoiser whose data are shifted by ``cond``; it logs the cond of each call."""
+
+    def model(x: Tensor, sigma: Tensor, cond: Tensor) -> Tensor:
+        log.append(float(cond))
+        return mixture(x - cond, sigma) + cond
+
+    return model
+
+
+@pytest.mark.reference
+def test_extra_args_replaced_from_a_callback_reach_the_model_as_with_k_diffusion() -> None:
+    # A front-end replaces an entry of the dict it passed as extra_args while the sampler runs (here
+    # from the callback, after step 3); k-diffusion passes that same dict on every call, so the model
+    # sees the new value from the next call on. So must ours.
+    mixture = anisotropic_mixture(dim=6, n_components=3, seed=5)
+    sigmas = torch.tensor(grids.karras(8, 0.01, 20.0), dtype=torch.float64)
+    x = mixture.sample(3, 20.0, torch.Generator().manual_seed(0), dtype=torch.float64)
+    base, refiner = torch.tensor(0.0, dtype=torch.float64), torch.tensor(0.7, dtype=torch.float64)
+    runs = {}
+    for label, fn in (("theirs", ks.sample_euler), ("ours", gk.sample_euler)):
+        log: list[float] = []
+        extra = {"cond": base}
+
+        def switch(d: dict[str, Any], extra: dict[str, Any] = extra) -> None:
+            if d["i"] == 3:
+                extra["cond"] = refiner
+
+        out = fn(
+            _conditional_model(mixture, log),
+            x.clone(),
+            sigmas,
+            extra_args=extra,
+            callback=switch,
+            disable=True,
+        )
+        runs[label] = (out, log)
+    (theirs, their_log), (ours, our_log) = runs["theirs"], runs["ours"]
+    assert our_log == their_log == [0.0] * 4 + [0.7] * 4
+    assert _rel(ours, theirs) < 1e-10
+
+
+@pytest.mark.reference
+def test_automatic1111_refiner_switch_inside_the_model_as_with_k_diffusion() -> None:
+    # A1111's CFG denoiser switches to the SDXL refiner inside its own forward (update_inner_model):
+    # it replaces cond/uncond in the sampler's extra_args dict in place and uses them from then on.
+    mixture = anisotropic_mixture(dim=6, n_components=3, seed=6)
+    sigmas = torch.tensor(grids.karras(10, 0.01, 14.6), dtype=torch.float64)
+    x = mixture.sample(2, 14.6, torch.Generator().manual_seed(1), dtype=torch.float64)
+    refiner = {
+        "cond": torch.tensor(0.5, dtype=torch.float64),
+        "uncond": torch.tensor(-0.2, dtype=torch.float64),
+    }
+
+    class CFGDenoiser:
+        def __init__(self, sampler_extra_args: dict[str, Any]) -> None:
+            self.sampler_extra_args = sampler_extra_args
+            self.switched = False
+            self.log: list[tuple[float, float]] = []
+
+        def __call__(
+            self, x: Tensor, sigma: Tensor, cond: Tensor, uncond: Tensor, cond_scale: float
+        ) -> Tensor:
+            if not self.switched and float(sigma[0]) < 2.0:  # refiner_switch_at
+                self.switched = True
+                self.sampler_extra_args.update(refiner)  # update_inner_model
+                cond, uncond = self.sampler_extra_args["cond"], self.sampler_extra_args["uncond"]
+            self.log.append((float(cond), float(uncond)))
+            shift = uncond + cond_scale * (cond - uncond)
+            return mixture(x - shift, sigma) + shift
+
+    results = {}
+    for label, fn in (("theirs", ks.sample_heun), ("ours", gk.sample_heun)):
+        extra = {
+            "cond": torch.tensor(0.1, dtype=torch.float64),
+            "uncond": torch.tensor(0.0, dtype=torch.float64),
+        }
+        extra["cond_scale"] = 1.5
+        model = CFGDenoiser(extra)
+        results[label] = (fn(model, x.clone(), sigmas, extra_args=extra, disable=True), model.log)
+    (theirs, their_log), (ours, our_log) = results["theirs"], results["ours"]
+    assert our_log == their_log and their_log[-1] == (0.5, -0.2) and their_log[0] == (0.1, 0.0)
+    assert _rel(ours, theirs) < 1e-10
+
+
+def test_k_diffusion_denoiser_reads_the_callers_mapping_at_every_call() -> None:
+    extra = {"cond": 1.0}
+    den = gk.KDiffusionDenoiser(lambda x, sigma, cond: x * cond, extra)
+    x = torch.ones(2, 3)
+    assert torch.equal(den(x, torch.ones(2)), x)
+    extra["cond"] = 2.0
+    assert torch.equal(den(x, torch.ones(2)), 2 * x)
+    assert den.extra_args is extra
+
+
+# ------------------------------------------ increasing grids and repeated levels (issue 11, item 8)
+def comfyui_flip_sigmas(sigmas: Tensor) -> Tensor:
+    """ComfyUI's FlipSigmas node (unsampling): the grid reversed, a leading 0 replaced by 1e-4."""
+    flipped = sigmas.flip(0).clone()
+    if flipped[0] == 0:
+        flipped[0] = 1e-4
+    return flipped
+
+
+def comfyui_simple_scheduler(model_sigmas: Tensor, steps: int) -> Tensor:
+    """ComfyUI's "simple" scheduler: every (len / steps)-th of the model's discrete levels, from the top,
+    then 0. Above len(model_sigmas) steps, levels repeat."""
+    stride = len(model_sigmas) / steps
+    levels = [float(model_sigmas[-(1 + int(k * stride))]) for k in range(steps)]
+    return torch.tensor(levels + [0.0], dtype=model_sigmas.dtype)
+
+
+def _counted(fn: Any, calls: list[float]) -> Any:
+    def model(x: Tensor, sigma: Tensor, **extra: Any) -> Tensor:
+        calls.append(float(sigma[0]))
+        return fn(x, sigma, **extra)
+
+    return model
+
+
+def _compare_callbacks(ours: list[dict[str, Any]], theirs: list[dict[str, Any]], tol: float) -> None:
+    assert [d["i"] for d in ours] == [d["i"] for d in theirs] == list(range(len(theirs)))
+    for mine, ref in zip(ours, theirs, strict=True):
+        assert float(mine["sigma"]) == float(ref["sigma"]) == float(mine["sigma_hat"])
+        assert _rel(mine["x"], ref["x"]) < tol and _rel(mine["denoised"], ref["denoised"]) < tol
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("name", SHARED)
+def test_comfyui_unsampling_flipped_sigmas_matches_k_diffusion(name: str) -> None:
+    # ComfyUI's FlipSigmas + SamplerCustom run k-diffusion's samplers upwards (data to noise).
+    mixture = anisotropic_mixture(dim=8, n_components=3, seed=2)
+    up = comfyui_flip_sigmas(torch.tensor(grids.karras(9, 0.03, 14.6), dtype=torch.float64))
+    latent = mixture.sample(3, 0.0, torch.Generator().manual_seed(0), dtype=torch.float64)
+    theirs_cb: list[dict[str, Any]] = []
+    ours_cb: list[dict[str, Any]] = []
+    theirs = getattr(ks, f"sample_{name}")(
+        mixture, latent.clone(), up, callback=theirs_cb.append, disable=True
+    )
+    ours = getattr(gk, f"sample_{name}")(mixture, latent.clone(), up, callback=ours_cb.append, disable=True)
+    assert _rel(ours, theirs) < 1e-10
+    _compare_callbacks(ours_cb, theirs_cb, 1e-10)
+
+
+@pytest.mark.reference
+def test_unsampling_a_unet_matches_k_diffusion(tiny_unet: Any, diffusers_pkg: Any) -> None:
+    model, _ = _unet_denoiser(tiny_unet, diffusers_pkg)
+    up = comfyui_flip_sigmas(ks.get_sigmas_karras(6, float(model.sigma_min), float(model.sigma_max)))
+    latent = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.5
+    for name in ("euler", "heun"):
+        theirs = getattr(ks, f"sample_{name}")(model, latent.clone(), up, disable=True)
+        ours = getattr(gk, f"sample_{name}")(model, latent.clone(), up, disable=True)
+        assert ours.dtype == theirs.dtype and _rel(ours, theirs) < 2e-5, name
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize(
+    ("name", "levels"),
+    [
+        ("euler", [14.6, 9.0, 9.0, 4.0, 2.0, 2.0, 2.0, 1.0, 0.3, 0.0]),
+        ("heun", [14.6, 14.6, 9.0, 4.0, 4.0, 1.0, 0.3, 0.0]),  # repeats at the end: the test below
+        ("euler", [0.05, 0.05, 0.3, 1.0, 1.0, 4.0, 14.6]),  # unsampling a hand-made list
+    ],
+    ids=["euler-down", "heun-down", "euler-up"],
+)
+def test_repeated_levels_match_k_diffusion_at_no_cost(name: str, levels: list[float]) -> None:
+    # Zero-length intervals: k-diffusion evaluates the model and does not move; we do not evaluate.
+    # Their callbacks still come, with D at that state and level (the value k-diffusion reports).
+    mixture = anisotropic_mixture(dim=8, n_components=3, seed=3)
+    sigmas = torch.tensor(levels, dtype=torch.float64)
+    x = mixture.sample(3, levels[0], torch.Generator().manual_seed(2), dtype=torch.float64)
+    their_calls: list[float] = []
+    our_calls: list[float] = []
+    theirs_cb: list[dict[str, Any]] = []
+    ours_cb: list[dict[str, Any]] = []
+    theirs = getattr(ks, f"sample_{name}")(
+        _counted(mixture, their_calls), x.clone(), sigmas, callback=theirs_cb.append, disable=True
+    )
+    ours = getattr(gk, f"sample_{name}")(
+        _counted(mixture, our_calls), x.clone(), sigmas, callback=ours_cb.append, disable=True
+    )
+    assert _rel(ours, theirs) < 1e-10
+    _compare_callbacks(ours_cb, theirs_cb, 1e-10)
+    distinct, _ = grids.merge_repeats(levels)
+    assert len(our_calls) == gaussport.solvers.get(name).evaluations(distinct) < len(their_calls)
+
+
+@pytest.mark.reference
+def test_repeated_levels_in_a_multistep_solver_are_skipped() -> None:
+    # k-diffusion's 2M divides by the zero step of a repeated level in the next step (NaN); ours runs
+    # the distinct levels, with the multistep history of those, and reports every interval.
+    mixture = anisotropic_mixture(dim=8, n_components=3, seed=3)
+    levels = [14.6, 9.0, 4.0, 4.0, 2.0, 1.0, 0.3, 0.0]
+    x = mixture.sample(3, levels[0], torch.Generator().manual_seed(2), dtype=torch.float64)
+    theirs = ks.sample_dpmpp_2m(mixture, x.clone(), torch.tensor(levels, dtype=torch.float64), disable=True)
+    assert not torch.isfinite(theirs).all()
+    seen: list[dict[str, Any]] = []
+    ours = gk.sample_dpmpp_2m(mixture, x, torch.tensor(levels, dtype=torch.float64), callback=seen.append)
+    merged = gk.sample_dpmpp_2m(mixture, x, torch.tensor(grids.merge_repeats(levels)[0], dtype=torch.float64))
+    assert torch.equal(ours, merged) and [d["i"] for d in seen] == list(range(len(levels) - 1))
+    assert torch.equal(seen[2]["x"], seen[3]["x"]) and torch.equal(seen[2]["denoised"], seen[3]["denoised"])
+
+
+@pytest.mark.reference
+def test_comfyui_simple_scheduler_above_1000_steps_matches_k_diffusion() -> None:
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
+    alphas_cumprod = torch.cumprod(1 - betas, 0)
+    model_sigmas = ((1 - alphas_cumprod) / alphas_cumprod).sqrt()  # ascending, as ComfyUI stores them
+    sigmas = comfyui_simple_scheduler(model_sigmas, 1100)
+    assert len(set(sigmas.tolist())) < len(sigmas)  # the schedule repeats levels
+    g = gaussian_of_shape((6,), seed=4, high=1.0)
+    x = g.sample(2, float(sigmas[0]), torch.Generator().manual_seed(0), dtype=torch.float64)
+    their_calls: list[float] = []
+    our_calls: list[float] = []
+    theirs = ks.sample_euler(_counted(g, their_calls), x.clone(), sigmas, disable=True)
+    steps: list[int] = []
+    ours = gk.sample_euler(_counted(g, our_calls), x.clone(), sigmas, callback=lambda d: steps.append(d["i"]))
+    assert _rel(ours, theirs) < 1e-10
+    assert steps == list(range(1100)) and len(their_calls) == 1100
+    assert len(our_calls) == len(grids.merge_repeats(sigmas)[0]) - 1 < 1100
+
+
+def test_zero_length_intervals_at_the_end_report_the_newest_denoised_value() -> None:
+    g = gaussian_of_shape((4,), seed=1)
+    x = g.sample(2, 10.0, torch.Generator().manual_seed(0), dtype=torch.float64)
+    seen: list[dict[str, Any]] = []
+    calls: list[float] = []
+    out = gk.sample_heun(_counted(g, calls), x, [10.0, 5.0, 5.0, 5.0], callback=seen.append, disable=True)
+    assert len(calls) == 2 and [d["i"] for d in seen] == [0, 1, 2]
+    assert torch.equal(seen[1]["x"], out) and torch.equal(seen[2]["x"], out)
+    assert torch.equal(seen[1]["denoised"], seen[0]["denoised"])  # no evaluation at 5: the newest value
+    assert [float(d["sigma"]) for d in seen] == [10.0, 5.0, 5.0]
+    # A pass of repeated levels only: nothing moves, nothing is evaluated; denoised is the state.
+    seen.clear()
+    assert torch.equal(gk.sample_euler(_counted(g, calls), x, [3.0, 3.0], callback=seen.append), x)
+    assert len(calls) == 2 and len(seen) == 1 and torch.equal(seen[0]["denoised"], x)
+
+
+def test_unsampling_with_the_reverse_teleport() -> None:
+    from gaussport.inversion import invert
+
+    # A teleport sampler run upwards: the solver up to sigma_skip, the Gaussian's exact flow above it.
+    g = gaussian_of_shape((5,), seed=2, high=1.0)
+    up = torch.tensor(grids.karras(10, 0.01, 40.0, append_zero=False)[::-1], dtype=torch.float64)
+    x0 = g.sample(3, 0.01, torch.Generator().manual_seed(0), dtype=torch.float64)
+    sampler = gk.as_k_diffusion_sampler("heun", warm_start=g, sigma_skip=2.0)
+    calls: list[float] = []
+    seen: list[dict[str, Any]] = []
+    out = sampler(_counted(g, calls), x0, up, callback=seen.append, disable=True)
+    assert calls and max(calls) <= 2.0 and [d["i"] for d in seen] == list(range(len(up) - 1))
+    expected = invert(g, x0, up, "heun", warm_start=g, sigma_skip=2.0, disable=True).x
+    assert torch.equal(out, expected)
+    # Down again with the same sampler: the teleport undoes itself; only the solver's error remains.
+    back = sampler(g, out, up.flip(0), disable=True)
+    plain = gk.sample_heun(g, gk.sample_heun(g, x0, up, disable=True), up.flip(0), disable=True)
+    assert _rel(back, x0) < _rel(plain, x0)
+    # A pass lying entirely above sigma_skip is teleported (0 evaluations).
+    calls.clear()
+    high = up[up >= 3.0]
+    assert torch.equal(sampler(_counted(g, calls), x0, high, disable=True), g.flow(x0, float(high[0]), 40.0))
+    assert not calls
+
+
+def test_increasing_grid_errors() -> None:
+    g = gaussian_of_shape((4,), seed=1)
+    x = torch.zeros(2, 4)
+    with pytest.raises(ValueError, match=r"cannot start at sigma = 0.*1e-4"):
+        gk.sample_euler(g, x, torch.tensor([0.0, 0.5, 2.0]), disable=True)  # flipped, 0 not replaced
+    with pytest.raises(ValueError, match="parameterization='ve' only"):
+        gk.sample_euler(g, x, torch.tensor([0.1, 0.5, 0.9]), parameterization="flow", disable=True)
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        gk.sample_euler(g, x, torch.tensor([2.0, 0.5, 1.0]), disable=True)
+    with pytest.raises(ValueError, match="'dpm_solver_v3' cannot integrate an increasing grid"):
+        gk.sample_dpm_solver_v3(g, x, torch.tensor([0.1, 0.5, 2.0]), disable=True)

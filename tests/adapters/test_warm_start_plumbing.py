@@ -61,3 +61,15 @@ def test_the_teleport_from_noise_is_the_limit_of_the_flow() -> None:
         from_noise(g, torch.zeros(2, 3), 1.0)
     with pytest.raises(TypeError, match="from_noise"):
         from_noise(object(), z, 1.0)
+
+
+def test_the_adapters_read_statistics_files_by_the_sampling_layers_rule() -> None:
+    # One rule for a warm start given as a path (docs/warm-start.md): gaussport.sampling owns it and
+    # the adapters use the same functions, each with its own cache.
+    import gaussport.sampling
+    from gaussport.adapters import _teleport
+
+    assert _teleport.load_statistics is gaussport.sampling.load_statistics
+    assert _teleport.StatisticsCache is gaussport.sampling.StatisticsCache
+    g = random_gaussian([1.0, 0.5], seed=0)
+    assert gaussport.sampling.load_warm_start(g) is g and gaussport.sampling.load_warm_start(None) is None

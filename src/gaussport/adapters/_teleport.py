@@ -1,8 +1,9 @@
 """Warm-start plumbing shared by the adapters (private).
 
-* :func:`load_statistics` -- a :class:`~gaussport.analytic.Gaussian` from a statistics file, through
-  a :class:`StatisticsCache` the caller owns (front-ends call samplers with a path on every image;
-  the k-diffusion samplers own one each);
+* :func:`load_statistics` and :class:`StatisticsCache` -- re-exported from :mod:`gaussport.sampling`,
+  where the rule for a warm start given as a file path lives (:func:`gaussport.sampling.load_warm_start`,
+  also used by :func:`gaussport.sample`): front-ends call samplers with a path on every image, so the
+  k-diffusion samplers own a cache each;
 * :func:`resolve_warm_start` -- a path, a Gaussian or a warm start that depends on the model's
   arguments (``bind(arguments)``, e.g. per-class Gaussians selected by the labels) turned into the
   warm-start object one run uses;
@@ -22,14 +23,12 @@ flow ``x_t = alpha_t mu + (alpha_t^2 Sigma + t^2 I)^(1/2) (x_1 - 0 * mu)`` divid
 from __future__ import annotations
 
 import math
-import os
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torch import Tensor
 
-from ..analytic import Gaussian
+from ..sampling import StatisticsCache, load_statistics, load_warm_start
 
 __all__ = [
     "StatisticsCache",
@@ -51,60 +50,6 @@ def float_attribute(obj: Any, name: str) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None
-
-
-class StatisticsCache:
-    """Statistics files already read, by ``(real path, mtime, size)``; owned by whoever reuses it.
-
-    A front-end that passes the same path for every image reads it once, and a rewritten file is
-    read again. At most ``size`` files are kept (oldest out first). Thread-safe.
-    """
-
-    def __init__(self, size: int = 4) -> None:
-        if size < 1:
-            raise ValueError(f"size must be at least 1; got {size}.")
-        self.size = size
-        self._files: dict[tuple[str, int, int], Gaussian] = {}
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[str, int, int]) -> Gaussian | None:
-        with self._lock:
-            return self._files.get(key)
-
-    def put(self, key: tuple[str, int, int], gaussian: Gaussian) -> None:
-        with self._lock:
-            if key not in self._files and len(self._files) >= self.size:
-                self._files.pop(next(iter(self._files)))
-            self._files[key] = gaussian
-
-
-def load_statistics(path: str | os.PathLike[str], cache: StatisticsCache | None = None) -> Gaussian:
-    """The Gaussian stored at ``path`` (written by ``Gaussian.save``); never unpickles.
-
-    With ``cache``, a file already read (same real path, modification time and size) is not read
-    again.
-
-    Raises:
-        FileNotFoundError: if ``path`` does not exist (the message says how to create it).
-        ValueError: if the file is not a gaussport statistics file.
-    """
-    real = os.path.realpath(os.fspath(path))
-    try:
-        st = os.stat(real)
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"warm-start statistics file {os.fspath(path)!r} does not exist; create it with "
-            "gaussport.analytic.Gaussian.fit(data).save(path) (latent models: "
-            "gaussport.adapters.diffusers.fit_latent_gaussian(vae, images).save(path))."
-        ) from None
-    key = (real, st.st_mtime_ns, st.st_size)
-    cached = cache.get(key) if cache is not None else None
-    if cached is not None:
-        return cached
-    gaussian = Gaussian.load(real)
-    if cache is not None:
-        cache.put(key, gaussian)
-    return gaussian
 
 
 def sample_shape_of(warm_start: Any) -> tuple[int, ...] | None:
@@ -148,8 +93,7 @@ def resolve_warm_start(
     """
     if warm_start is None:
         return None
-    if isinstance(warm_start, (str, os.PathLike)):
-        warm_start = load_statistics(warm_start, cache)
+    warm_start = load_warm_start(warm_start, cache)  # a path: the rule of gaussport.sample
     bind = getattr(warm_start, "bind", None)
     if callable(bind):
         warm_start = bind(dict(arguments or {}))

@@ -23,6 +23,7 @@ Every conversion between flow times and VE levels is :class:`gaussport.schedules
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -65,15 +66,45 @@ def _per_sample(v: Tensor, like: Tensor) -> Tensor:
     return v.reshape(v.shape + (1,) * (like.ndim - v.ndim)).to(like.dtype)
 
 
+def _timestep_by_keyword(model: Callable[..., Any]) -> bool:
+    """Whether ``model`` takes its time as the keyword ``timestep`` rather than as the second
+    positional argument: diffusers' transformers (``SD3Transformer2DModel``,
+    ``FluxTransformer2DModel``: ``forward(hidden_states, encoder_hidden_states, pooled_projections,
+    timestep, ...)``), whose second positional parameter is the prompt embedding."""
+    fn = model.forward if isinstance(model, torch.nn.Module) else model
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # builtins and C callables: the plain convention
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return any(p.name == "timestep" for p in params) and (
+        len(positional) < 2 or positional[1].name != "timestep"
+    )
+
+
+def _prediction(out: Any) -> Any:
+    """The prediction in a model's return value: ``.sample`` (diffusers outputs), a tuple's first entry."""
+    if hasattr(out, "sample"):
+        return out.sample
+    if isinstance(out, (tuple, list)) and out:
+        return out[0]
+    return out
+
+
 class RectifiedFlowDenoiser:
     """A rectified-flow model as a VE denoiser.
 
     ``D(x, sigma) = x0_hat(x / (1 + sigma), t = sigma / (1 + sigma))`` where the model is called as
-    ``model(x_t, t * time_scale, **model_kwargs)`` and its output converted to ``x0``
+    ``model(x_t, t * time_scale, **model_kwargs)`` -- or ``model(x_t, timestep=t * time_scale,
+    **model_kwargs)`` for a model whose second positional parameter is not ``timestep``, such as
+    diffusers' ``SD3Transformer2DModel`` and ``FluxTransformer2DModel`` -- and its output (a tensor,
+    ``.sample`` of a diffusers output, or a tuple's first entry) converted to ``x0``
     (``"flow"``: ``x0 = x_t - t v``; ``"x0"``: unchanged; ``"epsilon"``: ``(x_t - t eps) / (1 - t)``).
 
     Args:
-        model: ``model(x_t, t, **kwargs)``; ``t`` is a ``[B]`` tensor.
+        model: ``model(x_t, t, **kwargs)`` or a diffusers transformer (passed as it is:
+            ``RectifiedFlowDenoiser(pipe.transformer, time_scale=1000.0, encoder_hidden_states=...,
+            pooled_projections=...)``); ``t`` is a ``[B]`` tensor.
         prediction: ``"flow"`` (velocity ``eps - x0``, SD3/Flux), ``"x0"`` (ComfyUI's denoiser
             convention) or ``"epsilon"``.
         time_scale: factor on ``t`` before the call (diffusers' SD3 transformers take
@@ -100,15 +131,19 @@ class RectifiedFlowDenoiser:
         self.model = model
         self.time_scale = float(time_scale)
         self.model_kwargs = model_kwargs
+        self.timestep_keyword = _timestep_by_keyword(model)
 
     def native(self, x_t: Tensor, t: Tensor, **extra: Any) -> Tensor:
         """``E[x0 | x_t]`` from the model at native time ``t`` (shape ``[B]``)."""
         t = torch.as_tensor(t, device=x_t.device)
         if t.ndim == 0:
             t = t.expand(x_t.shape[0])
-        out = self.model(
-            x_t, t * self.time_scale if self.time_scale != 1.0 else t, **self.model_kwargs, **extra
-        )
+        t_model = t * self.time_scale if self.time_scale != 1.0 else t
+        if self.timestep_keyword:
+            out = self.model(x_t, timestep=t_model, **self.model_kwargs, **extra)
+        else:
+            out = self.model(x_t, t_model, **self.model_kwargs, **extra)
+        out = _prediction(out)
         if not isinstance(out, Tensor) or out.shape != x_t.shape:
             raise ValueError(
                 f"the flow model returned {tuple(getattr(out, 'shape', ()))} for an input of shape "

@@ -16,6 +16,12 @@ as_k_diffusion_sampler("<name>")`` for every built-in solver, so that the module
 ``k_diffusion.sampling`` that type checkers and IDEs can see. Every option is a real keyword-only
 parameter, because front-ends pass options only when ``inspect.signature`` names them.
 
+Like k-diffusion's samplers they take what front-ends pass
+(docs/adapters.md#k-diffusion-drop-in-samplers): ``extra_args`` is the caller's dict, read at
+every call; increasing sigmas (ComfyUI's FlipSigmas) run :func:`gaussport.inversion.invert`;
+repeated levels are zero-length intervals that cost no evaluation and still get their callback
+(docs/conventions.md#repeated-levels-front-end-grids).
+
 This module does not import k-diffusion: the calling convention is implemented natively
 (k-diffusion is only a test-time cross-check, docs/peer-conventions.md#import-weight).
 """
@@ -33,7 +39,9 @@ import torch
 from torch import Tensor
 
 from .. import _deprecation
-from .._checks import Grid, as_grid
+from .._checks import Grid, as_grid, grid_values
+from ..grids import merge_repeats
+from ..inversion import check_inversion, invert
 from ..sampling import StepInfo, sample, solve, with_warm_start_statistics
 from ..solvers import Solver, available, solver_class
 from ..solvers import get as get_solver
@@ -81,7 +89,10 @@ class KDiffusionDenoiser:
     Args:
         model: ``model(x, sigma, **extra_args) -> x0`` with ``sigma`` of shape ``[B]`` (VE).
         extra_args: keyword arguments passed on every call, untouched (A1111: cond/uncond/cond_scale;
-            ComfyUI: model_options/seed; class labels; ...).
+            ComfyUI: model_options/seed; class labels; ...). The mapping is kept, not copied, and
+            read at every call, as k-diffusion's samplers do: a front-end that replaces an entry
+            mid-run (A1111's SDXL base-to-refiner switch replaces ``cond``/``uncond``) reaches the
+            model from the next call on.
 
     ``sigma_min``/``sigma_max`` report the wrapped model's training range when it has one (as Python
     floats), else ``None``.
@@ -95,7 +106,8 @@ class KDiffusionDenoiser:
                 f"model must be callable as model(x, sigma, **extra_args); got {type(model).__name__}."
             )
         self.model = model
-        self.extra_args = dict(extra_args or {})
+        # The caller's own mapping, live: never a copy (docs/adapters.md#k-diffusion-drop-in-samplers).
+        self.extra_args: Mapping[str, Any] = {} if extra_args is None else extra_args
 
     def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
         return self.model(x, sigma, **self.extra_args)
@@ -159,32 +171,59 @@ def _signature(solver_defaults: dict[str, Any], adapter_defaults: dict[str, Any]
 # ----------------------------------------------------------------------------- the sampler
 
 
-def _callback_adapter(
-    callback: Callable[[dict[str, Any]], Any] | None, sigmas: Any, grid: Grid, out_dtype: torch.dtype
-) -> Callable[[StepInfo], None] | None:
-    """k-diffusion's callback dict from a :class:`StepInfo` (one call per interval of ``sigmas``)."""
-    if callback is None:
-        return None
-    sig_tensor = sigmas if isinstance(sigmas, Tensor) else None
+class _Callbacks:
+    """k-diffusion's callback dicts from :class:`StepInfo`: one per interval of the caller's ``sigmas``.
 
-    def adapter(info: StepInfo) -> None:
-        if sig_tensor is not None and info.i < len(grid) and info.sigma == grid[info.i]:
-            sigma = sig_tensor[info.i]  # exactly what k-diffusion passes: a 0-d view, no host sync
-        elif sig_tensor is not None:  # a level of a teleport-truncated or respaced grid
-            sigma = torch.full((), info.sigma, dtype=sig_tensor.dtype, device=sig_tensor.device)
-        else:
-            sigma = torch.tensor(info.sigma, dtype=torch.float64)
-        callback(
-            {
-                "x": info.x.to(out_dtype),
-                "i": info.i,
-                "sigma": sigma,
-                "sigma_hat": sigma,  # no churn: the model is evaluated at sigma itself
-                "denoised": info.denoised.to(out_dtype),
-            }
-        )
+    The solver runs the caller's levels with repeats merged (:func:`gaussport.grids.merge_repeats`),
+    so a :class:`StepInfo` for interval ``j`` of the merged grid stands for the caller's intervals
+    starting at that level: the zero-length ones first, then the one that moves. A zero-length
+    interval reports the state there and ``D`` of the evaluation the next step makes at the same
+    state and level -- the value k-diffusion's samplers compute there, at no extra cost. Repeats at
+    the end of the grid are reported by :meth:`finish`, with the final state and the newest
+    denoised value (the state itself when no evaluation was made at all).
+    """
 
-    return adapter
+    def __init__(
+        self,
+        callback: Callable[[dict[str, Any]], Any],
+        sigmas: Any,
+        values: list[float],
+        where: tuple[int, ...],
+        out_dtype: torch.dtype,
+    ) -> None:
+        self.callback = callback
+        self.sig_tensor = sigmas if isinstance(sigmas, Tensor) else None
+        self.values = values
+        self.out_dtype = out_dtype
+        self.last = where[-1]
+        self.starting: dict[int, list[int]] = {}
+        for i in range(len(values) - 1):
+            self.starting.setdefault(where[i], []).append(i)
+        self.denoised: Tensor | None = None
+
+    def _sigma(self, i: int, sigma: float) -> Tensor:
+        if self.sig_tensor is not None and sigma == self.values[i]:
+            return self.sig_tensor[i]  # exactly what k-diffusion passes: a 0-d view, no host sync
+        if self.sig_tensor is not None:  # a level of a teleport-truncated or respaced grid
+            return torch.full((), sigma, dtype=self.sig_tensor.dtype, device=self.sig_tensor.device)
+        return torch.tensor(sigma, dtype=torch.float64)
+
+    def _emit(self, i: int, sigma: float, x: Tensor, denoised: Tensor) -> None:
+        level = self._sigma(i, sigma)
+        self.callback(
+            {"x": x, "i": i, "sigma": level, "sigma_hat": level, "denoised": denoised}
+        )  # sigma_hat == sigma: no churn, the model is evaluated at sigma itself
+
+    def __call__(self, info: StepInfo) -> None:
+        x, denoised = info.x.to(self.out_dtype), info.denoised.to(self.out_dtype)
+        self.denoised = denoised
+        for i in self.starting.get(info.i, ()):
+            self._emit(i, info.sigma, x, denoised)
+
+    def finish(self, x: Tensor) -> None:
+        """Report the zero-length intervals at the grid's last level, after the run."""
+        for i in self.starting.get(self.last, ()):
+            self._emit(i, self.values[i], x, x if self.denoised is None else self.denoised)
 
 
 def _effective_skip(grid: Grid, sigma_skip: Any) -> float | None:
@@ -192,13 +231,15 @@ def _effective_skip(grid: Grid, sigma_skip: Any) -> float | None:
     skip = float(sigma_skip)
     if math.isnan(skip) or skip < 0:
         raise ValueError(f"sigma_skip must be a noise level >= 0; got {sigma_skip!r}.")
-    if skip >= grid[0]:
-        # img2img / second passes start below the teleport level: nothing to teleport.
-        logger.debug("sigma_skip=%g is not below sigmas[0]=%g: no teleport", skip, grid[0])
+    low, high = min(grid[0], grid[-1]), max(grid[0], grid[-1])
+    if skip >= high:
+        # img2img / second passes start below the teleport level (an inversion: end below it):
+        # nothing to teleport.
+        logger.debug("sigma_skip=%g is not below the grid's top level %g: no teleport", skip, high)
         return None
-    # A grid that ends above the teleport level (ComfyUI SplitSigmas) is covered by the teleport
+    # A grid that lies above the teleport level (ComfyUI SplitSigmas) is covered by the teleport
     # entirely; the next pass teleports on from there (flow maps compose exactly).
-    return max(skip, grid[-1])
+    return max(skip, low)
 
 
 def _run(
@@ -214,6 +255,7 @@ def _run(
     teleport: Any,
     parameterization: str,
     files: StatisticsCache,
+    name: str,
 ) -> Tensor:
     if parameterization not in _PARAMETERIZATIONS:
         raise ValueError(
@@ -225,9 +267,20 @@ def _run(
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a torch.Tensor; got {type(x).__name__}.")
     extra = {} if extra_args is None else extra_args
-    grid = as_grid(sigmas)  # one device->host copy if sigmas live on the GPU, before the loop
-    if len(grid) == 1:
+    values = grid_values(sigmas)  # one device->host copy if sigmas live on the GPU, before the loop
+    if len(values) == 1:
         return x  # no interval: k-diffusion samplers return x unchanged
+    # Repeated levels are zero-length intervals: k-diffusion steps through them without moving.
+    levels, where = merge_repeats(values)
+    increasing = len(levels) > 1 and levels[-1] > levels[0]
+    grid = as_grid(levels, increasing=increasing)
+    if increasing:
+        if parameterization == "flow":
+            raise ValueError(
+                "increasing sigmas (an inversion) are supported with parameterization='ve' only; a "
+                "rectified-flow model's times cannot be inverted up to t = 1 (pure noise) yet."
+            )
+        check_inversion(solver, name)
     warm = resolve_warm_start(warm_start, extra, cache=files)
     if warm is None and sigma_skip is not None:
         raise ValueError(
@@ -241,8 +294,31 @@ def _run(
             )
         check_sample_shape(warm, x.shape[1:])
     denoiser = KDiffusionDenoiser(model, extra)
-    cb = _callback_adapter(callback, sigmas, grid, x.dtype)
-    skip = None if warm is None else _effective_skip(grid, sigma_skip)
+    reports = None if callback is None else _Callbacks(callback, sigmas, values, where, x.dtype)
+    skip = None if warm is None or len(grid) == 1 else _effective_skip(grid, sigma_skip)
+    out = (
+        x
+        if len(grid) == 1
+        else _integrate(denoiser, x, grid, solver, warm, skip, teleport, parameterization, reports, disable)
+    )
+    if reports is not None:
+        reports.finish(out)
+    return out
+
+
+def _integrate(
+    denoiser: KDiffusionDenoiser,
+    x: Tensor,
+    grid: Grid,
+    solver: Solver,
+    warm: Any,
+    skip: float | None,
+    teleport: Any,
+    parameterization: str,
+    cb: _Callbacks | None,
+    disable: bool | None,
+) -> Tensor:
+    """Run the merged grid: a solve, a teleport then a solve, or (increasing grid) an inversion."""
     if parameterization == "flow":
         from .flow import RectifiedFlowDenoiser, sample_rectified_flow
 
@@ -254,6 +330,22 @@ def _run(
             solver,
             warm_start=None if skip is None else warm,
             t_skip=skip,
+            teleport=teleport,
+            callback=cb,
+            disable=disable,
+        ).x
+    if grid[-1] > grid[0]:
+        if skip is None:
+            return invert(denoiser, x, grid, solver, callback=cb, disable=disable).x
+        if teleport == "respace" and skip <= grid[0]:
+            teleport = "truncate"  # nothing left to respace: the teleport covers every level
+        return invert(
+            denoiser,
+            x,
+            grid,
+            solver,
+            warm_start=warm,
+            sigma_skip=skip,
             teleport=teleport,
             callback=cb,
             disable=disable,
@@ -352,6 +444,7 @@ def as_k_diffusion_sampler(solver: str | Solver = "euler", /, **options: Any) ->
                 teleport,
                 a["parameterization"],
                 files,
+                name,
             )
 
     sampler.__signature__ = signature  # type: ignore[attr-defined]

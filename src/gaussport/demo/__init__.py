@@ -11,13 +11,21 @@ analytic Gaussian mixture with an exact denoiser) and the library's harness
 """
 
 from ..evaluation import SIGMA_MAX, SIGMA_MIN
-from .digits_demo import DIGITS_DEFAULTS, DigitsDemo, digits_table, run_digits_demo, write_digits_outputs
+from .digits_demo import (
+    DIGITS_DEFAULTS,
+    FRECHET_NOISE,
+    DigitsDemo,
+    digits_table,
+    run_digits_demo,
+    write_digits_outputs,
+)
 from .mixture_demo import DemoRow, demo_target, format_table, plot_rows, run_mixture_demo
 
 __all__ = [
     "SIGMA_MIN",
     "SIGMA_MAX",
     "DIGITS_DEFAULTS",
+    "FRECHET_NOISE",
     "DigitsDemo",
     "run_digits_demo",
     "digits_table",

@@ -34,7 +34,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ from ..evaluation import (
     SIGMA_MIN,
     TELEPORTS,
     Evaluation,
+    Evaluator,
     Series,
     markdown_table,
     nfe_to_reach,
@@ -55,7 +56,14 @@ from ..evaluation import (
 )
 from ..solvers import get as get_solver
 
-__all__ = ["DIGITS_DEFAULTS", "DigitsDemo", "run_digits_demo", "digits_table", "write_digits_outputs"]
+__all__ = [
+    "DIGITS_DEFAULTS",
+    "FRECHET_NOISE",
+    "DigitsDemo",
+    "run_digits_demo",
+    "digits_table",
+    "write_digits_outputs",
+]
 
 logger = logging.getLogger("gaussport")
 
@@ -80,6 +88,20 @@ of a solve with twice the steps, far below the errors measured (0.07 and up).
 
 FRECHET_SEED_OFFSET = 10_000  # Frechet draws use their own generators, apart from the sample seeds
 
+FRECHET_NOISE = (
+    "Frechet noise at 200 samples, measured over 10 seeds on the six default runs: std 3.2 for one "
+    "seed (2.4-4.5 by run), 2.3 for the mean of the default 2 seeds; the with-minus-without-teleport "
+    "difference on the same seeds varies less (1.0-1.4 for the mean of 2)."
+)
+"""The one statement of the Frechet distance's noise (the help, the table, the plot and the README quote it).
+
+Measured with ``run_digits_demo(frechet_seeds=10)`` (seeds 10000-10009 of 200 samples each, the
+defaults otherwise): the sample std over seeds of each of the six runs (DPM-Solver++(2M) at NFE 6,
+8, 10, without and with the teleport) was 2.4-4.5, pooled 3.2; the same seeds make the runs'
+values move together (seed 10006 was the highest in every run), so differences between runs vary
+less than the runs. Larger ``frechet_samples`` are steadier and slower.
+"""
+
 
 @dataclass(frozen=True)
 class DigitsDemo:
@@ -92,6 +114,8 @@ class DigitsDemo:
         settings: the arguments of the run (JSON-serialisable).
         reference_seconds: wall time of the exact endpoints.
         seconds: wall time of the whole run.
+        notes: one line per NFE budget that a solver could not use exactly (the NFE it ran instead)
+            or that ran the same grids as a smaller budget (measured once); also logged as warnings.
     """
 
     evaluations: tuple[Evaluation, ...]
@@ -99,6 +123,12 @@ class DigitsDemo:
     settings: dict[str, Any]
     reference_seconds: float
     seconds: float
+    notes: tuple[str, ...] = ()
+
+    def budgets(self, solver: str) -> list[int]:
+        """The NFE budgets measured for ``solver``, ascending (a budget that ran the same grids as a
+        smaller one is measured once, under the smaller one)."""
+        return sorted({e.nfe_budget for e in self.evaluations if e.solver == solver})
 
     def find(self, solver: str, nfe: int, teleport: str) -> Evaluation:
         """The evaluation of ``solver`` at budget ``nfe`` with ``teleport`` (``"none"`` or the run's)."""
@@ -114,9 +144,9 @@ class DigitsDemo:
         when already there, ``inf`` when never.
         """
         teleport = self.settings["teleport"]
-        nfes = sorted(self.settings["nfes"])
         out = {}
         for solver in self.settings["solvers"]:
+            nfes = self.budgets(solver)
             target = self.find(solver, nfes[-1], "none").error
             warm = [self.find(solver, n, teleport) for n in nfes]
             out[solver] = nfe_to_reach([e.nfe for e in warm], [e.error for e in warm], target)
@@ -208,10 +238,12 @@ def run_digits_demo(
         disable=disable,
         **extra,
     )
-    ev.budget(solvers[0], nfes[0], teleport, sigma_skip)  # a bad sigma_skip fails before the reference
+    # Every budget is checked (and adjusted) before the exact endpoints cost anything.
+    jobs, notes = _plan(ev, solvers, nfes, teleport, sigma_skip)
+    for note in notes:
+        logger.warning("%s", note)
     exact = ev.reference()
     ev.disable = True  # one bar over the configurations below, not one per solve
-    jobs = [(s, n, t) for s in solvers for n in nfes for t in ("none", teleport)]
     evaluations = []
     for solver, nfe, mode in tqdm(jobs, disable=disable, desc="gaussport demo", unit="run"):
         skip = None if mode == "none" else sigma_skip
@@ -240,7 +272,52 @@ def run_digits_demo(
         "grid": f"Karras rho=7, sigma {SIGMA_MAX:g} -> {SIGMA_MIN:g}, then 0",
         "device": str(ev.device),
     }
-    return DigitsDemo(tuple(evaluations), exact, settings, ev.reference_seconds, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return DigitsDemo(tuple(evaluations), exact, settings, ev.reference_seconds, seconds, tuple(notes))
+
+
+def _plan(
+    ev: Evaluator, solvers: Sequence[str], nfes: Sequence[int], teleport: str, sigma_skip: float
+) -> tuple[list[tuple[str, int, str]], list[str]]:
+    """The runs ``(solver, budget, mode)`` to make, and a note per budget that is not used as given.
+
+    A budget a solver cannot spend exactly (Heun: ``2n - 1`` evaluations for ``n`` steps) runs the
+    NFE of the largest grid within it, and says so; a budget that runs the same grids as a smaller
+    one is measured once. A budget too small for one step is an error.
+    """
+    jobs: list[tuple[str, int, str]] = []
+    notes: list[str] = []
+    modes = ("none", teleport)
+    for solver in solvers:
+        seen: dict[tuple[int, ...], int] = {}
+        for n in nfes:
+            used = []
+            for mode in modes:
+                skip = None if mode == "none" else sigma_skip
+                one_step = ev.budget(solver, teleport=mode, sigma_skip=skip, steps=1).nfe
+                if n < one_step:
+                    where = "" if mode == "none" else f" after a teleport to {sigma_skip:g}"
+                    raise ValueError(
+                        f"an NFE budget of {n} is too small for one step of {solver!r}{where}, which "
+                        f"costs {one_step} evaluations; give budgets of at least {one_step}."
+                    )
+                used.append(ev.budget(solver, n, mode, skip).nfe)
+            key = tuple(used)
+            ran = used[0] if len(set(used)) == 1 else " / ".join(map(str, used))
+            if key in seen:
+                notes.append(
+                    f"{solver}: NFE budget {n} runs NFE {ran}, the same grids as budget {seen[key]}; "
+                    "measured once."
+                )
+                continue
+            seen[key] = n
+            if any(u != n for u in used):
+                notes.append(
+                    f"{solver}: NFE budget {n} runs NFE {ran}, the largest grid of {solver} within it "
+                    "(rows and files are named by the NFE used)."
+                )
+            jobs += [(solver, n, mode) for mode in modes]
+    return jobs, notes
 
 
 def _mode_label(teleport: str, sigma_skip: float) -> str:
@@ -258,14 +335,12 @@ def digits_table(result: DigitsDemo) -> str:
     header += ["error ratio"]
 
     def fd(e: Evaluation) -> str:
-        if e.frechet is None:
-            return "-"
-        std = e.frechet.std
-        return f"{e.frechet.mean:.3g}" + ("" if math.isnan(std) else f" +- {std:.2g}")
+        # The mean only: a std over the run's few seeds is itself too noisy to print (FRECHET_NOISE).
+        return "-" if e.frechet is None else f"{e.frechet.mean:.3g}"
 
     rows = []
     for solver in s["solvers"]:
-        for n in s["nfes"]:
+        for n in result.budgets(solver):
             plain, warm = result.find(solver, n, "none"), result.find(solver, n, s["teleport"])
             nfe = f"{plain.nfe}" if plain.nfe == warm.nfe else f"{plain.nfe} / {warm.nfe}"
             row: list[Any] = [solver, nfe, plain.error]
@@ -274,10 +349,17 @@ def digits_table(result: DigitsDemo) -> str:
             row += [fd(warm)] if with_fd else []
             row += [plain.error / warm.error]
             rows.append(row)
-    lines = [markdown_table(header, rows), ""]
+    lines = [markdown_table(header, rows), "", *result.notes]
     for solver, nfe in result.reach().items():
-        level = result.find(solver, s["nfes"][-1], "none")
-        smallest = result.find(solver, s["nfes"][0], s["teleport"]).nfe
+        budgets = result.budgets(solver)
+        level = result.find(solver, budgets[-1], "none")
+        smallest = result.find(solver, budgets[0], s["teleport"]).nfe
+        if len(budgets) == 1:
+            lines.append(
+                f"{solver}: one NFE measured ({level.nfe}); give several budgets to see the NFE the "
+                "teleport saves."
+            )
+            continue
         where = "no NFE measured (not reached)" if math.isinf(nfe) else f"NFE {nfe:.1f}"
         if nfe == smallest:
             where = f"NFE <= {smallest} (the smallest budget measured)"
@@ -291,8 +373,8 @@ def digits_table(result: DigitsDemo) -> str:
     )
     if with_fd:
         lines.append(
-            f"Frechet: classifier-feature Frechet distance to the held-out digits, mean +- std over "
-            f"{len(s['frechet_seeds'])} x {s['frechet_samples']} samples (noisy at this size)."
+            f"Frechet: classifier-feature Frechet distance to the held-out digits, mean over "
+            f"{len(s['frechet_seeds'])} seeds x {s['frechet_samples']} samples. {FRECHET_NOISE}"
         )
     return "\n".join(lines)
 
@@ -302,10 +384,12 @@ def write_digits_outputs(
 ) -> list[Path]:
     """Write the demo's files into ``out`` and return their paths.
 
-    ``results.json`` (settings, one record per evaluation, the NFE the teleport saves) and
-    ``results.csv`` always; with ``plots`` (and matplotlib installed) ``samples_nfe<N>.png`` per NFE
-    budget (the exact endpoints, then per solver no teleport and teleport, same seeds side by side)
-    and ``quality_vs_nfe.png``.
+    ``results.json`` (settings, the budget notes, one record per evaluation, the NFE the teleport
+    saves) and ``results.csv`` always; with ``plots`` (and matplotlib installed) a sample grid per
+    NFE budget (the exact endpoints, then per solver no teleport and teleport, same seeds side by
+    side) and ``quality_vs_nfe.png``. A grid is named by the NFE its runs used,
+    ``samples_nfe<N>.png`` (Heun at a budget of 6 uses 5: ``samples_nfe5.png``), or
+    ``samples_budget<B>.png`` where the solvers used different NFEs within the budget.
     """
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -316,6 +400,7 @@ def write_digits_outputs(
         "reach": {k: (None if math.isinf(v) else v) for k, v in result.reach().items()},
         "reference_seconds": result.reference_seconds,
         "seconds": result.seconds,
+        "notes": list(result.notes),
         "evaluations": [e.summary() for e in result.evaluations],
     }
     path = out_dir / "results.json"
@@ -334,24 +419,39 @@ def write_digits_outputs(
         return written
     mode = _mode_label(s["teleport"], s["sigma_skip"])
     for n in s["nfes"]:
+        runs = [
+            result.find(solver, n, t)
+            for solver in s["solvers"]
+            if n in result.budgets(solver)
+            for t in ("none", s["teleport"])
+        ]
+        if not runs:  # every solver ran this budget's grids under a smaller budget
+            continue
         panels = [("exact ODE endpoints", result.exact)]
-        for solver in s["solvers"]:
-            for e in (result.find(solver, n, "none"), result.find(solver, n, s["teleport"])):
-                what = "no teleport" if e.teleport == "none" else mode
-                panels.append((f"{solver}, {what}\nNFE {e.nfe}, error {e.error:.3g}", e.samples))
-        path = out_dir / f"samples_nfe{n}.png"
-        title = f"8x8 digits, seeds {s['seeds'][0]}..{s['seeds'][1]}, NFE budget {n}"
-        if save_sample_panels(panels, path, title=title):
-            written.append(path)
+        for e in runs:
+            what = "no teleport" if e.teleport == "none" else mode
+            panels.append((f"{e.solver}, {what}\nNFE {e.nfe}, error {e.error:.3g}", e.samples))
+        # Named by the NFE the runs used; by the budget only where the solvers used different NFEs.
+        used = sorted({e.nfe for e in runs})
+        name = f"samples_nfe{used[0]}.png" if len(used) == 1 else f"samples_budget{n}.png"
+        what = f"NFE {used[0]}" if used == [n] else f"NFE budget {n} (NFE used: {', '.join(map(str, used))})"
+        title = f"8x8 digits, seeds {s['seeds'][0]}..{s['seeds'][1]}, {what}"
+        if save_sample_panels(panels, out_dir / name, title=title):
+            written.append(out_dir / name)
     series = []
     for solver in s["solvers"]:
         for t, style in (("none", "o-"), (s["teleport"], "s--")):
-            es = [result.find(solver, n, t) for n in s["nfes"]]
+            es = [result.find(solver, n, t) for n in result.budgets(solver)]
             label = f"{solver}, no teleport" if t == "none" else f"{solver}, {mode}"
-            series.append(
-                Series(label, [e.nfe for e in es], [e.error for e in es], [e.frechet for e in es], style)
-            )
+            # Means without error bars, as in the table: the noise is the measured FRECHET_NOISE.
+            fds = [None if e.frechet is None else replace(e.frechet, std=math.nan) for e in es]
+            series.append(Series(label, [e.nfe for e in es], [e.error for e in es], fds, style))
     path = out_dir / "quality_vs_nfe.png"
-    if plot_quality(series, path, title="gaussport demo: the shipped 8x8-digits model"):
+    title = "gaussport demo: the shipped 8x8-digits model"
+    if s["frechet_samples"] > 0:
+        noise = FRECHET_NOISE.split(": ", 1)[1].split(";")[0]
+        size = f"{len(s['frechet_seeds'])} x {s['frechet_samples']}"
+        title += f"\nFrechet: mean over {size} samples; noise {noise}"
+    if plot_quality(series, path, title=title):
         written.append(path)
     return written

@@ -29,7 +29,7 @@ from torch import Tensor
 from .._checks import Grid
 from .base import Teleport
 
-__all__ = ["step_order", "final_order_cap", "check_history_above", "seed_levels", "seed_path"]
+__all__ = ["step_order", "final_order_cap", "check_history_before", "seed_levels", "seed_path"]
 
 logger = logging.getLogger("gaussport")
 
@@ -48,25 +48,34 @@ def final_order_cap(order: int, lower_order_final: bool) -> int:
     return min(order, 2) if lower_order_final else order
 
 
-def check_history_above(history_sigmas: tuple[float, ...], sigma: float) -> None:
-    """Stored points must lie above the current level (the state belongs to this trajectory).
+def check_history_before(history_sigmas: tuple[float, ...], sigma: float, sigma_next: float) -> None:
+    """Stored points must lie before the current level on this run's way (the state belongs to it).
+
+    Before means above ``sigma`` on a decreasing grid and below it on an increasing one (an
+    inversion): the side the run came from.
 
     Raises:
-        ValueError: if the newest stored level is not strictly above ``sigma`` -- a state passed with
-            ``state=`` from a run that does not end where this grid starts.
+        ValueError: if the newest stored level is not strictly before ``sigma`` -- a state passed
+            with ``state=`` from a run that does not end where this grid starts.
     """
-    if history_sigmas and not history_sigmas[-1] > sigma:
+    if not history_sigmas:
+        return
+    newest = history_sigmas[-1]
+    if not (newest > sigma if sigma_next < sigma else newest < sigma):
         raise ValueError(
-            f"the solver state holds history down to sigma = {history_sigmas[-1]!r}, but this step starts "
-            f"at sigma = {sigma!r}; a state passed with state= must come from the run ending at this "
-            "grid's first level (solve(G[:k]) then solve(G[k-1:], state=...))."
+            f"the solver state holds history at sigma = {newest!r}, but this step starts at sigma = "
+            f"{sigma!r} going {'down' if sigma_next < sigma else 'up'}; a state passed with state= must "
+            "come from the run ending at this grid's first level, in the same direction "
+            "(solve(G[:k]) then solve(G[k-1:], state=...))."
         )
 
 
 def seed_levels(
     sigmas: Grid, count: int, spacing: Literal["lambda", "sigma"] = "lambda"
 ) -> tuple[float, ...]:
-    """``count`` levels above ``sigmas[0]``, oldest first: the grid's first step continued upwards.
+    """``count`` levels before ``sigmas[0]``, oldest first: the grid's first step continued backwards.
+
+    On a decreasing grid these lie above ``sigmas[0]``; on an increasing one (an inversion), below.
 
     ``spacing="lambda"``: equal steps in ``lambda = -log sigma`` (``sigma_0 e^{j h_0}``), the variable
     of the exponential integrators; ``"sigma"``: equal steps in sigma (``sigma_0 + j (sigma_0 -
@@ -77,7 +86,13 @@ def seed_levels(
         return ()
     if spacing == "sigma":
         step = sigmas[0] - sigmas[1]
-        return tuple(sigmas[0] + j * step for j in range(count, 0, -1))
+        levels = tuple(sigmas[0] + j * step for j in range(count, 0, -1))
+        if levels[0] <= 0.0:
+            raise ValueError(
+                f"cannot seed {count} levels in equal steps of {-step:g} below sigma = {sigmas[0]:g}: they "
+                "would reach sigma <= 0. Start the inversion higher or take a smaller first step."
+            )
+        return levels
     h0 = math.log(sigmas[0] / sigmas[1])
     return tuple(sigmas[0] * math.exp(j * h0) for j in range(count, 0, -1))
 

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from torch import Tensor
 
 from .._checks import Grid
 from ..denoiser import DenoiserCall
 from ._expint import exponential_moments, exponential_step
-from ._multistep import check_history_above, final_order_cap, seed_path, step_order
+from ._multistep import check_history_before, final_order_cap, seed_path, step_order
 from .base import History, SingleEvaluationSolver, Teleport, TwoStageSolver
 from .registry import register
 
@@ -81,6 +81,9 @@ class DPMSolverPP(SingleEvaluationSolver[History]):
         ``sample_dpmpp_3m_sde`` (MIT). The 3M correction: docs/devdocs-derivations.md.
     """
 
+    # The variation-of-constants formula holds for steps of either sign in lambda (h < 0 upwards).
+    supports_inversion: ClassVar[bool] = True
+
     solver_order: int = 2
     solver_type: Literal["midpoint", "taylor"] = "midpoint"
     third_order: Literal["corrected", "published"] = "corrected"
@@ -124,7 +127,7 @@ class DPMSolverPP(SingleEvaluationSolver[History]):
         self, x: Tensor, denoised: Tensor, sigmas: Grid, i: int, state: History
     ) -> tuple[Tensor, History]:
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        check_history_above(state.sigmas, sigma)
+        check_history_before(state.sigmas, sigma, sigma_next)
         p = step_order(self.solver_order, len(state), sigmas, i, self.lower_order_final)
         moments = self.moments(math.log(sigma / sigma_next), p)
         x_next = exponential_step(x, denoised, sigma, sigma_next, state.last(p - 1), moments)
@@ -151,6 +154,8 @@ class DPMSolverPP2S(TwoStageSolver):
         Lu et al., "DPM-Solver++", arXiv 2211.01095, Algorithm 1 (DPM-Solver++(2S)); k-diffusion
         ``sample_dpmpp_2s_ancestral`` with ``eta=0`` (same update; it still draws from the global RNG).
     """
+
+    supports_inversion: ClassVar[bool] = True
 
     r: float = 0.5
 

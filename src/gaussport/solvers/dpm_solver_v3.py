@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from torch import Tensor
@@ -160,6 +160,11 @@ class DPMSolverV3(StatisticsSolver[V3State]):
         Statistics", NeurIPS 2023 (arXiv 2310.13268), eq. 9, Algorithms 1-2; formulas ported from
         thu-ml/DPM-Solver-v3 ``dpm_solver_v3.py`` (MIT), written in VE coordinates here.
     """
+
+    # Not on increasing grids: the EMS integrals (gaussport.ems.EMS.coefficients) and the analytic EMS
+    # built for a run (gaussport.sampling.with_warm_start_statistics) are tabulated along decreasing
+    # levels, and the corrector's ``half`` criterion is one-sided.
+    supports_inversion: ClassVar[bool] = False
 
     solver_order: int = 3
     predictor: str = "normal"

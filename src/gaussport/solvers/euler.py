@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import Tensor
 
@@ -25,6 +26,8 @@ class Euler(SingleEvaluationSolver[None]):
         NeurIPS 2022 (Algorithm 1 without the Heun correction). Same update as k-diffusion's
         ``sample_euler`` with ``s_churn=0``, which however draws ``randn_like`` every step.
     """
+
+    supports_inversion: ClassVar[bool] = True  # the same update upwards (k-diffusion on flipped sigmas)
 
     @property
     def order(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import Tensor
 
@@ -27,6 +28,8 @@ class Heun(TwoStageSolver):
         NeurIPS 2022, Algorithm 1 (deterministic sampler; no churn). Same update as k-diffusion's
         ``sample_heun`` with ``s_churn=0``.
     """
+
+    supports_inversion: ClassVar[bool] = True  # upwards the second stage is always taken (no step to 0)
 
     @property
     def order(self) -> int:

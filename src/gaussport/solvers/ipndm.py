@@ -10,7 +10,7 @@ from torch import Tensor
 from .. import _deprecation
 from .._checks import Grid
 from ._expint import interpolation_weights, polynomial_moments
-from ._multistep import check_history_above, final_order_cap, seed_path, step_order
+from ._multistep import check_history_before, final_order_cap, seed_path, step_order
 from .base import SingleEvaluationSolver, Teleport
 from .registry import register
 
@@ -99,6 +99,8 @@ class IPNDM(SingleEvaluationSolver[SlopeHistory]):
         Liu et al., "Pseudo Numerical Methods for Diffusion Models on Manifolds" (PNDM), ICLR 2022.
     """
 
+    supports_inversion: ClassVar[bool] = True  # Adams-Bashforth in sigma: steps H > 0 are as valid
+
     adams_bashforth: int = 4
     variable_step: bool = False
     lower_order_final: bool = False
@@ -135,7 +137,7 @@ class IPNDM(SingleEvaluationSolver[SlopeHistory]):
         self, x: Tensor, denoised: Tensor, sigmas: Grid, i: int, state: SlopeHistory
     ) -> tuple[Tensor, SlopeHistory]:
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        check_history_above(state.sigmas, sigma)
+        check_history_before(state.sigmas, sigma, sigma_next)
         slope = (x - denoised) / sigma
         p = step_order(self.adams_bashforth, len(state), sigmas, i, self.lower_order_final)
         step = sigma_next - sigma

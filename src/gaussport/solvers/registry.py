@@ -65,9 +65,15 @@ def _load_plugins() -> None:
         entry.load()  # importing the module runs its @register decorators
 
 
-def available() -> tuple[str, ...]:
-    """The names of all registered solvers, sorted."""
+def available(*, inversion: bool = False) -> tuple[str, ...]:
+    """The names of all registered solvers, sorted.
+
+    With ``inversion=True``, only those that integrate increasing grids (data to noise,
+    :func:`gaussport.inversion.invert`): their class declares ``supports_inversion``.
+    """
     _load_plugins()
+    if inversion:
+        return tuple(sorted(n for n, (cls, _) in _REGISTRY.items() if cls.supports_inversion))
     return tuple(sorted(_REGISTRY))
 
 

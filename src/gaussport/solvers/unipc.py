@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from torch import Tensor
 
 from .._checks import Grid
 from ._expint import exponential_moments, exponential_step
-from ._multistep import check_history_above, final_order_cap, seed_path, step_order
+from ._multistep import check_history_before, final_order_cap, seed_path, step_order
 from .base import History, SingleEvaluationSolver, Teleport
 from .registry import register
 
@@ -84,6 +84,9 @@ class UniPC(SingleEvaluationSolver[UniPCState]):
         (``multistep_uni_pc_bh_update``, MIT) and diffusers ``UniPCMultistepScheduler`` (Apache-2.0).
     """
 
+    # Predictor and corrector are exponential integrators in lambda: valid for h < 0 (upwards) too.
+    supports_inversion: ClassVar[bool] = True
+
     solver_order: int = 3
     variant: Literal["bh1", "bh2", "vary_coeff"] = "bh1"
     corrector: bool = True
@@ -122,7 +125,7 @@ class UniPC(SingleEvaluationSolver[UniPCState]):
     ) -> tuple[Tensor, UniPCState]:
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         hist = state.history
-        check_history_above(hist.sigmas, sigma)
+        check_history_before(hist.sigmas, sigma, sigma_next)
         if self.corrector and state.x_prev is not None and state.order_prev >= 1:
             # UniC: redo the step hist.sigmas[-1] -> sigma with the new value as an extra node.
             p = state.order_prev

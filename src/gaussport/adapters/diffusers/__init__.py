@@ -9,7 +9,8 @@
   :class:`~gaussport.adapters.guidance.ClassifierFreeGuidance`.
 * :class:`~gaussport.adapters.diffusers.scheduler.GaussportScheduler` -- a
   ``SchedulerMixin``/``ConfigMixin`` scheduler (Karras-compatible) that runs a gaussport
-  single-evaluation solver, with the teleport, inside unmodified pipelines.
+  single-evaluation solver, with the teleport, inside unmodified pipelines -- every kind of pipeline
+  loop, with no option (docs/adapters.md#which-pipelines-and-workflows-are-covered).
 * :func:`~gaussport.adapters.diffusers.latents.fit_latent_gaussian` -- Gaussian statistics of
   scaled VAE latents.
 

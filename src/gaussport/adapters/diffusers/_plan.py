@@ -1,7 +1,9 @@
-"""The run of a ``GaussportScheduler``: its VE grid and what each model call is for.
+"""The run of a ``GaussportScheduler``: its VE grid, what each model call is for, and which call a
+timestep names.
 
 Pure functions of the scheduler config (no diffusers import): :func:`full_grid` builds the VE levels
-of a run without teleport, :func:`plan_run` places the teleport and lists the model calls.
+of a run without teleport, :func:`plan_run` places the teleport and lists the model calls,
+:func:`timestep_index` finds a call from its timestep as diffusers' schedulers do.
 """
 
 from __future__ import annotations
@@ -16,16 +18,16 @@ from ... import grids
 from ..._checks import Grid, as_grid
 from ...schedules import NoiseSchedule, RectifiedFlow
 
-__all__ = ["Plan", "full_grid", "plan_run"]
+__all__ = ["Plan", "full_grid", "plan_run", "timestep_index"]
 
 
 @dataclass(frozen=True)
 class Plan:
     """What each model call of a run is for (one entry per element of the scheduler's ``timesteps``).
 
-    Kinds: ``"teleport"`` -- discard the output, teleport ``start -> grid[0]`` (pipelines that do not
-    call ``scale_model_input``: one wasted evaluation); ``"noise"`` -- the first-order step from pure
-    noise (flow matching at ``t = 1`` without warm start); ``"solve"`` -- solver interval ``j``.
+    Kinds: ``"teleport"`` -- discard the output, teleport ``start -> grid[0]`` (the teleport paid by
+    one evaluation, whatever the pipeline calls); ``"noise"`` -- the first-order step from pure noise
+    (flow matching at ``t = 1`` without warm start); ``"solve"`` -- solver interval ``j``.
 
     Attributes:
         kinds: ``(kind, j)`` per model call (``j = -1`` unless the kind is ``"solve"``).
@@ -33,8 +35,8 @@ class Plan:
         grid: the finite grid the solver integrates.
         start: the level of the pipeline's initial sample.
         teleport: whether the run teleports from ``start`` to ``grid[0]``.
-        teleport_first: teleport at call 0 without a wasted evaluation (``scale_model_input``
-            pipelines).
+        teleport_first: teleport at call 0 without a wasted evaluation, inside ``scale_model_input``
+            (call 0 is then ``("solve", 0)`` at ``grid[0]`` while the pipeline's sample is at ``start``).
         grid_times: the native time of each level of ``grid`` (VP: fractional training index;
             flow: ``t``).
     """
@@ -48,11 +50,11 @@ class Plan:
     grid_times: tuple[float, ...]
 
 
-def plan_run(full: Grid, skip: float | None, schedule: NoiseSchedule, *, scaled: bool) -> Plan:
+def plan_run(full: Grid, skip: float | None, schedule: NoiseSchedule, *, teleport_first: bool) -> Plan:
     """The model calls of a run over ``full``, teleporting to ``skip`` (``None``: no teleport).
 
-    ``scaled``: the pipeline calls ``scale_model_input`` before every model call, so the teleport
-    happens there at call 0; otherwise the first call sees the raw noise and its output is discarded.
+    ``teleport_first``: the teleport happens inside the first ``scale_model_input`` (no extra call);
+    otherwise the first call is made on the undisturbed initial sample and its output is discarded.
     """
     kinds: list[tuple[str, int]] = []
     levels: list[float] = []
@@ -61,7 +63,7 @@ def plan_run(full: Grid, skip: float | None, schedule: NoiseSchedule, *, scaled:
         below = tuple(v for v in full if v < skip and not math.isclose(v, skip, rel_tol=1e-9))
         above = [v for v in full if math.isclose(v, skip, rel_tol=1e-9)]
         grid = ((above[0] if above else skip),) + below
-        if not scaled:  # the first call sees the raw noise: its output is discarded
+        if not teleport_first:  # the first call sees the initial sample: its output is discarded
             kinds.append(("teleport", -1))
             levels.append(full[0])
     else:
@@ -74,7 +76,34 @@ def plan_run(full: Grid, skip: float | None, schedule: NoiseSchedule, *, scaled:
         kinds.append(("solve", j))
         levels.append(grid[j])
     times = tuple(schedule.t_at(v) for v in grid)
-    return Plan(tuple(kinds), tuple(levels), grid, full[0], teleport, teleport and scaled, times)
+    return Plan(tuple(kinds), tuple(levels), grid, full[0], teleport, teleport and teleport_first, times)
+
+
+def timestep_index(timesteps: torch.Tensor, timestep: Any) -> int:
+    """The call that ``timestep`` names in ``timesteps``, as diffusers' ``index_for_timestep``.
+
+    An exact match first, else the nearest timestep within half a unit (pipelines that round or cast
+    their timesteps); of several matches the second, as diffusers' schedulers (a run that starts
+    mid-schedule at a repeated timestep must not skip the level).
+
+    Raises:
+        ValueError: if no timestep of the run is within half a unit of ``timestep``.
+    """
+    table = timesteps.detach().to("cpu", torch.float64).flatten()
+    t = torch.as_tensor(timestep).detach().to("cpu", torch.float64).flatten()
+    if t.numel() == 0 or table.numel() == 0:
+        raise ValueError("timestep_index needs a timestep and a non-empty schedule (call set_timesteps).")
+    distance = (table - t[0]).abs()
+    indices = (distance == 0).nonzero().flatten()
+    if indices.numel() == 0:
+        nearest = float(distance.min())
+        if nearest > 0.5:
+            raise ValueError(
+                f"timestep {float(t[0])} is not one of this run's timesteps {table.tolist()}; pass one of "
+                "scheduler.timesteps (or call scheduler.set_begin_index(i) before the first step)."
+            )
+        indices = (distance == nearest).nonzero().flatten()
+    return int(indices[1 if indices.numel() > 1 else 0])
 
 
 def _flow_shift(t: float, shift: float) -> float:
@@ -113,8 +142,10 @@ def full_grid(
 ) -> Grid:
     """The VE levels of a run without teleport, ending in 0 (flow matching may start at inf).
 
-    ``cfg`` is the scheduler config; ``sigmas`` are VE levels for VP models and flow times (before
-    the shift) for flow matching; ``timesteps`` are model timesteps.
+    ``cfg`` is the scheduler config; ``sigmas`` are VE levels for VP models, the last one included
+    (as ``EulerDiscreteScheduler``'s: a run ends where the list ends), and flow times (before the
+    shift, followed by 0 as ``FlowMatchEulerDiscreteScheduler``'s) for flow matching; ``timesteps``
+    are model timesteps (followed by level 0).
     """
     flow = isinstance(schedule, RectifiedFlow)
     if flow:
@@ -130,9 +161,8 @@ def full_grid(
             if not all(0.0 <= t <= 1.0 for t in ts) or any(b >= a for a, b in zip(ts, ts[1:], strict=False)):
                 raise ValueError(f"flow-matching times must decrease strictly within [0, 1]; got {ts}.")
             return tuple(schedule.sigma_at(t) for t in ts)
-    if sigmas is not None:
-        values = [float(s) for s in sigmas]
-        return as_grid(values + ([0.0] if values[-1] > 0 else []), name="sigmas")
+    if sigmas is not None:  # VE levels, the last one included (as Euler's custom sigmas)
+        return as_grid([float(s) for s in sigmas], name="sigmas")
     if timesteps is not None:
         t = torch.as_tensor(timesteps, dtype=torch.float64).flatten()
         values = schedule.sigma_of_t(t).tolist()

@@ -25,7 +25,7 @@ from ...solvers import get as get_solver
 from .._teleport import check_sample_shape, from_noise, load_statistics
 from ..flow import step_from_noise
 from ._common import is_flow_config, prediction_of
-from ._plan import Plan, full_grid, plan_run
+from ._plan import Plan, full_grid, plan_run, timestep_index
 from .denoiser import model_prediction
 
 __all__ = ["GaussportScheduler", "GaussportSchedulerOutput"]
@@ -53,6 +53,9 @@ class _Run:
         teleport: the record of the teleport, once made (given to ``solver.init``).
         solver_state: the solver state, once ``solver_started``.
         solver_started: ``solver.init`` has run (a ``None`` state is valid).
+        offset: the first level of the plan's grid the solver integrates from (1 when the teleport
+            planned inside ``scale_model_input`` went on to ``grid[1]`` because the pipeline never
+            called it).
     """
 
     begin_index: int | None = None
@@ -62,15 +65,25 @@ class _Run:
     teleport: Teleport | None = None
     solver_state: Any = None
     solver_started: bool = False
+    offset: int = 0
 
 
 class GaussportScheduler(SchedulerMixin, ConfigMixin):
     """A diffusers scheduler running a gaussport solver, with the analytic teleport.
 
     Drop it into an unmodified pipeline (``pipe.scheduler = GaussportScheduler.from_config(
-    pipe.scheduler.config, statistics_path=..., sigma_skip=...)``). Each pipeline step is one
-    model call and one solver step; the scheduler holds the solver state (reset by
-    ``set_timesteps``). Single-evaluation solvers only (euler and the multistep solvers).
+    pipe.scheduler.config, statistics_path=..., sigma_skip=...)``); it works in every pipeline
+    with no option. Each pipeline step is one model call and one solver step; the scheduler holds
+    the solver state (reset by ``set_timesteps``). Single-evaluation solvers only (euler and the
+    multistep solvers).
+
+    The pipeline's sample is held in the model's native coordinates (VP: ``x_t = alpha x0 +
+    sigma_t eps``; flow: ``x_t``), as DPM-Solver's and UniPC's: the model input is the sample,
+    ``scale_model_input`` changes nothing but the first call of a teleport, and pipelines that never
+    call it (DDPM, DDIM, Kandinsky, SD3, Flux) get the same integration as those that do (SD, SDXL).
+    ``init_noise_sigma`` is the noise scale of the first level, ``sigma_t`` of the run's start
+    (``sigma / sqrt(1 + sigma^2)``, 1 for flow matching), from construction on. The step is located
+    from its ``timestep`` when no begin index is set, as diffusers' schedulers do.
 
     Config (all JSON; the statistics are read from ``statistics_path``, never serialised):
         num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas: the training
@@ -86,12 +99,14 @@ class GaussportScheduler(SchedulerMixin, ConfigMixin):
         statistics_path: a gaussport statistics file (``Gaussian.save``) in the model's VE data
             coordinates (scaled latents for latent models).
         sigma_skip: the teleport level, in VE units (flow matching: ``t / (1 - t)``).
-        teleport_at: ``"scale_model_input"`` (pipelines that call it before every model call,
-            e.g. StableDiffusion(XL)Pipeline: the state is held in VE coordinates and the teleport
-            costs no evaluation) or ``"step"`` (pipelines that do not: DDPM/DDIM/SD3/Flux; the
-            state is held in the model's native coordinates and, with a teleport, the first model
-            call is made on the raw noise and discarded: one extra evaluation). Default: the
-            former for VP, the latter for flow matching.
+        teleport_at: where the teleport is paid; ``None`` (default) is ``"scale_model_input"``
+            for VP models and ``"step"`` for flow matching. ``"scale_model_input"``: the first
+            timestep is already ``sigma_skip``'s and the teleport is made inside the first
+            ``scale_model_input`` (no extra evaluation); in a pipeline that never calls it, the
+            first model call (made on the undisturbed sample) is discarded and the teleport goes on
+            to the next level. ``"step"``: the first timestep is the starting level, its model call
+            is discarded and ``step`` teleports to ``sigma_skip`` (one extra evaluation in every
+            pipeline). Either works in every pipeline.
     """
 
     _compatibles = [e.name for e in KarrasDiffusionSchedulers]
@@ -147,14 +162,16 @@ class GaussportScheduler(SchedulerMixin, ConfigMixin):
             self.alphas_cumprod = self._schedule.alphas_cumprod.to(torch.float32)
         mode = teleport_at or ("step" if self._flow else "scale_model_input")
         if mode not in ("scale_model_input", "step"):
-            raise ValueError(f"teleport_at must be 'scale_model_input' or 'step'; got {teleport_at!r}.")
+            raise ValueError(
+                f"teleport_at must be 'scale_model_input', 'step' or None (the default); got {teleport_at!r}."
+            )
         if self._flow and mode == "scale_model_input":
             raise ValueError(
-                "flow-matching pipelines (SD3, Flux) do not call scale_model_input and start at t = 1 "
-                "(infinite VE noise); use teleport_at='step'."
+                "flow-matching pipelines (SD3, Flux) never call scale_model_input, so a teleport planned "
+                "there would always cost a discarded call and land a level lower; use teleport_at='step' "
+                "(the default for flow matching)."
             )
-        # Which coordinates the pipeline's state is in: VE (scale_model_input) or the model's native ones.
-        self._scaled = mode == "scale_model_input"
+        self._teleport_first = mode == "scale_model_input"
         self._solver = get_solver(solver, **(solver_options or {}))
         if not isinstance(self._solver, SingleEvaluationSolver):
             raise ValueError(
@@ -186,21 +203,34 @@ class GaussportScheduler(SchedulerMixin, ConfigMixin):
 
     @property
     def init_noise_sigma(self) -> float:
-        """What pipelines multiply standard normal noise by: the VE start level, or 1 (native)."""
-        if self._scaled and self._plan is not None:
-            return self._plan.start
-        return 1.0
+        """What pipelines multiply standard normal noise by: the noise scale ``sigma_t`` of the start.
+
+        The pipeline's sample is native, so this is ``sigma / sqrt(1 + sigma^2)`` at the run's first
+        level (VP; Euler's VE ``init_noise_sigma`` is ``sigma`` itself) and 1 from pure noise (flow
+        matching). Before ``set_timesteps`` it is that of the default run: pipelines that scale their
+        latents first (BlipDiffusion, Kandinsky) get the same value.
+        """
+        start = self._plan.start if self._plan is not None else self._default_start
+        return 1.0 if math.isinf(start) else start * self._schedule.alpha_at(start)
 
     @property
     def step_index(self) -> int | None:
+        """The index of the current call (``None`` before the first ``scale_model_input``/``step``)."""
         return self._run.step_index
 
     @property
     def begin_index(self) -> int | None:
+        """The first call, when the pipeline set it (``set_begin_index``); else ``None``."""
         return self._run.begin_index
 
     def set_begin_index(self, begin_index: int = 0) -> None:
+        """Start the run at call ``begin_index`` (img2img pipelines, after ``set_timesteps``)."""
         self._run.begin_index = int(begin_index)
+
+    def index_for_timestep(self, timestep: Any, schedule_timesteps: Tensor | None = None) -> int:
+        """The call that ``timestep`` names, as diffusers' schedulers: an exact match, the second of
+        repeated ones (the nearest within half a unit for rounded timesteps)."""
+        return timestep_index(self.timesteps if schedule_timesteps is None else schedule_timesteps, timestep)
 
     def __len__(self) -> int:
         return self.config.num_train_timesteps
@@ -227,8 +257,9 @@ class GaussportScheduler(SchedulerMixin, ConfigMixin):
     ) -> None:
         """Build the run: the grid, the teleport, one timestep per model call; reset all state.
 
-        ``sigmas`` are VE levels for VP models (as Euler's), flow times (before the shift, as
-        FlowMatch's) for flow matching; ``timesteps`` are model timesteps.
+        ``sigmas`` are VE levels for VP models, the last one included (as Euler's: the run ends
+        there), flow times before the shift for flow matching (as FlowMatch's: then 0);
+        ``timesteps`` are model timesteps (then level 0).
         """
         full = full_grid(self.config, self._schedule, num_inference_steps, sigmas, timesteps, mu)
         warm, skip = self.warm_start, self.config.sigma_skip
@@ -239,7 +270,7 @@ class GaussportScheduler(SchedulerMixin, ConfigMixin):
                 "GaussportScheduler: sigma_skip is set but no statistics are attached; not teleporting."
             )
         teleport_to = float(skip) if skip is not None and warm is not None else None
-        plan = plan_run(full, teleport_to, self._schedule, scaled=self._scaled)
+        plan = plan_run(full, teleport_to, self._schedule, teleport_first=self._teleport_first)
         self._plan = plan
         self.num_inference_steps = len(plan.kinds)
         self.timesteps = torch.tensor(
@@ -249,10 +280,7 @@ class GaussportScheduler(SchedulerMixin, ConfigMixin):
         levels = plan.levels + (plan.grid[-1],)
         native = [self._schedule.t_at(v) for v in levels] if self._flow else list(levels)
         self.sigmas = torch.tensor(native, dtype=torch.float32)
-        solver = self._solver
-        if warm is not None:
-            solver = with_warm_start_statistics(solver, warm, plan.grid, cache=self._statistics)
-        self._run = _Run(solver=solver)
+        self._run = _Run()
         logger.debug(
             "GaussportScheduler: %d model calls, grid %s, teleport %s",
             len(plan.kinds),
@@ -261,51 +289,78 @@ class GaussportScheduler(SchedulerMixin, ConfigMixin):
         )
 
     # ---------------------------------------------------------------- per-call maths
+    @property
+    def _default_start(self) -> float:
+        """The first level of a run with the config's own grid (what ``init_noise_sigma`` stands for)."""
+        return full_grid(self.config, self._schedule, 2, None, None, 0.0)[0]
+
     def _model_time(self, sigma: float) -> float:
         """The model's timestep for VE level ``sigma`` (VP: fractional training index; flow: t * T)."""
         t = self._schedule.t_at(sigma)
         return self.config.num_train_timesteps * t if self._flow else t
 
     def _to_ve(self, x: Tensor, sigma: float) -> Tensor:
-        """The pipeline's state at level ``sigma`` in VE coordinates (pure noise stays as it is)."""
-        if self._scaled or math.isinf(sigma):
-            return x
-        return x / self._schedule.alpha_at(sigma)
+        """The pipeline's native sample at level ``sigma`` in VE coordinates (pure noise stays as it is)."""
+        return x if math.isinf(sigma) else x / self._schedule.alpha_at(sigma)
 
     def _from_ve(self, x_ve: Tensor, sigma: float) -> Tensor:
-        """A VE state at level ``sigma`` in the coordinates the pipeline holds."""
-        return x_ve if self._scaled else x_ve * self._schedule.alpha_at(sigma)
+        """A VE state at level ``sigma`` in the pipeline's (native) coordinates."""
+        return x_ve * self._schedule.alpha_at(sigma)
 
-    def _index(self) -> int:
-        if self._run.step_index is None:
-            self._run.step_index = self._run.begin_index or 0
-        return self._run.step_index
+    def _index(self, timestep: Any) -> int:
+        """The current call; at the first, the begin index or the call ``timestep`` names."""
+        run = self._run
+        if run.step_index is None:
+            if run.begin_index is not None:
+                run.step_index = run.begin_index
+            elif timestep is None:
+                run.step_index = 0
+            else:
+                run.step_index = self.index_for_timestep(timestep)
+        return run.step_index
 
     def _require_plan(self) -> Plan:
         if self._plan is None:
             raise RuntimeError("call set_timesteps(num_inference_steps) before scale_model_input/step.")
         return self._plan
 
+    def _call(self, timestep: Any) -> tuple[Plan, int]:
+        plan = self._require_plan()
+        k = self._index(timestep)
+        if k >= len(plan.kinds):
+            raise IndexError(
+                f"call {k + 1} of a run of {len(plan.kinds)} timesteps; call set_timesteps again."
+            )
+        return plan, k
+
     def _teleport(self, x_ve: Tensor, sigma_from: float, sigma_to: float) -> Tensor:
         """The warm start's exact flow of ``x_ve`` from ``sigma_from`` (may be inf) to ``sigma_to``."""
         warm = self.warm_start
         check_sample_shape(warm, x_ve.shape[1:], what="the pipeline's latents")
-        if math.isinf(sigma_from):  # flow matching at t = 1: x_ve is the pure noise itself
+        if math.isinf(sigma_from):  # pure noise: x_ve is the noise itself
             return from_noise(warm, x_ve, sigma_to)
         return warm.flow(x_ve, sigma_from, sigma_to)
 
     def scale_model_input(self, sample: Tensor, timestep: Any = None) -> Tensor:
-        """The model input for the current call (teleporting the sample first at call 0)."""
-        plan = self._require_plan()
-        k = self._index()
+        """The model input for the current call: the sample itself, teleported at a planned call 0.
+
+        Before ``set_timesteps`` (diffusers' scheduler tests call it so) the sample is returned as it is.
+        """
+        if self._plan is None:
+            return sample
+        plan, k = self._call(timestep)
         self._run.scaled_index = k
-        if not self._scaled:
-            return sample  # native coordinates: the model input is the state itself
+        if not (k == 0 and plan.teleport_first):
+            return sample  # native coordinates: the model input is the sample
         work = torch.promote_types(sample.dtype, torch.float32)
-        x_ve = sample.to(work)
-        if k == 0 and plan.teleport_first:
-            x_ve = self._teleport(x_ve, plan.start, plan.grid[0])
-        return (x_ve * self._schedule.alpha_at(plan.levels[k])).to(sample.dtype)
+        x_ve = self._teleport(self._to_ve(sample.to(work), plan.start), plan.start, plan.grid[0])
+        return self._from_ve(x_ve, plan.grid[0]).to(sample.dtype)
+
+    def scale_noise(self, sample: Tensor, timestep: Any, noise: Tensor | None = None) -> Tensor:
+        """FlowMatch's name for :meth:`add_noise` (SD3/Flux img2img and inpainting pipelines)."""
+        if noise is None:
+            raise ValueError("scale_noise needs the noise to add (noise=).")
+        return self.add_noise(sample, noise, torch.as_tensor(timestep))
 
     def step(
         self,
@@ -326,67 +381,77 @@ class GaussportScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(
                 f"GaussportScheduler integrates the probability-flow ODE (eta = 0); got eta={eta}."
             )
-        plan = self._require_plan()
-        k = self._index()
-        if k >= len(plan.kinds):
-            raise IndexError(
-                f"step called {k + 1} times for {len(plan.kinds)} timesteps; call set_timesteps again."
-            )
-        if self._scaled and self._run.scaled_index != k:
-            raise RuntimeError(
-                "GaussportScheduler(teleport_at='scale_model_input') needs the pipeline to call "
-                "scheduler.scale_model_input before every model call, and this one does not "
-                "(DDPM/DDIM/SD3/Flux pipelines). Use GaussportScheduler.from_config(config, "
-                "teleport_at='step', ...); with a teleport it costs one extra model evaluation."
-            )
+        plan, k = self._call(timestep)
         kind, j = plan.kinds[k]
         work = torch.promote_types(sample.dtype, torch.float32)
         x = sample.to(work)
         out = model_prediction(model_output, x).to(work)
         if kind == "teleport":
-            prev, denoised = self._teleport_step(x, plan, plan.levels[k])
+            prev, denoised = self._teleport_step(x, plan.levels[k], plan, 0)
         elif kind == "noise":  # flow matching at t = 1 without teleport: x0 = z - v
             t = torch.ones(x.shape[0], dtype=work, device=x.device)
             denoised = to_denoised(self._schedule, out, x, t, self._prediction)
             prev = self._from_ve(step_from_noise(denoised, x, plan.grid[0]), plan.grid[0])
+        elif k == 0 and plan.teleport_first and self._run.scaled_index != 0:
+            # The pipeline never called scale_model_input: the model saw the initial sample, not the
+            # teleported one its timestep stands for. Discard the output and teleport on to grid[1].
+            logger.info(
+                "GaussportScheduler: the pipeline does not call scale_model_input; the first model call "
+                "is discarded and the teleport goes on to %g (teleport_at='step' pays one more call to "
+                "teleport to sigma_skip itself).",
+                plan.grid[1],
+            )
+            prev, denoised = self._teleport_step(x, plan.start, plan, 1)
         else:
             prev, denoised = self._solver_step(x, out, plan, j, first_call=k == 0)
         self._run.step_index = k + 1
-        prev = prev.to(sample.dtype)
+        prev, denoised = prev.to(sample.dtype), denoised.to(sample.dtype)
         if not return_dict:
-            return (prev, denoised.to(sample.dtype))
-        return GaussportSchedulerOutput(prev_sample=prev, pred_original_sample=denoised.to(sample.dtype))
+            return (prev, denoised)
+        return GaussportSchedulerOutput(prev_sample=prev, pred_original_sample=denoised)
 
-    def _teleport_step(self, x: Tensor, plan: Plan, level: float) -> tuple[Tensor, Tensor]:
-        """The discarded call on the raw noise at ``level``: teleport to ``grid[0]``, D of the warm start."""
+    def _teleport_step(self, x: Tensor, level: float, plan: Plan, offset: int) -> tuple[Tensor, Tensor]:
+        """A discarded call on the sample at ``level``: teleport to ``grid[offset]``, where the solver
+        starts; ``D`` of the warm start there."""
+        to = plan.grid[offset]
         x_ve = self._to_ve(x, level)
-        x_next = self._teleport(x_ve, level, plan.grid[0])
-        if not math.isinf(level):  # the record flows from x_from: a finite start only (as before)
-            self._run.teleport = Teleport(self.warm_start, level, x_ve, plan.grid[0])
-        sigma = torch.full((x.shape[0],), plan.grid[0], dtype=x.dtype, device=x.device)
-        return self._from_ve(x_next, plan.grid[0]), self.warm_start(x_next, sigma)
+        x_next = self._teleport(x_ve, level, to)
+        if not math.isinf(level):  # the record flows from x_from: a finite start only
+            self._run.teleport = Teleport(self.warm_start, level, x_ve, to)
+        self._run.offset = offset
+        if to == 0.0:
+            return x_next, x_next
+        sigma = torch.full((x.shape[0],), to, dtype=x.dtype, device=x.device)
+        return self._from_ve(x_next, to), self.warm_start(x_next, sigma)
 
     def _solver_step(
         self, x: Tensor, out: Tensor, plan: Plan, j: int, *, first_call: bool
     ) -> tuple[Tensor, Tensor]:
         """Solver interval ``j``: the model output as ``D(x, grid[j])``, then ``solver.update``."""
-        grid, run = plan.grid, self._run
-        x_ve = self._to_ve(x, grid[j])
+        run = self._run
         if first_call and plan.teleport_first:  # as scale_model_input did to the model's input
-            run.teleport = Teleport(self.warm_start, plan.start, x_ve, grid[j])
-            x_ve = self._teleport(x_ve, plan.start, grid[j])
-        x_t = x_ve * self._schedule.alpha_at(grid[j]) if self._scaled else x
+            x_start = self._to_ve(x, plan.start)
+            run.teleport = Teleport(self.warm_start, plan.start, x_start, plan.grid[0])
+            x_ve = self._teleport(x_start, plan.start, plan.grid[0])
+            x = self._from_ve(x_ve, plan.grid[0])
+        else:
+            x_ve = self._to_ve(x, plan.grid[j])
         t = torch.full((x.shape[0],), plan.grid_times[j], dtype=torch.float64, device=x.device)
-        denoised = to_denoised(self._schedule, out, x_t, t, self._prediction).to(x.dtype)
-        solver = run.solver if run.solver is not None else self._solver
+        denoised = to_denoised(self._schedule, out, x, t, self._prediction).to(x.dtype)
+        grid, i = plan.grid[run.offset :], j - run.offset
         if not run.solver_started:
+            solver = self._solver
+            if self.warm_start is not None:
+                solver = with_warm_start_statistics(solver, self.warm_start, grid, cache=self._statistics)
+            run.solver = solver
             run.solver_state = solver.init(x_ve, grid, run.teleport)
             run.solver_started = True
-        x_next, run.solver_state = solver.update(x_ve, denoised, grid, j, run.solver_state)
-        return self._from_ve(x_next, grid[j + 1]), denoised
+        x_next, run.solver_state = run.solver.update(x_ve, denoised, grid, i, run.solver_state)
+        return self._from_ve(x_next, grid[i + 1]), denoised
 
     def add_noise(self, original_samples: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
-        """``x0`` noised to ``timesteps`` in the coordinates this scheduler holds (img2img, training)."""
+        """``x0`` noised to ``timesteps``, in the native coordinates the pipeline holds (img2img,
+        inpainting, training): ``alpha x0 + sigma_t noise`` at the level each timestep names."""
         t = torch.as_tensor(timesteps, device=original_samples.device).to(torch.float64).flatten()
         if self._flow:
             t = t / self.config.num_train_timesteps
@@ -396,6 +461,4 @@ class GaussportScheduler(SchedulerMixin, ConfigMixin):
         view = (-1,) + (1,) * (original_samples.ndim - 1)
         alpha = alpha.reshape(view).to(original_samples.dtype)
         sigma = sigma.reshape(view).to(original_samples.dtype)
-        if self._scaled:
-            return original_samples + noise * (sigma / alpha)
         return original_samples * alpha + noise * sigma
