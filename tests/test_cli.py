@@ -337,9 +337,14 @@ def test_solvers_lists_order_cost_a_distinguishing_line_and_the_reference(
     # Every name says what sets it apart: no two names share their description (ddim, dpmpp_2m,
     # ... are one class with different presets).
     assert len(set(described.values())) == len(names), described
+    # The line comes from the registry (gaussport.solvers.summary), with the preset options.
+    for name in names:
+        assert gaussport.solvers.summary(name) in described[name], name
     assert "DDIM (eta = 0)" in described["ddim"] and "solver_order=1" in described["ddim"]
-    assert "second-order method" in described["dpmpp_3m"]
+    assert "second order" in described["dpmpp_3m"] and "third order" in described["dpmpp_3m_fixed"]
     assert "variant='bh2'" in described["unipc_bh2"]
+    inverts = {name for name in names if "inverts" in blocks[name].splitlines()[0]}
+    assert inverts == set(gaussport.solvers.available(inversion=True))
     assert "2 evaluations per step (1 on a final step to sigma = 0)" in blocks["heun"]
     assert "Karras et al." in blocks["heun"] and "Zhao et al." in blocks["unipc_bh1"]
 

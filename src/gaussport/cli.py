@@ -212,11 +212,11 @@ def _cmd_solvers(args: argparse.Namespace) -> int:
 
 
 def _solver_card(name: str) -> list[str]:
-    """What ``gaussport solvers`` prints for ``name``: read from the registry and the solver's docstring.
+    """What ``gaussport solvers`` prints for ``name``, all read from the registry and the solver.
 
     The order and cost come from the solver object (``order``, ``cold_start_order``,
-    ``evaluations``), the line that tells this name from the others registered on the same class
-    from its preset options and the docstring bullet naming it, the reference from the
+    ``evaluations``), the line that tells this name from the others from the registry
+    (:func:`gaussport.solvers.summary`) with the preset options, the reference from the class
     docstring's ``References:`` section.
     """
     from . import solvers
@@ -229,73 +229,29 @@ def _solver_card(name: str) -> list[str]:
     if last != per_step:
         cost += f" ({last} on a final step to sigma = 0)"
     head = f"order {order}" + (f" ({cold} from a cold start)" if cold != order else "")
-    doc = inspect.getdoc(cls) or ""
-    lines = [f"{name:<18}{head}, {cost}"]
     wrap = textwrap.TextWrapper(width=106, initial_indent="    ", subsequent_indent="      ")
-    summary = _plain(doc.split("\n\n")[0]) if doc else cls.__qualname__
-    lines += wrap.wrap(f"{summary} [{cls.__qualname__}]")
-    # What tells this name from the others registered on the same class: its preset options and
-    # the docstring's bullet on it.
+    lines = [f"{name:<18}{head}, {cost}" + ("; inverts (gaussport.invert)" if cls.supports_inversion else "")]
     options = ", ".join(f"{k}={v!r}" for k, v in preset.items())
-    bullet = _bullet_naming(doc, name)
-    if options or bullet:
-        lines += wrap.wrap(f"{'preset ' + options if options else name}: {bullet or 'the class defaults'}")
-    reference = _first_reference(doc)
+    lines += wrap.wrap(solvers.summary(name) + (f" [{cls.__qualname__}({options})]" if options else ""))
+    reference = _first_reference(inspect.getdoc(cls) or "")
     if reference:
         lines += wrap.wrap(f"reference: {reference}")
     return lines
 
 
-def _plain(text: str) -> str:
-    """Docstring text on one line, without reStructuredText markup."""
-    return " ".join(text.replace("``", "").replace("**", "").split())
-
-
-def _top_level_cut(text: str, stops: str) -> str:
-    """``text`` up to the first character of ``stops`` outside parentheses and quotes (sentence ends:
-    ``". "`` before a capital)."""
-    depth, quoted = 0, False
-    for i, ch in enumerate(text):
-        if ch == '"':
-            quoted = not quoted
-        elif ch == "(" and not quoted:
-            depth += 1
-        elif ch == ")" and not quoted:
-            depth -= 1
-        elif depth == 0 and not quoted:
-            if ch in stops:
-                return text[:i]
-            if ch == "." and text[i + 1 : i + 2] == " " and text[i + 2 : i + 3].isupper():
-                return text[: i + 1]
-    return text
-
-
-def _bullet_naming(doc: str, name: str) -> str:
-    """The docstring bullet (``* ...``) that names ``name`` in double backticks, up to its first ``;``."""
-    bullets: list[list[str]] = []
-    inside = False
-    for line in doc.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("* "):
-            bullets.append([stripped[2:]])
-            inside = True
-        elif inside and stripped and line[:1].isspace():
-            bullets[-1].append(stripped)  # the bullet's continuation lines are indented
-        else:
-            inside = False
-    for parts in bullets:
-        text = " ".join(parts)
-        if f"``{name}``" in text:
-            return _top_level_cut(_plain(text), ";").strip()
-    return ""
-
-
 def _first_reference(doc: str) -> str:
-    """The first work the docstring's ``References:`` section cites."""
-    head, found, rest = doc.partition("References:\n")
+    """The first work the docstring's ``References:`` section cites (up to its first ``;``)."""
+    _, found, rest = doc.partition("References:\n")
     if not found:
         return ""
-    return _top_level_cut(_plain(rest.split("\n\n")[0]), ";").strip().rstrip(".")
+    text = " ".join(rest.split("\n\n")[0].replace("``", "").split())
+    depth = 0
+    for k, ch in enumerate(text):  # the first ";" outside parentheses ends the first work
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if ch == ";" and depth == 0:
+            text = text[:k]
+            break
+    return text.strip().rstrip(".")
 
 
 def build_parser() -> argparse.ArgumentParser:

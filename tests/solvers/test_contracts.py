@@ -204,11 +204,18 @@ def test_registry_errors() -> None:
 def test_register_and_unregister_a_solver() -> None:
     cls, _ = gaussport.solvers.solver_class("euler")
     gaussport.solvers.register("_euler_copy")(cls)
+    gaussport.solvers.register("_euler_named", summary="Euler, registered again with a summary")(cls)
     try:
         assert "_euler_copy" in gaussport.solvers.available()
         assert isinstance(gaussport.solvers.get("_euler_copy"), cls)
+        # Without a registered summary: the first line of the class docstring.
+        assert gaussport.solvers.summary("_euler_copy") == cls.__doc__.strip().splitlines()[0]
+        assert gaussport.solvers.summary("_euler_named") == "Euler, registered again with a summary"
     finally:
         gaussport.solvers.unregister("_euler_copy")
+        gaussport.solvers.unregister("_euler_named")
     assert "_euler_copy" not in gaussport.solvers.available()
+    with pytest.raises(ValueError, match="unknown solver"):
+        gaussport.solvers.summary("_euler_named")
     with pytest.raises(ValueError, match="unknown solver"):
         gaussport.solvers.unregister("_euler_copy")

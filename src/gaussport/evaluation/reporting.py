@@ -102,10 +102,12 @@ def plot_quality(
     ax.set_ylabel(error_label)
     if with_fd:
         ax2 = axes[0][1]
+        spread = False  # error bars only where a spread over seeds was measured
         for s in series:
             pts = [(n, f) for n, f in zip(s.nfe, s.frechet, strict=False) if f is not None]
             if pts:
                 std = [0.0 if math.isnan(f.std) else f.std for _, f in pts]
+                spread = spread or any(v > 0 for v in std)
                 ax2.errorbar(
                     [n for n, _ in pts],
                     [f.mean for _, f in pts],
@@ -118,7 +120,7 @@ def plot_quality(
         ax2.set_xscale("log")
         ax2.set_yscale("log")
         ax2.set_xlabel("denoiser evaluations (NFE)")
-        ax2.set_ylabel("Frechet distance (mean +- std over seeds)")
+        ax2.set_ylabel(f"Frechet distance (mean{' +- std' if spread else ''} over seeds)")
     for a in axes[0]:
         a.set_xticks(nfes)
         a.xaxis.set_major_formatter(ScalarFormatter())

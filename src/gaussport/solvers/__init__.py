@@ -11,7 +11,7 @@ import pkgutil
 
 from .. import _deprecation
 from .base import History, SingleEvaluationSolver, Solver, StatisticsSolver, Step, Teleport, TwoStageSolver
-from .registry import available, get, register, solver_class, unregister
+from .registry import available, get, register, solver_class, summary, unregister
 
 __all__ = [
     "History",
@@ -25,6 +25,7 @@ __all__ = [
     "get",
     "register",
     "solver_class",
+    "summary",
     "unregister",
 ]
 

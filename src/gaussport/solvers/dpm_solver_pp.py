@@ -31,11 +31,28 @@ _SOLVER_TYPES = ("midpoint", "taylor")
 _THIRD_ORDER = ("corrected", "published")
 
 
-@register("ddim", solver_order=1)
-@register("dpmpp_2m", solver_order=2, solver_type="midpoint")
-@register("dpmpp_2m_taylor", solver_order=2, solver_type="taylor")
-@register("dpmpp_3m", solver_order=3, solver_type="taylor", third_order="published")
-@register("dpmpp_3m_fixed", solver_order=3, solver_type="taylor", third_order="corrected")
+@register("ddim", solver_order=1, summary="DDIM (eta = 0) for a denoiser: DPM-Solver++ of order 1")
+@register(
+    "dpmpp_2m",
+    solver_order=2,
+    solver_type="midpoint",
+    summary="DPM-Solver++(2M), midpoint type (k-diffusion sample_dpmpp_2m, diffusers' default)",
+)
+@register("dpmpp_2m_taylor", solver_order=2, solver_type="taylor", summary="DPM-Solver++(2M), taylor type")
+@register(
+    "dpmpp_3m",
+    solver_order=3,
+    solver_type="taylor",
+    third_order="published",
+    summary="DPM-Solver++(3M) as published (k-diffusion, diffusers, dpm-solver): second order",
+)
+@register(
+    "dpmpp_3m_fixed",
+    solver_order=3,
+    solver_type="taylor",
+    third_order="corrected",
+    summary="DPM-Solver++(3M) with its third-order term corrected: third order",
+)
 @dataclass(frozen=True, slots=True)
 class DPMSolverPP(SingleEvaluationSolver[History]):
     """DPM-Solver++ multistep (data prediction) in ``lambda = -log sigma``; orders 1, 2, 3.
@@ -134,7 +151,11 @@ class DPMSolverPP(SingleEvaluationSolver[History]):
         return x_next, state.push(sigma, denoised, keep=self.solver_order - 1)
 
 
-@register("dpmpp_2s", r=0.5)
+@register(
+    "dpmpp_2s",
+    r=0.5,
+    summary="DPM-Solver++(2S), single-step (k-diffusion sample_dpmpp_2s_ancestral, eta = 0)",
+)
 @dataclass(frozen=True, slots=True)
 class DPMSolverPP2S(TwoStageSolver):
     """DPM-Solver++(2S): singlestep second order in ``lambda = -log sigma``, data prediction.

@@ -98,7 +98,10 @@ def _combine(x_s: Tensor, step: StepCoefficients, g: list[Tensor], weights: list
     return step.decay * (x_s - acc)
 
 
-@register("dpm_solver_v3")
+@register(
+    "dpm_solver_v3",
+    summary="DPM-Solver-v3: multistep predictor-corrector on empirical model statistics (EMS)",
+)
 @dataclass(frozen=True, slots=True)
 class DPMSolverV3(StatisticsSolver[V3State]):
     """DPM-Solver-v3: a multistep predictor-corrector built on empirical model statistics (EMS).

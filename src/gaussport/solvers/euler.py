@@ -12,7 +12,7 @@ from .base import SingleEvaluationSolver
 from .registry import register
 
 
-@register("euler")
+@register("euler", summary="Euler in sigma (k-diffusion sample_euler, Karras et al. 2022)")
 @dataclass(frozen=True, slots=True)
 class Euler(SingleEvaluationSolver[None]):
     """Euler's method on the probability-flow ODE ``dx/dsigma = (x - D(x, sigma)) / sigma``.

@@ -12,7 +12,7 @@ from .base import TwoStageSolver
 from .registry import register
 
 
-@register("heun")
+@register("heun", summary="Heun's second-order method in sigma (EDM's deterministic sampler)")
 @dataclass(frozen=True, slots=True)
 class Heun(TwoStageSolver):
     """Heun's method (explicit trapezoid) on ``dx/dsigma = (x - D(x, sigma)) / sigma``.

@@ -53,8 +53,18 @@ class SlopeHistory:
         return len(self.sigmas)
 
 
-@register("ipndm", adams_bashforth=4, variable_step=False)
-@register("ipndm_v", adams_bashforth=4, variable_step=True)
+@register(
+    "ipndm",
+    adams_bashforth=4,
+    variable_step=False,
+    summary="iPNDM: equal-step Adams-Bashforth (AB-4) in sigma",
+)
+@register(
+    "ipndm_v",
+    adams_bashforth=4,
+    variable_step=True,
+    summary="iPNDM, variable-step Adams-Bashforth (AB-4; k-diffusion sample_lms above 0)",
+)
 @dataclass(frozen=True, slots=True)
 class IPNDM(SingleEvaluationSolver[SlopeHistory]):
     """Improved PNDM: explicit Adams-Bashforth on ``dx/dsigma = (x - D(x, sigma)) / sigma``.

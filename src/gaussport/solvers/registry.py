@@ -16,18 +16,21 @@ from typing import Any, TypeVar
 from .. import _deprecation
 from .base import Solver
 
-__all__ = ["register", "unregister", "get", "available", "solver_class"]
+__all__ = ["register", "unregister", "get", "available", "solver_class", "summary"]
 
 _T = TypeVar("_T", bound=type)
 _REGISTRY: dict[str, tuple[type[Solver], dict[str, Any]]] = {}
+_SUMMARIES: dict[str, str] = {}
 _PLUGINS_LOADED = False
 
 
-def register(name: str, /, **preset: Any) -> Callable[[_T], _T]:
+def register(name: str, /, *, summary: str | None = None, **preset: Any) -> Callable[[_T], _T]:
     """Class decorator registering a solver under ``name`` with preset options.
 
     One class may be registered under several names with different presets, e.g.
     ``@register("dpmpp_2m", solver_order=2)`` and ``@register("dpmpp_3m", solver_order=3)``.
+    ``summary`` is the one line that tells this name from the others (``gaussport solvers`` prints
+    it; default: the first line of the class docstring).
 
     Raises:
         ValueError: if ``name`` is already registered.
@@ -41,6 +44,8 @@ def register(name: str, /, **preset: Any) -> Callable[[_T], _T]:
                 f"a solver named {name!r} is already registered ({_REGISTRY[name][0].__qualname__})."
             )
         _REGISTRY[name] = (cls, dict(preset))
+        if summary is not None:
+            _SUMMARIES[name] = summary
         return cls
 
     return decorator
@@ -54,6 +59,17 @@ def unregister(name: str, /) -> None:
     """
     solver_class(name)  # raises the usual "unknown solver" error
     del _REGISTRY[name]
+    _SUMMARIES.pop(name, None)
+
+
+def summary(name: str, /) -> str:
+    """The one line that describes the solver registered as ``name`` (its registered summary, or
+    the first line of its class docstring)."""
+    cls, _ = solver_class(name)
+    if name in _SUMMARIES:
+        return _SUMMARIES[name]
+    doc = (cls.__doc__ or cls.__qualname__).strip().splitlines()
+    return doc[0].strip() if doc else cls.__qualname__
 
 
 def _load_plugins() -> None:

@@ -36,9 +36,14 @@ class UniPCState:
     order_prev: int = 0
 
 
-@register("unipc_bh1", variant="bh1", solver_order=3)
-@register("unipc_bh2", variant="bh2", solver_order=2)
-@register("unipc_vary_coeff", variant="vary_coeff", solver_order=3)
+@register("unipc_bh1", variant="bh1", solver_order=3, summary="UniPC-3 with B(h) = h (bh1)")
+@register("unipc_bh2", variant="bh2", solver_order=2, summary="UniPC-2 with B(h) = e^h - 1 (bh2)")
+@register(
+    "unipc_vary_coeff",
+    variant="vary_coeff",
+    solver_order=3,
+    summary="UniPC-3 with varying coefficients (UniPC_v, with the wl-zhao/UniPC#10 fix)",
+)
 @dataclass(frozen=True, slots=True)
 class UniPC(SingleEvaluationSolver[UniPCState]):
     """UniPC multistep predictor-corrector in ``lambda = -log sigma`` (data prediction).
