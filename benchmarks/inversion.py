@@ -48,6 +48,7 @@ import torch
 import gaussport
 from gaussport import grids
 from gaussport.analytic import Gaussian, anisotropic_mixture
+from gaussport.evaluation import markdown_table
 from gaussport.inversion import invert
 
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
@@ -180,6 +181,14 @@ def _triple(cell: dict[str, float]) -> str:
     return f"{cell['round_trip']:.1e} / {cell['failed']:.0%} / {cell['noise']:.1e}"
 
 
+def _table(
+    rows: dict[str, Any], title: str, cell: Callable[[dict[str, Any], dict[str, Any]], str]
+) -> list[str]:
+    """A table over solvers x NFE of ``cell(plain, teleport)``, under ``title``."""
+    body = [[solver] + [cell(c[n]["plain"], c[n]["teleport"]) for n in NFES] for solver, c in rows.items()]
+    return ["", title, "", markdown_table(["solver"] + [f"NFE {n}" for n in NFES], body)]
+
+
 def report(results: dict[str, Any], meta: dict[str, Any]) -> str:
     lines = [
         "# Inversion: round trip data -> noise -> data",
@@ -193,57 +202,42 @@ def report(results: dict[str, Any], meta: dict[str, Any]) -> str:
         "RMS(exact inversion). Teleport: the data's Gaussian, `teleport='respace'` (same NFE).",
     ]
     for name, res in results.items():
+        rows = res["rows"]
+
         lines += [
             "",
             f"## {name}: {res['description']}",
             "",
             f"Teleport level sigma_skip = {res['sigma_skip']}; reference inversion accurate to "
             f"{res['reference_accuracy']:.1e} (relative).",
-            "",
+        ]
+        lines += _table(
+            rows,
             "Round trip error (median), plain -> teleport (ratio):",
-            "",
-            "| solver | " + " | ".join(f"NFE {n}" for n in NFES) + " |",
-            "|---|" + "---|" * len(NFES),
-        ]
-        for solver, cells in res["rows"].items():
-            parts = []
-            for nfe in NFES:
-                p, t = cells[nfe]["plain"]["round_trip"], cells[nfe]["teleport"]["round_trip"]
-                parts.append(f"{p:.1e} -> {t:.1e} ({t / p:.2f})")
-            lines.append(f"| {solver} | " + " | ".join(parts) + " |")
-        lines += [
-            "",
+            lambda p, t: (
+                f"{p['round_trip']:.1e} -> {t['round_trip']:.1e} ({t['round_trip'] / p['round_trip']:.2f})"
+            ),
+        )
+        lines += _table(
+            rows,
             f"Failed round trips (share of samples off by more than {FAILED}), plain -> teleport:",
-            "",
-            "| solver | " + " | ".join(f"NFE {n}" for n in NFES) + " |",
-            "|---|" + "---|" * len(NFES),
-        ]
-        for solver, cells in res["rows"].items():
-            parts = [
-                f"{cells[n]['plain']['failed']:.0%} -> {cells[n]['teleport']['failed']:.0%}" for n in NFES
-            ]
-            lines.append(f"| {solver} | " + " | ".join(parts) + " |")
-        lines += [
-            "",
+            lambda p, t: f"{p['failed']:.0%} -> {t['failed']:.0%}",
+        )
+        lines += _table(
+            rows,
             "Noise error (against the model's exact inversion), plain -> teleport:",
-            "",
-            "| solver | " + " | ".join(f"NFE {n}" for n in NFES) + " |",
-            "|---|" + "---|" * len(NFES),
+            lambda p, t: f"{p['noise']:.1e} -> {t['noise']:.1e}",
+        )
+        sweep = [
+            [solver, _triple(rows[solver][10]["plain"])] + [_triple(cells[s]) for s in SKIP_SWEEP]
+            for solver, cells in res["sweep"].items()
         ]
-        for solver, cells in res["rows"].items():
-            parts = [f"{cells[n]['plain']['noise']:.1e} -> {cells[n]['teleport']['noise']:.1e}" for n in NFES]
-            lines.append(f"| {solver} | " + " | ".join(parts) + " |")
         lines += [
             "",
             "The teleport level at NFE 10 (median round trip / failed / noise error; no teleport first):",
             "",
-            "| solver | plain | " + " | ".join(f"{s:g}" for s in SKIP_SWEEP) + " |",
-            "|---|---|" + "---|" * len(SKIP_SWEEP),
+            markdown_table(["solver", "plain"] + [f"{s:g}" for s in SKIP_SWEEP], sweep),
         ]
-        for solver, cells in res["sweep"].items():
-            plain = res["rows"][solver][10]["plain"]
-            parts = [_triple(cells[s]) for s in SKIP_SWEEP]
-            lines.append(f"| {solver} | {_triple(plain)} | " + " | ".join(parts) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -19,12 +19,13 @@ import torch
 from torch import Tensor
 
 import gaussport
-from gaussport import grids, schedules
+from gaussport import grids
 from gaussport.adapters.diffusers import DiffusersDenoiser
 from gaussport.analytic import Gaussian
 from gaussport.testing import gaussian_of_shape
 from gaussport.testing.diffusers import (
     ExactForward,
+    flow_exact,
     text_free_sd_pipeline,
     tiny_cond_unet,
     tiny_kandinsky_unet,
@@ -197,34 +198,13 @@ def test_ddim_pipeline_after_construction(kinds: dict[str, _Kind]) -> None:
         ddim(batch_size=2, num_inference_steps=5, eta=0.5, output_type="np")
 
 
-class _PointModel:
-    """The exact prediction for data that is one point ``x0``: epsilon ``(x_t - alpha x0) / sigma_t``
-    (VP; with zero variance channels for a learned-variance UNet) or velocity ``(x_t - x0) / t`` (flow,
-    timestep ``1000 t``), with UNets' (``sample``) and transformers' (``hidden_states``) call signatures."""
-
-    def __init__(self, x0: Tensor, alphas_cumprod: Tensor | None, learned_variance: bool = False) -> None:
-        self.x0, self.learned_variance = x0.double(), learned_variance
-        self.vp = schedules.VPDiscrete(alphas_cumprod) if alphas_cumprod is not None else None
-
-    def __call__(
-        self,
-        sample: Tensor | None = None,
-        timestep: Any = None,
-        *args: Any,
-        hidden_states: Tensor | None = None,
-        return_dict: bool = True,
-        **kwargs: Any,
-    ) -> Any:
-        x = (sample if sample is not None else hidden_states).double()
-        t = torch.as_tensor(timestep, dtype=torch.float64).reshape(-1, 1, 1, 1)
-        if self.vp is None:
-            out = (x - self.x0) / (t / 1000)
-        else:
-            alpha, sigma = self.vp.alpha_sigma(t)
-            out = (x - alpha * self.x0) / sigma
-        if self.learned_variance:
-            out = torch.cat([out, torch.zeros_like(out)], 1)
-        return (out.float(),)
+def _point_model(x0: Tensor, alphas_cumprod: Tensor | None, learned_variance: bool = False) -> Any:
+    """The exact prediction for data that is one point ``x0``: the Gaussian-exact forward of a
+    Gaussian with zero variance (its denoiser is ``x0`` at every level), VP or flow (timestep ``1000 t``)."""
+    point = Gaussian.diagonal(x0[0].double(), torch.zeros(x0[0].numel(), dtype=torch.float64))
+    if alphas_cumprod is None:
+        return flow_exact(point)
+    return vp_exact(point, alphas_cumprod, learned_variance=learned_variance)
 
 
 def _img2img(name: str, kinds: dict[str, _Kind]) -> tuple[Any, dict[str, Any], Tensor, Any]:
@@ -235,12 +215,12 @@ def _img2img(name: str, kinds: dict[str, _Kind]) -> tuple[Any, dict[str, Any], T
         kandinsky = kinds["kandinsky"]
         base = diffusers.DDPMScheduler(**KANDINSKY)
         unet = tiny_kandinsky_unet()
-        unet.forward = _PointModel(x0, base.alphas_cumprod, learned_variance=True)
+        unet.forward = _point_model(x0, base.alphas_cumprod, learned_variance=True)
         pipe = diffusers.KandinskyV22Img2ImgPipeline(unet=unet, scheduler=base, movq=kandinsky.pipe.movq)
         image = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(8))  # in [0, 1]
         with torch.no_grad():  # the pipeline's latents of the image: the data point
             x0 = pipe.movq.encode(pipe.image_processor.preprocess(image, 16, 16))["latents"]
-        unet.forward = _PointModel(x0, base.alphas_cumprod, learned_variance=True)
+        unet.forward = _point_model(x0, base.alphas_cumprod, learned_variance=True)
         emb = torch.randn(1, 32, generator=torch.Generator().manual_seed(9))
         args = {"image_embeds": emb, "negative_image_embeds": torch.zeros_like(emb), "image": image}
         args |= {"height": 16, "width": 16, "guidance_scale": 4.0}
@@ -248,7 +228,7 @@ def _img2img(name: str, kinds: dict[str, _Kind]) -> tuple[Any, dict[str, Any], T
     if name == "sd":  # set_begin_index, add_noise, scale_model_input
         base = diffusers.EulerDiscreteScheduler(**SD, steps_offset=1)
         unet = tiny_cond_unet()
-        unet.forward = _PointModel(x0, base.alphas_cumprod)
+        unet.forward = _point_model(x0, base.alphas_cumprod)
         pipe = diffusers.StableDiffusionImg2ImgPipeline(
             vae=tiny_vae(),
             text_encoder=None,
@@ -264,7 +244,7 @@ def _img2img(name: str, kinds: dict[str, _Kind]) -> tuple[Any, dict[str, Any], T
     # sd3: set_begin_index, FlowMatch's scale_noise
     base = diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0)
     transformer = tiny_sd3_transformer()
-    transformer.forward = _PointModel(x0, None)
+    transformer.forward = _point_model(x0, None)
     pipe = diffusers.StableDiffusion3Img2ImgPipeline(
         transformer=transformer,
         scheduler=base,
@@ -305,26 +285,15 @@ def test_img2img_ends_at_the_data_point_as_the_peers(kinds: dict[str, _Kind], na
 
 def _saved(kind: str) -> tuple[Any, Any, dict[str, Any]]:
     """A tiny pipeline of ``kind``, its run from fixed noise, and what from_pretrained needs besides."""
+
+    def run_prompt(p: Any) -> Tensor:
+        latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+        return p("a photo of a cat", latents=latents, num_inference_steps=STEPS, output_type="latent").images
+
     if kind == "sd":
-        pipe = tiny_sd_pipeline()
-
-        def run(p: Any) -> Tensor:
-            latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
-            return p(
-                "a photo of a cat", latents=latents, num_inference_steps=STEPS, output_type="latent"
-            ).images
-
-        return pipe, run, {}
-    if kind == "sd3":
-        pipe = tiny_sd3_pipeline()
-
-        def run(p: Any) -> Tensor:
-            latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
-            return p(
-                "a photo of a cat", latents=latents, num_inference_steps=STEPS, output_type="latent"
-            ).images
-
-        return pipe, run, {"text_encoder_3": None, "tokenizer_3": None}  # SD3 without T5, as users load it
+        return tiny_sd_pipeline(), run_prompt, {}
+    if kind == "sd3":  # SD3 without T5, as users load it
+        return tiny_sd3_pipeline(), run_prompt, {"text_encoder_3": None, "tokenizer_3": None}
     pipe = diffusers.DDPMPipeline(unet=tiny_unet(), scheduler=diffusers.DDPMScheduler())
     pipe.set_progress_bar_config(disable=True)
 

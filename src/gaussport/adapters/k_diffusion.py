@@ -334,30 +334,19 @@ def _integrate(
             callback=cb,
             disable=disable,
         ).x
-    if grid[-1] > grid[0]:
-        if skip is None:
-            return invert(denoiser, x, grid, solver, callback=cb, disable=disable).x
-        if teleport == "respace" and skip <= grid[0]:
-            teleport = "truncate"  # nothing left to respace: the teleport covers every level
-        return invert(
-            denoiser,
-            x,
-            grid,
-            solver,
-            warm_start=warm,
-            sigma_skip=skip,
-            teleport=teleport,
-            callback=cb,
-            disable=disable,
-        ).x
+    upward = grid[-1] > grid[0]  # ComfyUI's FlipSigmas: unsampling, data to noise
     if skip is None:
+        if upward:
+            return invert(denoiser, x, grid, solver, callback=cb, disable=disable).x
         if warm is not None:  # nothing to teleport (img2img), but the warm start's EMS still apply
             solver = with_warm_start_statistics(solver, warm, grid)
         return solve(denoiser, x, grid, solver, callback=cb, disable=disable).x
-    positive_min = grid[-2] if grid[-1] == 0.0 else grid[-1]
-    if teleport == "respace" and skip <= positive_min:
-        teleport = "truncate"  # nothing left to respace: the teleport covers every positive level
-    return sample(
+    # The lowest positive level the solver integrates: nothing is left to respace at or below it.
+    lowest = grid[0] if upward else (grid[-2] if grid[-1] == 0.0 else grid[-1])
+    if teleport == "respace" and skip <= lowest:
+        teleport = "truncate"  # the teleport covers every positive level
+    run = invert if upward else sample
+    return run(
         denoiser,
         x,
         grid,
