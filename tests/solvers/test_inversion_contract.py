@@ -86,6 +86,7 @@ def test_the_declared_inversion_support_is_honoured(solver_name: str) -> None:
     assert all(s > 0 for s in counter.sigmas)
 
 
+@pytest.mark.slow
 def test_inversion_converges_at_the_declared_orders(solver_name: str) -> None:
     solver = gaussport.solvers.get(solver_name)
     if not solver.supports_inversion:
