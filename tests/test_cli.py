@@ -86,11 +86,11 @@ def test_digits_demo_library_result(tmp_path) -> None:  # type: ignore[no-untype
     ("args", "message"),
     [
         (["--solver", "nope"], "unknown solver 'nope'"),
-        (["--nfe", "0"], "NFE budgets must be positive integers"),
+        (["--nfe", "0"], "argument --nfe: must be a positive integer; got 0."),
         (["--steps", "3"], "--steps applies to --target mixture"),
         (["--sigma-skip", "100"], "must lie in"),
-        (["--batch", "0"], "batch (the number of seeds) must be at least 1"),
-        (["--frechet-samples", "1"], "frechet_samples must be 0"),
+        (["--batch", "0"], "argument --batch: must be a positive integer; got 0."),
+        (["--frechet-samples", "1"], "--frechet-samples must be 0 (no Frechet distance) or at least 2"),
         (["--target", "mixture", "--nfe", "6"], "--nfe: options of the digits model only"),
         (
             ["--target", "mixture", "--solver", "nope", "--steps", "3", "--batch", "2"],
@@ -102,6 +102,7 @@ def test_demo_reports_bad_input(
     tmp_path,  # type: ignore[no-untyped-def]
     args: list[str],
     message: str,
+    no_work: None,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     out = tmp_path / "out"
@@ -111,10 +112,115 @@ def test_demo_reports_bad_input(
 
 
 def test_demo_rejects_unknown_teleport_mode(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["demo", "--teleport", "none"])
-    assert exc.value.code == 2
+    assert cli.main(["demo", "--teleport", "none"]) == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- bad input first (issue 12, item 9)
+@pytest.fixture
+def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tripwires on the work itself (the digits model, the mixture target, training): bad input must
+    be refused before any of it starts."""
+
+    def tripwire(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("work started before the bad input was refused")
+
+    import gaussport.demo.mixture_demo
+    import gaussport.digits
+
+    monkeypatch.setattr(gaussport.digits, "evaluator", tripwire)
+    monkeypatch.setattr(gaussport.digits, "train_demo_model", tripwire)
+    monkeypatch.setattr(gaussport.demo.mixture_demo, "demo_target", tripwire)
+
+
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="cuda runs on this machine")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["demo", "--device", "bogus"], "'bogus' is not a torch device; give cpu or cuda"),
+        pytest.param(["demo", "--device", "cuda"], "'cuda' cannot run here", marks=NO_CUDA),
+        (["demo", "--device", "meta"], "'meta' cannot run here"),
+        (["demo", "--model", "{missing}"], "no such directory; `gaussport train-demo --out DIR` writes one"),
+        (["demo", "--model", "{empty}"], "holds no digits model"),
+        (["demo", "--model", "{file}"], "is a file; give the directory `gaussport train-demo --out DIR`"),
+        (["demo", "--target", "mixture", "--batch", "0"], "argument --batch: must be a positive integer"),
+        (["demo", "--target", "mixture", "--steps", "2"], "--steps 2: its Karras grid has no level"),
+        (["demo", "--target", "mixture", "--device", "cpu"], "--device: options of the digits model only"),
+        (["demo", "--out", "{file}"], "is a file, not a directory"),
+        (["demo", "--cache-dir", "{file}/sub"], "in its path is a file, not a directory"),
+        (["demo", "--seed", "18446744073709551600"], "runs past the largest generator seed"),
+        (["demo", "--batch", "2.5"], "argument --batch: '2.5' is not an integer"),
+        (["train-demo", "--out", "{file}"], "is a file, not a directory"),
+        (["train-demo", "--out", "{missing}", "--steps", "x"], "'x' is not an integer"),
+        (["solvers", "extra"], "gaussport solvers: error: unrecognized arguments: extra"),
+    ],
+)
+def test_bad_arguments_are_one_line_and_exit_2_before_any_work(
+    tmp_path,  # type: ignore[no-untyped-def]
+    args: list[str],
+    message: str,
+    no_work: None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Issue 12, item 9: these raised tracebacks, or failed only after the whole run (--out FILE).
+    (tmp_path / "file").write_text("not a directory")
+    (tmp_path / "empty").mkdir()
+    places = {"file": tmp_path / "file", "missing": tmp_path / "missing", "empty": tmp_path / "empty"}
+    words = [a.format(**places) for a in args]
+    if words[0] == "demo" and "--out" not in words:
+        words += ["--out", str(tmp_path / "out")]
+    before = sorted(tmp_path.rglob("*"))
+    assert cli.main(words) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"gaussport {words[0]}: error: ") and message in err, err
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written
+
+
+def test_a_file_system_failure_during_the_run_is_one_line_and_exit_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Not bad input (the arguments passed every check): the disk filled up during the run.
+    def full(args) -> int:  # type: ignore[no-untyped-def]
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cli, "_mixture_demo", full)
+    assert cli.main(["demo", "--target", "mixture", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err == "gaussport demo: error: [Errno 28] No space left on device\n"
+
+
+def test_a_failed_write_of_the_demo_outputs_leaves_the_old_files(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Item 9 / item 1: both tables are made before a file is opened, and written atomically, so a
+    # failure leaves results.json and results.csv of an earlier run byte for byte (the old code
+    # had rewritten results.json and truncated results.csv by then).
+    class Unprintable(float):  # JSON writes it (float.__repr__); the CSV writer's repr() fails
+        def __repr__(self) -> str:
+            raise RuntimeError("cannot format this value")
+
+    @dataclass
+    class Run:
+        teleport: str
+        solver: str = "euler"
+        nfe_budget: int = 2
+        nfe: int = 2
+        error: float = 0.5
+
+        def summary(self) -> dict[str, object]:
+            return {"solver": self.solver, "teleport": self.teleport, "trajectory_rms": Unprintable(0.5)}
+
+    settings = {"solvers": ["euler"], "nfes": [2], "teleport": "respace", "sigma_skip": 2.0}
+    result = demo.DigitsDemo((Run("none"), Run("respace")), torch.zeros(1), settings, 1.0, 2.0)  # type: ignore[arg-type]
+    old = {name: f"{name} of an earlier run\n".encode() for name in ("results.json", "results.csv")}
+    for name, data in old.items():
+        (tmp_path / name).write_bytes(data)
+    with pytest.raises(RuntimeError, match="cannot format"):
+        demo.write_digits_outputs(result, tmp_path, plots=False)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == old  # no partial or temporary file
+    with pytest.raises(ValueError, match="is a file, not a directory"):
+        demo.write_digits_outputs(result, tmp_path / "results.csv", plots=False)
 
 
 # ---------------------------------------------------------------------- the analytic mixture demo
@@ -186,16 +292,19 @@ def test_train_demo_help_states_time_and_outputs(capsys: pytest.CaptureFixture[s
     ("args", "message"),
     [
         (["--device", "cuda"], "training runs on the CPU only"),
-        (["--steps", "0"], "--steps must be a positive integer"),
-        (["--batch-size", "-1"], "--batch-size must be a positive integer"),
-        (["--held-out-images", "0"], "--held-out-images must be a positive integer"),
-        (["--threads", "0"], "--threads must be a positive integer"),
+        (["--steps", "0"], "argument --steps: must be a positive integer; got 0."),
+        (["--batch-size", "-1"], "argument --batch-size: must be a positive integer; got -1."),
+        (["--held-out-images", "0"], "argument --held-out-images: must be a positive integer; got 0."),
+        (["--threads", "0"], "argument --threads: must be a positive integer; got 0."),
+        (["--reference-samples", "1"], "argument --reference-samples: must be an integer of at least 2"),
+        (["--seed", "-1"], "argument --seed: must be an integer from 0 to"),
     ],
 )
 def test_train_demo_reports_bad_input(
     tmp_path,  # type: ignore[no-untyped-def]
     args: list[str],
     message: str,
+    no_work: None,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert cli.main(["train-demo", "--out", str(tmp_path / "model"), *args]) == 2
@@ -204,10 +313,9 @@ def test_train_demo_reports_bad_input(
 
 
 def test_train_demo_needs_out(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["train-demo"])
-    assert exc.value.code == 2
-    assert "--out" in capsys.readouterr().err
+    assert cli.main(["train-demo"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the following arguments are required: --out" in err
 
 
 @pytest.mark.slow
@@ -275,7 +383,7 @@ def test_demo_picks_its_threads_by_the_openmp_wait_policy_and_restores_the_count
 
 def test_demo_rejects_a_non_positive_thread_count(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["demo", "--threads", "0", "--quiet"]) == 2
-    assert "--threads must be a positive integer" in capsys.readouterr().err
+    assert "argument --threads: must be a positive integer; got 0." in capsys.readouterr().err
 
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,39 +7,93 @@ name the problem and the fix (docs/conventions.md#bad-input).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
 Grid = tuple[float, ...]
 
 
+def _dense(t: Tensor, name: str) -> None:
+    """Meta tensors hold no values and sparse ones no dense layout: neither is a state or a grid."""
+    if t.is_meta:
+        raise ValueError(f"{name} is on the meta device and holds no values; pass a tensor with data.")
+    if t.layout != torch.strided:
+        raise TypeError(f"{name} has layout {t.layout}; pass a dense tensor ({name}.to_dense()).")
+
+
+def _host(t: Tensor | np.ndarray, name: str) -> np.ndarray | Tensor:
+    """A tensor's values on the host (one copy), or the array itself."""
+    if not isinstance(t, Tensor):
+        return t
+    _dense(t, name)
+    return t.detach().cpu()
+
+
+def _real(value: object, name: str) -> float:
+    """``value`` as a Python float: a real number, or a 0-d real tensor/array; never a bool or a string."""
+    if isinstance(value, (Tensor, np.ndarray)):
+        if value.ndim != 0:
+            raise ValueError(
+                f"{name} is a {type(value).__name__} of shape {tuple(value.shape)}; a noise level is one "
+                "number (grids are one flat sequence of levels, not nested)."
+            )
+        value = _host(value, name).item()  # a Python bool, int, float or complex (or an object)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        if isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray)):
+            raise ValueError(
+                f"{name} is a {type(value).__name__}; a noise level is one number (grids are one flat "
+                "sequence of levels, not nested)."
+            )
+        raise TypeError(f"{name} = {value!r:.40} is not a real number; noise levels are floats.")
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{name} = {value!r:.40} is too large for a float; use a finite level.") from None
+
+
+def noise_level(value: object, *, name: str = "sigma_skip") -> float:
+    """One noise level (``sigma_skip``, ``t_skip``...) as a Python float, finite and >= 0.
+
+    The same rule as every level of a grid (:func:`grid_values`): a real number or a 0-d real
+    tensor/array; booleans, strings ("80" is not 80.0), complex numbers and sequences are refused.
+    """
+    level = _real(value, name)
+    if not math.isfinite(level):
+        raise ValueError(f"{name} = {level} is not finite; every noise level must be a finite float.")
+    if level < 0.0:
+        raise ValueError(f"{name} = {level} is negative; noise levels are standard deviations >= 0.")
+    return level
+
+
 def grid_values(sigmas: Tensor | Sequence[float], *, name: str = "sigmas") -> list[float]:
     """The noise levels of ``sigmas`` as Python floats, each finite and >= 0 (order not checked).
 
-    A tensor is copied to the host once, here. :func:`as_grid` adds the ordering rules; front-end
+    The documented forms (docs/conventions.md#grids): a 1-D real tensor or NumPy array (on any
+    device), or a sequence (list, tuple, ...) of real numbers. Strings, booleans, complex numbers,
+    nested sequences, 2-D arrays, sets and other unordered or one-shot iterables are refused. A
+    tensor is copied to the host once, here. :func:`as_grid` adds the ordering rules; front-end
     adapters that accept repeated levels (:func:`gaussport.grids.merge_repeats`) start from this.
     """
-    if isinstance(sigmas, Tensor):
+    if isinstance(sigmas, (Tensor, np.ndarray)):
         if sigmas.ndim != 1:
-            raise ValueError(f"{name} must be a 1-D tensor of noise levels; got shape {tuple(sigmas.shape)}.")
-        values = [float(v) for v in sigmas.detach().to("cpu", torch.float64).tolist()]
+            raise ValueError(
+                f"{name} must be a 1-D tensor or array of noise levels; got shape {tuple(sigmas.shape)}."
+            )
+        items = _host(sigmas, name).tolist()
+    elif isinstance(sigmas, Sequence) and not isinstance(sigmas, (str, bytes, bytearray)):
+        items = sigmas
     else:
-        try:
-            values = [float(v) for v in sigmas]
-        except TypeError as exc:
-            raise TypeError(
-                f"{name} must be a 1-D tensor or a sequence of floats; got {type(sigmas).__name__}."
-            ) from exc
-    if not values:
+        raise TypeError(
+            f"{name} must be a 1-D tensor or a sequence of floats (a list or tuple); got "
+            f"{type(sigmas).__name__}."
+        )
+    if not items:
         raise ValueError(f"{name} is empty; pass at least one noise level (two for one step).")
-    for i, s in enumerate(values):
-        if not math.isfinite(s):
-            raise ValueError(f"{name}[{i}] = {s} is not finite; every noise level must be a finite float.")
-        if s < 0.0:
-            raise ValueError(f"{name}[{i}] = {s} is negative; noise levels are standard deviations >= 0.")
-    return values
+    return [noise_level(v, name=f"{name}[{i}]") for i, v in enumerate(items)]
 
 
 def as_grid(sigmas: Tensor | Sequence[float], *, name: str = "sigmas", increasing: bool = False) -> Grid:
@@ -85,6 +139,7 @@ def check_state(x: Tensor, *, name: str = "x") -> None:
         raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}.")
     if not x.is_floating_point():
         raise TypeError(f"{name} must have a floating-point dtype; got {x.dtype}. Convert it with x.float().")
+    _dense(x, name)
     if x.ndim < 1:
         raise ValueError(f"{name} must have a batch dimension [B, ...]; got a 0-d tensor.")
     if not bool(torch.isfinite(x).all()):

@@ -1,24 +1,112 @@
-"""gaussport's ``.npz`` files: a format tag, JSON metadata with a version, and plain arrays.
+"""gaussport's files: one atomic writer, and ``.npz`` files with a format tag, JSON metadata and plain arrays.
 
-Every file the library writes (statistics, mixtures, EMS, estimator checkpoints, the digits test
-split) goes through :func:`write_npz` and is read back by :func:`read_npz`, which never unpickles
+Every file the library writes goes through :func:`atomic_writer`: the content is produced in a
+temporary file beside the target and renamed over it only when complete, so a failed or
+interrupted write leaves the target exactly as it was (docs/conventions.md#files). The ``.npz``
+files (statistics, mixtures, EMS, estimator checkpoints, the digits test split) are written by
+:func:`write_npz`, which validates metadata and arrays before anything is opened, and read back
+by :func:`read_npz`, which never unpickles
 (``np.load(allow_pickle=False)``) and turns every way a foreign or damaged file can fail into one
 ``ValueError`` that names the file and what was expected (docs/conventions.md#files).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Mapping
-from typing import Any
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
+import torch
 
-__all__ = ["write_npz", "read_npz"]
+__all__ = ["Array", "as_int", "atomic_writer", "write_npz", "read_npz"]
 
 _TAG = "gaussport_format"
 _META = "metadata"
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike[str], mode: str = "wb", **open_kwargs: Any) -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path`` for writing; rename it over ``path`` on success.
+
+    If the body raises (or the process dies), the temporary file is removed and ``path`` is left
+    byte for byte as it was, or absent if it was absent. The directory must exist; nothing else is
+    created.
+
+    Args:
+        path: the target file.
+        mode: ``"wb"`` (binary) or ``"w"`` (text; ``open_kwargs`` such as ``newline`` apply).
+
+    Raises:
+        FileNotFoundError: the target's directory does not exist.
+        ValueError: ``path`` is an existing directory, or ``mode`` is not a write mode.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_writer writes whole files; mode must be 'w' or 'wb', got {mode!r}.")
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"{os.fspath(path)!r} is a directory; give a file path to write.")
+    parent = target.parent
+    if not parent.is_dir():
+        raise FileNotFoundError(
+            f"cannot write {os.fspath(path)!r}: the directory {os.fspath(parent)!r} does not exist; "
+            "create it first."
+        )
+    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **open_kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        if target.exists():
+            # mkstemp creates mode 0600; keep the permissions the existing file had.
+            os.chmod(tmp, target.stat().st_mode & 0o7777)
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def as_int(value: Any, what: str, *, minimum: int | None = None, allow_none: bool = False) -> int | None:
+    """``value`` as a Python ``int`` (metadata is stored as JSON, which knows no NumPy or tensor numbers).
+
+    Integral NumPy scalars and 0-d integer tensors are converted; a ``bool``, a float (even ``2.0``),
+    a string or an array is refused.
+
+    Raises:
+        TypeError: ``value`` is not an integer (naming ``what``).
+        ValueError: ``value`` is below ``minimum``.
+    """
+    if value is None and allow_none:
+        return None
+    number: int | None = None
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        number = int(value)
+    elif (
+        isinstance(value, torch.Tensor)
+        and value.ndim == 0
+        and not (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool)
+    ):
+        number = int(value.item())
+    if number is None:
+        raise TypeError(
+            f"{what} must be an integer{' or None' if allow_none else ''}; got {value!r} "
+            f"({type(value).__name__})."
+        )
+    if minimum is not None and number < minimum:
+        raise ValueError(f"{what} must be an integer >= {minimum}; got {number}.")
+    return number
 
 
 def write_npz(
@@ -27,64 +115,213 @@ def write_npz(
     version: int,
     metadata: Mapping[str, Any],
     arrays: Mapping[str, np.ndarray],
-    *,
-    atomic: bool = False,
 ) -> None:
     """Write ``arrays`` with the format tag ``fmt`` and ``metadata`` (plus ``version``) as JSON.
 
-    With ``atomic`` the file is written next to ``path`` and renamed into place, so an interrupted
-    write never leaves a half-written file (checkpoints).
+    Everything is validated before the target is touched: the metadata must be JSON (plain
+    ``int``/``float``/``str``/``bool``/lists/dicts; a NumPy scalar or a tensor is refused), and
+    every array a plain numeric or string array that :func:`read_npz` can load without unpickling.
+    The file is then written through :func:`atomic_writer`.
+
+    Raises:
+        TypeError: metadata JSON cannot encode, or an object array.
+        FileNotFoundError: the directory of ``path`` does not exist.
     """
-    target = os.fspath(path)
-    tmp = target + ".tmp" if atomic else target
     meta = {"version": version, **metadata}
-    with open(tmp, "wb") as f:
-        np.savez(f, **{_TAG: np.array(fmt), _META: np.array(json.dumps(meta))}, **arrays)
-    if atomic:
-        os.replace(tmp, target)
+    try:
+        text = json.dumps(meta)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"cannot write {os.fspath(path)!r}: its metadata is not plain JSON ({exc}); pass Python "
+            "int/float/str values (e.g. int(n) for a NumPy integer, t.item() for a tensor)."
+        ) from exc
+    for key, value in arrays.items():
+        if not isinstance(value, np.ndarray) or value.dtype.hasobject:
+            raise TypeError(
+                f"cannot write {os.fspath(path)!r}: {key!r} is {type(value).__name__}"
+                f"{' of dtype object' if isinstance(value, np.ndarray) else ''}; pass a numeric NumPy array."
+            )
+    with atomic_writer(path) as f:
+        np.savez(f, **{_TAG: np.array(fmt), _META: np.array(text)}, **arrays)
+
+
+@dataclass(frozen=True)
+class Array:
+    """What one array of a file must be; :func:`read_npz` checks it before returning the array.
+
+    Attributes:
+        kinds: the accepted NumPy dtype kinds (``"f"`` floating point, ``"i"``/``"u"`` integers,
+            ``"U"`` text); a bool, complex or object array is refused unless listed.
+        ndim: the number of dimensions, or ``None`` for any.
+        finite: refuse NaN and infinite values (floating-point arrays).
+        nonnegative: refuse negative values.
+        required: a missing array is an error (else it is simply absent from the result).
+    """
+
+    kinds: str = "f"
+    ndim: int | None = None
+    finite: bool = True
+    nonnegative: bool = False
+    required: bool = True
+
+    def problem(self, value: np.ndarray) -> str | None:
+        """What is wrong with ``value``, or ``None``."""
+        if value.dtype.kind not in self.kinds:
+            return f"has dtype {value.dtype}, expected {_KIND_NAMES.get(self.kinds, self.kinds)}"
+        if self.ndim is not None and value.ndim != self.ndim:
+            return f"has {value.ndim} dimension(s) (shape {value.shape}), expected {self.ndim}"
+        if self.finite and value.dtype.kind == "f" and not bool(np.isfinite(value).all()):
+            return "contains NaN or infinite values"
+        if self.nonnegative and value.dtype.kind in "fi" and bool((value < 0).any()):
+            return "contains negative values"
+        return None
+
+
+_KIND_NAMES = {"f": "a floating-point array", "iu": "an integer array", "u": "an unsigned integer array"}
+
+Spec = Mapping[str, Array]
 
 
 def read_npz(
-    path: str | os.PathLike[str], fmt: str, version: int, *, what: str, hint: str = ""
+    path: str | os.PathLike[str],
+    fmt: str,
+    version: int,
+    *,
+    what: str,
+    arrays: Spec | Callable[[dict[str, Any]], Spec],
+    fields: Mapping[str, tuple[type, ...]] | None = None,
+    hint: str = "",
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Read a file written by :func:`write_npz` with format tag ``fmt``; never unpickles.
+
+    Every way a file can be damaged (not a zip archive, truncated, a flipped byte caught by the
+    CRC or the array headers, zlib errors, object arrays, missing arrays or metadata keys, arrays
+    of the wrong dtype, dimension or with NaN) becomes one ``ValueError`` naming the file and the
+    problem. Only the declared arrays are returned, each checked against its :class:`Array`.
 
     Args:
         path: the file.
         fmt: the expected format tag.
         version: the newest format version this gaussport reads.
         what: the kind of file, for messages (e.g. ``"statistics"``).
+        arrays: the expected arrays by name, or a function of the metadata returning them (when
+            the names depend on it, as for the components of a mixture).
+        fields: required metadata keys and their accepted JSON types (``int`` excludes ``bool``).
         hint: appended to the "not ours" message (how to get a proper file).
 
     Returns:
-        ``(metadata, arrays)``: the JSON metadata and every other array in the file.
+        ``(metadata, arrays)``: the JSON metadata and the declared arrays.
 
     Raises:
-        ValueError: the file is not ours (pickles, bare ``.npy``, other archives, junk), its
-            metadata is damaged, or its version is newer than ``version``.
+        ValueError: the file is not ours (pickles, bare ``.npy``, other archives, junk), is
+            damaged, its version is newer than ``version``, or an array or metadata key is missing
+            or not what was declared.
+        FileNotFoundError: the file does not exist.
     """
     name = repr(os.fspath(path))
     not_ours = f"{name} is not a gaussport {what} file{hint}"
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{name} does not exist; check the path.")
+    if os.path.isdir(path):
+        raise ValueError(f"{name} is a directory; give the path of a gaussport {what} file.")
     try:
-        data = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise ValueError(not_ours) from exc
-    if not hasattr(data, "files"):  # a bare .npy array
-        raise ValueError(not_ours)
-    with data:
-        if _TAG not in data.files or str(data[_TAG]) != fmt:
-            raise ValueError(not_ours)
-        try:
-            arrays = {key: data[key] for key in data.files if key != _TAG}
-        except (ValueError, OSError) as exc:  # e.g. object arrays, which would need unpickling
-            raise ValueError(not_ours) from exc
+        contents = _read_members(path, fmt)
+    except _NotOurs as exc:
+        raise ValueError(not_ours) from exc.__cause__
+    except Exception as exc:  # noqa: BLE001 - every low-level failure of a damaged file is one error
+        raise ValueError(f"{name} is damaged or truncated ({type(exc).__name__}: {exc}); {_REWRITE}") from exc
     try:
-        meta = json.loads(str(arrays.pop(_META)))
-        found = int(meta["version"])
+        raw = contents.pop(_META)
+        if raw.dtype.kind != "U" or raw.ndim != 0:
+            raise ValueError(f"metadata is a {raw.dtype} array of shape {raw.shape}")
+        meta = json.loads(str(raw))
+        if not isinstance(meta, dict):
+            raise ValueError(f"metadata is a JSON {type(meta).__name__}, not an object")
+        found = meta["version"]
+        if not isinstance(found, int) or isinstance(found, bool):
+            raise ValueError(f"version {found!r} is not an integer")
     except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{name} has damaged metadata: {exc}") from exc
+        raise ValueError(f"{name} has damaged metadata: {exc}; {_REWRITE}") from exc
     if found > version:
         raise ValueError(
             f"{name} has format version {found}; this gaussport reads up to {version}. Upgrade gaussport."
         )
-    return meta, arrays
+    for key, types in (fields or {}).items():
+        if key not in meta:
+            raise ValueError(f"{name} has damaged metadata: the key {key!r} is missing; {_REWRITE}")
+        value = meta[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            expected = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise ValueError(
+                f"{name} has damaged metadata: {key!r} is {value!r}, expected {expected}; {_REWRITE}"
+            )
+    try:
+        spec = arrays(meta) if callable(arrays) else arrays
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{name} has damaged metadata: {exc}; {_REWRITE}") from exc
+    out: dict[str, np.ndarray] = {}
+    for key, expected in spec.items():
+        if key not in contents:
+            if expected.required:
+                raise ValueError(f"{name} is incomplete: the array {key!r} is missing; {_REWRITE}")
+            continue
+        problem = expected.problem(contents[key])
+        if problem is not None:
+            raise ValueError(f"{name} is damaged: the array {key!r} {problem}; {_REWRITE}")
+        out[key] = contents[key]
+    return meta, out
+
+
+_REWRITE = "write the file again with the gaussport function that made it"
+
+
+class _NotOurs(Exception):
+    """The file is no gaussport file of the expected format at all (rather than a damaged one)."""
+
+
+def _read_members(path: str | os.PathLike[str], fmt: str) -> dict[str, np.ndarray]:
+    """Every ``.npy`` member of the zip archive at ``path``, CRC-checked, without unpickling.
+
+    Raises:
+        _NotOurs: the file is not a zip archive, or one without the format tag ``fmt``.
+    """
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as exc:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head != b"PK\x03\x04":  # not even the start of a zip archive: some other file
+            raise _NotOurs() from exc
+        raise
+    out: dict[str, np.ndarray] = {}
+    with archive:
+        names = archive.namelist()
+        if _TAG + ".npy" not in names:
+            raise _NotOurs()
+        # The tag first: a zip archive of another program is "not ours", not "damaged".
+        for member in [_TAG + ".npy"] + [n for n in names if n != _TAG + ".npy"]:
+            if not member.endswith(".npy"):
+                raise ValueError(f"unexpected member {member!r}")
+            if _holds_objects(archive, member):  # would need unpickling: another program's file
+                raise _NotOurs()
+            with archive.open(member) as f:
+                value = np.lib.format.read_array(f, allow_pickle=False)
+                if f.read(1):  # also makes zipfile verify the member's CRC
+                    raise ValueError(f"trailing data after the array {member!r}")
+            if member == _TAG + ".npy" and (value.dtype.kind != "U" or value.ndim != 0 or str(value) != fmt):
+                raise _NotOurs()
+            out[member[: -len(".npy")]] = value
+    return out
+
+
+def _holds_objects(archive: zipfile.ZipFile, member: str) -> bool:
+    """Whether the ``.npy`` header of ``member`` declares an object dtype (read no further)."""
+    with archive.open(member) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            _, _, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            _, _, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            return False  # read_array names the unsupported version
+    return bool(dtype.hasobject)

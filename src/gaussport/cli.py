@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import inspect
 import logging
 import os
@@ -11,6 +12,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
 __all__ = ["main"]
 
@@ -35,7 +37,44 @@ examples:
 documentation: docs/ in the repository (mkdocs serve), or README.md
 """
 
-DIGITS_ONLY = ("nfe", "teleport", "frechet_samples", "frechet_seeds", "reference_steps", "model", "cache_dir")
+DIGITS_ONLY = (
+    "nfe",
+    "teleport",
+    "frechet_samples",
+    "frechet_seeds",
+    "reference_steps",
+    "model",
+    "cache_dir",
+    "device",
+)
+
+TRAIN_ON_CPU = (
+    "training runs on the CPU only (the 745k-parameter model trains in minutes there); drop --device "
+    "or pass --device cpu."
+)
+
+
+class UsageError(Exception):
+    """A bad command line, reported as one line ``PROG: error: MESSAGE`` and exit status 2."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
+class _Parser(argparse.ArgumentParser):
+    """``argparse`` with a one-line error: :func:`main` prints ``PROG: error: MESSAGE`` and returns 2.
+
+    argparse's own error prints the usage block first and exits; one line naming the problem and
+    the fix is what every other bad argument gets (docs/conventions.md#bad-input), and returning
+    keeps :func:`main` callable in-process.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        message = " ".join(message.split())
+        if not message.endswith("."):  # argparse's own messages do not name the fix: point to --help
+            message += f"; see `{self.prog} --help`."
+        raise UsageError(self.prog, message)
 
 
 def default_threads() -> int:
@@ -55,8 +94,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     import torch
 
     threads = default_threads() if args.threads is None else args.threads
-    if threads < 1:
-        raise ValueError(f"--threads must be a positive integer; got {threads}.")
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -72,14 +109,39 @@ def _threads_label() -> str:
     return f"{n} CPU thread{'s' if n != 1 else ''} (OMP_WAIT_POLICY={policy})"
 
 
-def _digits_demo(args: argparse.Namespace) -> int:
+def _check_demo(args: argparse.Namespace) -> None:
+    """Every check of ``gaussport demo`` that needs more than one flag, before any work.
+
+    The parser has checked each flag on its own (its type: range, directory, device, solver name).
+    """
     from . import demo
 
+    if args.target == "mixture":
+        given = [f"--{name.replace('_', '-')}" for name in DIGITS_ONLY if getattr(args, name) is not None]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)}: options of the digits model only; drop them with --target mixture."
+            )
+        for solver in _mixture_solvers(args):
+            demo.check_mixture_demo(
+                _mixture_steps(args), solver=solver, **_mixture_options(args), names=_flags(args)
+            )
+        return
     if args.steps is not None:
         raise ValueError(
             "--steps applies to --target mixture; for the digits model give NFE budgets with --nfe."
         )
-    # Options the user left out take run_digits_demo's defaults (the mixture demo has other ones).
+    demo.check_digits_demo(**_digits_options(args), names=_flags(args))
+
+
+def _flags(args: argparse.Namespace) -> dict[str, str]:
+    """The library's argument names -> the flags the user typed, for the check messages."""
+    flags = {key: f"--{key.replace('_', '-')}" for key in vars(args)}
+    return {**flags, "solvers": "--solver", "nfes": "--nfe", "directory": "--model"}
+
+
+def _digits_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The arguments of ``run_digits_demo``; options the user left out take its defaults."""
     given = {
         name: getattr(args, option)
         for name, option in (
@@ -94,15 +156,37 @@ def _digits_demo(args: argparse.Namespace) -> int:
         )
         if getattr(args, option) is not None
     }
-    start = time.perf_counter()
-    result = demo.run_digits_demo(
+    return {
         **given,
-        seed=args.seed,
-        device=args.device,
-        directory=args.model,
-        cache_dir=args.cache_dir,
-        disable=args.quiet or None,
-    )
+        "seed": args.seed,
+        "device": args.device,
+        "directory": args.model,
+        "cache_dir": args.cache_dir,
+    }
+
+
+def _mixture_solvers(args: argparse.Namespace) -> list[str]:
+    return args.solver or ["heun"]
+
+
+def _mixture_steps(args: argparse.Namespace) -> tuple[int, ...]:
+    return tuple(args.steps or (3, 4, 5, 6, 8, 10, 12, 16))
+
+
+def _mixture_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``run_mixture_demo``'s options; the mixture demo's own defaults where the user left them out."""
+    return {
+        "sigma_skip": 10.0 if args.sigma_skip is None else args.sigma_skip,
+        "batch": 64 if args.batch is None else args.batch,
+        "seed": args.seed,
+    }
+
+
+def _digits_demo(args: argparse.Namespace) -> int:
+    from . import demo
+
+    start = time.perf_counter()
+    result = demo.run_digits_demo(**_digits_options(args), disable=args.quiet or None)
     s = result.settings
     print(
         f"gaussport demo: the {s['model']} 8x8-digits model, {s['seeds'][1] - s['seeds'][0] + 1} seeds, "
@@ -118,29 +202,12 @@ def _digits_demo(args: argparse.Namespace) -> int:
 
 def _mixture_demo(args: argparse.Namespace) -> int:
     from . import demo
-    from . import solvers as registry
 
-    given = [f"--{name.replace('_', '-')}" for name in DIGITS_ONLY if getattr(args, name) is not None]
-    if given:
-        raise ValueError(
-            f"{', '.join(given)}: options of the digits model only; drop them with --target mixture."
-        )
-    solvers = args.solver or ["heun"]
-    sigma_skip = 10.0 if args.sigma_skip is None else args.sigma_skip
-    batch = 64 if args.batch is None else args.batch
-    steps = tuple(args.steps or (3, 4, 5, 6, 8, 10, 12, 16))
-    for solver in solvers:
-        registry.get(solver)  # an unknown name fails before anything runs or is written
+    solvers, steps, options = _mixture_solvers(args), _mixture_steps(args), _mixture_options(args)
+    sigma_skip, batch = options["sigma_skip"], options["batch"]
     start = time.perf_counter()
     for solver in solvers:
-        rows = demo.run_mixture_demo(
-            steps,
-            solver=solver,
-            sigma_skip=sigma_skip,
-            batch=batch,
-            seed=args.seed,
-            disable=args.quiet or None,
-        )
+        rows = demo.run_mixture_demo(steps, solver=solver, **options, disable=args.quiet or None)
         print(
             f"gaussport demo: {solver} on a Gaussian-mixture target (exact denoiser), batch {batch}, "
             f"seed {args.seed}"
@@ -156,21 +223,19 @@ def _mixture_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_train_demo(args: argparse.Namespace) -> None:
+    """What ``gaussport train-demo`` needs beyond its flags, checked before any work."""
+    if importlib.util.find_spec("sklearn") is None:
+        raise ValueError("training the digits model needs scikit-learn: pip install 'gaussport[train]'.")
+
+
+def _check_nothing(args: argparse.Namespace) -> None:
+    """A command without flags of its own: the parser has checked everything."""
+
+
 def _cmd_train_demo(args: argparse.Namespace) -> int:
     from .digits import train_demo_model
 
-    if args.device not in (None, "cpu"):
-        raise ValueError(
-            f"--device {args.device}: training runs on the CPU only (the 745k-parameter model trains in "
-            "minutes there); drop --device or pass --device cpu."
-        )
-    for name in ("steps", "batch_size", "classifier_epochs", "reference_samples", "threads"):
-        if getattr(args, name) < 1:
-            raise ValueError(
-                f"--{name.replace('_', '-')} must be a positive integer; got {getattr(args, name)}."
-            )
-    if args.held_out_images is not None and args.held_out_images < 1:
-        raise ValueError(f"--held-out-images must be a positive integer; got {args.held_out_images}.")
     command = "gaussport " + " ".join(shlex.quote(a) for a in args.argv)
     start = time.perf_counter()
     provenance = train_demo_model(
@@ -256,9 +321,14 @@ def _first_reference(doc: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .demo import FRECHET_NOISE
+    from .demo import FRECHET_NOISE, SIGMA_MAX, SIGMA_MIN
+    from .demo._arguments import Device, Directory, Integer, Number, SolverName
 
-    parser = argparse.ArgumentParser(
+    # Every flag that takes a value declares what it accepts through its type (a range, a kind of
+    # directory, a device, a solver name) or its choices: a bad value is refused, in one line,
+    # while the command line is parsed; tests/bad_input/test_cli.py reads these declarations back.
+    count, natural = Integer(1), Integer(0)
+    parser = _Parser(
         prog="gaussport",
         description=DESCRIPTION,
         epilog=EPILOG,
@@ -290,20 +360,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--solver",
+        type=SolverName(),
         nargs="+",
         metavar="NAME",
         help="registered solver names (`gaussport solvers`); default dpmpp_2m (digits), heun (mixture)",
     )
     demo.add_argument(
         "--nfe",
-        type=int,
+        type=count,
         nargs="+",
         metavar="N",
         help="NFE budgets (digits; default 6 8 10); Heun-type solvers use the largest 2n-1 <= N",
     )
     demo.add_argument(
         "--sigma-skip",
-        type=float,
+        type=Number(SIGMA_MIN, SIGMA_MAX),
         help="noise level to teleport to; default 2 (digits: the best level at 6-10 NFE lies in 1-3), "
         "10 (mixture)",
     )
@@ -314,46 +385,64 @@ def build_parser() -> argparse.ArgumentParser:
         "truncate: the Karras grid below it",
     )
     demo.add_argument(
-        "--batch", type=int, help="number of seeds (trajectories); default 32 (digits), 64 (mixture)"
+        "--batch", type=count, help="number of seeds (trajectories); default 32 (digits), 64 (mixture)"
     )
     demo.add_argument(
-        "--seed", type=int, default=0, help="the first seed (digits) or the noise seed (mixture)"
+        "--seed",
+        type=Integer(0, 2**64 - 1),
+        default=0,
+        help="the first seed (digits) or the noise seed (mixture)",
     )
     demo.add_argument(
         "--frechet-samples",
-        type=int,
+        type=natural,
         metavar="N",
         help=f"samples per Frechet seed; 0 disables the Frechet distance (default 200). {FRECHET_NOISE}",
     )
-    demo.add_argument("--frechet-seeds", type=int, metavar="K", help="Frechet seeds (default 2)")
+    demo.add_argument("--frechet-seeds", type=natural, metavar="K", help="Frechet seeds (default 2)")
     demo.add_argument(
         "--reference-steps",
-        type=int,
+        type=count,
         metavar="K",
         help="RK4 steps per unit of log-sigma for the exact endpoints (default 8: 1.4e-5 RMS accurate)",
     )
-    demo.add_argument("--model", metavar="DIR", help="a model written by `gaussport train-demo --out DIR`")
-    demo.add_argument("--cache-dir", metavar="DIR", help="keep the exact endpoints on disk between runs")
-    demo.add_argument("--device", help="where the model runs, e.g. cpu or cuda (default cpu)")
+    demo.add_argument(
+        "--model",
+        type=Directory("model"),
+        metavar="DIR",
+        help="a model written by `gaussport train-demo --out DIR`",
+    )
+    demo.add_argument(
+        "--cache-dir",
+        type=Directory("output"),
+        metavar="DIR",
+        help="keep the exact endpoints on disk between runs",
+    )
+    demo.add_argument("--device", type=Device(), help="where the model runs, e.g. cpu or cuda (default cpu)")
     demo.add_argument(
         "--steps",
-        type=int,
+        type=count,
         nargs="+",
         help="mixture only: grid sizes (Karras grid, sigma 80 -> 0.002, then 0); default 3 4 5 6 8 10 12 16",
     )
     demo.add_argument(
         "--threads",
-        type=int,
+        type=count,
         metavar="N",
         help="torch CPU threads during the run (restored afterwards); default 2 (at most the cores) "
         "where idle OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE: the gaussport command sets it unless "
         "you chose a policy), else 1, because threads that spin between the small network's ops ran "
         "the demo 2-8x slower on a busy machine",
     )
-    demo.add_argument("--out", default="gaussport-demo", help="output directory (default gaussport-demo)")
+    demo.add_argument(
+        "--out",
+        type=Directory("output"),
+        default="gaussport-demo",
+        help="output directory (default gaussport-demo)",
+    )
     demo.add_argument("--no-plot", action="store_true", help="do not write the PNG files")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
-    demo.set_defaults(func=_cmd_demo)
+    demo.set_defaults(func=_cmd_demo, check=_check_demo)
 
     train = sub.add_parser(
         "train-demo",
@@ -371,38 +460,68 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     train.add_argument(
-        "--out", required=True, help="output directory (src/gaussport/data regenerates the shipped model)"
+        "--out",
+        type=Directory("output"),
+        required=True,
+        help="output directory (src/gaussport/data regenerates the shipped model)",
     )
-    train.add_argument("--seed", type=int, default=0, help="the single seed of the run")
-    train.add_argument("--steps", type=int, default=3000, help="denoiser optimiser steps")
-    train.add_argument("--batch-size", type=int, default=128, help="denoiser batch size")
-    train.add_argument("--classifier-epochs", type=int, default=60, help="classifier training epochs")
+    # The run seeds generators with seed, seed + 1 and seed + 2 (gaussport.digits.train).
+    train.add_argument("--seed", type=Integer(0, 2**64 - 3), default=0, help="the single seed of the run")
+    train.add_argument("--steps", type=count, default=3000, help="denoiser optimiser steps")
+    train.add_argument("--batch-size", type=count, default=128, help="denoiser batch size")
+    train.add_argument("--classifier-epochs", type=count, default=60, help="classifier training epochs")
     train.add_argument(
-        "--reference-samples", type=int, default=1000, help="samples for the Frechet reference points"
+        "--reference-samples",
+        type=Integer(2),
+        default=1000,
+        help="samples for the Frechet reference points",
     )
     train.add_argument(
         "--held-out-images",
-        type=int,
+        type=count,
         metavar="N",
         help="average the held-out losses over the first N images of each split (default: all of them)",
     )
     train.add_argument(
-        "--threads", type=int, default=2, help="torch CPU threads during the run (restored afterwards)"
+        "--threads", type=count, default=2, help="torch CPU threads during the run (restored afterwards)"
     )
-    train.add_argument("--device", help="cpu (the only choice: training runs on the CPU)")
+    train.add_argument(
+        "--device",
+        type=Device(only=("cpu",), why=TRAIN_ON_CPU),
+        help="cpu (the only choice: training runs on the CPU)",
+    )
     train.add_argument("--quiet", "--no-progress", action="store_true", help="no progress bars")
-    train.set_defaults(func=_cmd_train_demo)
+    train.set_defaults(func=_cmd_train_demo, check=_check_train_demo)
 
     lst = sub.add_parser("solvers", help="list the registered solvers")
-    lst.set_defaults(func=_cmd_solvers)
+    lst.set_defaults(func=_cmd_solvers, check=_check_nothing)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``gaussport`` console script."""
+    """Entry point of the ``gaussport`` console script.
+
+    Every argument is checked before any work: each flag by the parser, the flags together by the
+    command's check. Bad input prints one line ``gaussport COMMAND: error: ...`` naming the problem
+    and the fix on stderr and returns 2; nothing has been loaded, computed or written by then. A
+    file system failure during the run (a full disk, a directory removed meanwhile) prints one line
+    and returns 1; the outputs written so far are whole files (docs/conventions.md#files).
+    """
     parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(words)
+    try:
+        args, extra = parser.parse_known_args(words)
+        if extra:  # named by the command they were given to, not by the top-level parser
+            prog = "gaussport" if args.command is None else f"gaussport {args.command}"
+            raise UsageError(prog, f"unrecognized arguments: {' '.join(extra)}; see `{prog} --help`.")
+        if args.command is not None:
+            try:
+                args.check(args)
+            except (ValueError, TypeError, FileNotFoundError) as exc:
+                raise UsageError(f"gaussport {args.command}", _one_line(exc)) from exc
+    except UsageError as exc:
+        print(f"{exc.prog}: error: {exc}", file=sys.stderr)
+        return 2
     args.argv = words
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s"
@@ -413,8 +532,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except (ValueError, TypeError) as exc:
-        print(f"gaussport {args.command}: error: {exc}", file=sys.stderr)
+        print(f"gaussport {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"gaussport {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-__all__ = ["Denoiser", "FlowMap", "DenoiserCall", "CountingDenoiser"]
+__all__ = ["Denoiser", "FlowMap", "DenoiserCall", "CountingDenoiser", "check_output"]
 
 
 @runtime_checkable
@@ -69,16 +69,43 @@ class DenoiserCall:
     def __call__(self, x: Tensor, sigma: float) -> Tensor:
         sigma_batch = torch.full((x.shape[0],), sigma, dtype=self.sigma_dtype, device=x.device)
         out = self.denoiser(x.to(self.model_dtype), sigma_batch)
-        if not isinstance(out, Tensor):
-            raise TypeError(f"the denoiser returned {type(out).__name__}; it must return a torch.Tensor.")
-        if out.shape != x.shape:
-            raise ValueError(
-                f"the denoiser returned shape {tuple(out.shape)} for an input of shape {tuple(x.shape)}; "
-                "a denoiser must return E[x0 | x] with the shape of x (wrap models that predict "
-                "noise, v or velocity with gaussport.schedules / gaussport.adapters)."
-            )
+        check_output(
+            out,
+            x,
+            "the denoiser",
+            "a denoiser returns E[x0 | x] with the shape of x (wrap models that predict noise, v or "
+            "velocity with gaussport.schedules / gaussport.adapters)",
+        )
         self.nfe += 1
         return out.to(self.state_dtype)
+
+
+def check_output(out: object, x: Tensor, what: str, hint: str = "it must keep the shape of x") -> None:
+    """Check what a model or a flow map returned for ``x``: a real float tensor of its shape and device.
+
+    Shape, dtype and device are metadata: checking them costs no host synchronisation. Values are
+    checked once per run, on the result (:func:`gaussport.loop.finish`).
+
+    Raises:
+        TypeError: for a non-tensor or a tensor that is not real floating-point.
+        ValueError: for another shape or device.
+    """
+    if not isinstance(out, Tensor):
+        raise TypeError(f"{what} returned {type(out).__name__}; it must return a torch.Tensor.")
+    if not out.is_floating_point():
+        raise TypeError(
+            f"{what} returned dtype {out.dtype}; it must return a real floating-point tensor "
+            "(float16, bfloat16, float32 or float64)."
+        )
+    if out.shape != x.shape:
+        raise ValueError(
+            f"{what} returned shape {tuple(out.shape)} for an input of shape {tuple(x.shape)}; {hint}."
+        )
+    if out.device != x.device:
+        raise ValueError(
+            f"{what} returned a tensor on {out.device} for an input on {x.device}; keep the model and "
+            "x on the same device (e.g. model.to(x.device))."
+        )
 
 
 class CountingDenoiser:

@@ -23,7 +23,16 @@ from . import grids as _grids
 from ._checks import as_grid, check_state, state_dtype
 from .denoiser import Denoiser, DenoiserCall
 from .loop import Callback, StepInfo, finish, integrate
-from .sampling import Solution, checked_skip, checked_warm_start, resolve_solver, run_grid, solver_grid
+from .sampling import (
+    Solution,
+    checked_skip,
+    checked_warm_start,
+    resolve_solver,
+    run_grid,
+    solver_grid,
+    teleport_with,
+    warm_denoised,
+)
 from .solvers import Solver, available
 
 __all__ = ["invert", "check_inversion"]
@@ -142,13 +151,12 @@ def invert(
         if callback is not None and teleport == "truncate":
             for i in range(len(grid) - 1):
                 if grid[i] >= top:  # an interval entirely above the teleport level
-                    x_i = warm.flow(x_skip, top, grid[i]) if grid[i] > top else x_skip
-                    sigma_i = torch.full((x_i.shape[0],), grid[i], dtype=work, device=x_i.device)
+                    x_i = teleport_with(warm, x_skip, top, grid[i]) if grid[i] > top else x_skip
                     info = StepInfo(
-                        i, grid[i], grid[i + 1], x_i, warm(x_i, sigma_i).to(work), teleported=True
+                        i, grid[i], grid[i + 1], x_i, warm_denoised(warm, x_i, grid[i]), teleported=True
                     )
                     callback(info)
-        x_end = warm.flow(x_skip, top, grid[-1]) if top < grid[-1] else x_skip
+        x_end = teleport_with(warm, x_skip, top, grid[-1]) if top < grid[-1] else x_skip
         logger.debug(
             "inverted to sigma=%g in %d solver steps, teleported on to sigma=%g",
             top,

@@ -24,9 +24,10 @@ from torch import Tensor
 from tqdm.auto import trange
 
 from ._checks import Grid
+from ._options import check_options
 from .denoiser import DenoiserCall
 
-__all__ = ["Solver", "Step", "Teleport", "StepInfo", "Callback", "integrate", "finish"]
+__all__ = ["Solver", "Step", "Teleport", "StepInfo", "Callback", "integrate", "finish", "check_options"]
 
 S = TypeVar("S")
 
@@ -75,6 +76,12 @@ class Solver(ABC, Generic[S]):
     docstring states the order, the denoiser evaluations per step, the carried state, and the
     reference (paper and algorithm). docs/extending.md shows a complete one.
 
+    Every field is checked against its declared type when the solver is built
+    (:func:`check_options`, the one place of that rule): ``bool`` takes only ``True``/``False``,
+    ``int`` refuses bools and floats, ``float`` refuses bools and NaN/inf, ``Literal[...]`` only
+    its values, ``X | None`` also ``None``. A subclass needs no code for it; its own
+    ``__post_init__``, if any, adds the rules a type cannot say (ranges) and runs after the check.
+
     Attributes:
         supports_inversion: whether the method is meaningful on an increasing grid (an inversion,
             data to noise: :func:`gaussport.inversion.invert`). ``False`` unless a solver declares
@@ -84,6 +91,24 @@ class Solver(ABC, Generic[S]):
     """
 
     supports_inversion: ClassVar[bool] = False
+    option_hints: ClassVar[dict[str, str]] = {}
+    """Extra advice per option, appended to the type-check message (e.g. a reference's spelling)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("__post_init__")
+        if own is not None and not getattr(own, "_checks_options", False):
+            # The subclass's own __post_init__ hides the one below: run the type check first anyway.
+            def __post_init__(self: Solver, *args: Any, **kwargs: Any) -> None:
+                check_options(self)
+                own(self, *args, **kwargs)
+
+            __post_init__._checks_options = True  # type: ignore[attr-defined]
+            __post_init__.__doc__ = own.__doc__
+            cls.__post_init__ = __post_init__  # type: ignore[attr-defined]
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
     @property
     @abstractmethod
@@ -175,24 +200,49 @@ def integrate(
     Returns:
         ``(x, state)`` at ``grid[-1]``.
     """
+    fresh = solver.init(x, grid, teleport)
     if state is None:
-        state = solver.init(x, grid, teleport)
+        state = fresh
+    elif type(state) is not type(fresh):
+        # A state of another solver (or none at all) fails deep inside a step, or is ignored.
+        carried = "no state" if fresh is None else f"a {type(fresh).__name__}"
+        raise TypeError(
+            f"state is a {type(state).__name__}, but {type(solver).__name__} carries {carried} between "
+            "steps; pass the Solution.state of a run of the same solver (or state=None to start fresh)."
+        )
+    shape = x.shape
     for i in trange(len(grid) - 1, disable=disable, desc=type(solver).__name__, unit="step"):
         step = solver.step(call, x, grid, i, state)
         if callback is not None:
             callback(StepInfo(i + index_offset, grid[i], grid[i + 1], x, step.denoised))
         x, state = step.x, step.state
+    if x.shape != shape:  # broadcasting against a continued state of another batch
+        raise ValueError(
+            f"the run changed the state's shape from {tuple(shape)} to {tuple(x.shape)}: state= comes "
+            "from a run with another batch or sample shape; continue a run with the same x shape."
+        )
     return x, state
 
 
 def finish(x: Tensor, out_dtype: torch.dtype, check_finite: bool) -> Tensor:
     """The result of a run in the caller's dtype; with ``check_finite``, NaN or inf raise.
 
-    One host synchronisation per run, after the loop: a NaN must never pass silently.
+    The check runs on what is returned, after the cast: a result that is finite in solver precision
+    but overflows the caller's dtype (float16 above 65504) raises too. One host synchronisation per
+    run, after the loop (two on the error path, to name the cause): a NaN never passes silently.
+
+    Raises:
+        FloatingPointError: if ``check_finite`` and the result is not finite.
     """
-    if check_finite and not bool(torch.isfinite(x).all()):
+    out = x.to(out_dtype)
+    if check_finite and not bool(torch.isfinite(out).all()):
+        if out.dtype != x.dtype and bool(torch.isfinite(x).all()):
+            raise FloatingPointError(
+                f"the result is finite in {x.dtype} but overflows the input's dtype {out_dtype} (largest "
+                f"finite value {torch.finfo(out_dtype).max:g}); pass x as float32 (x.float()) to get it."
+            )
         raise FloatingPointError(
             "the solve produced NaN or infinite values: the denoiser returned non-finite outputs "
             "(check the model, its dtype -- float16 overflows above ~65504 -- and its sigma range)."
         )
-    return x.to(out_dtype)
+    return out

@@ -28,9 +28,9 @@ from torch import Tensor
 
 from . import _deprecation
 from . import grids as _grids
-from ._checks import Grid, as_grid, check_state, state_dtype
+from ._checks import Grid, as_grid, check_state, noise_level, state_dtype
 from .analytic import Gaussian
-from .denoiser import Denoiser, DenoiserCall
+from .denoiser import Denoiser, DenoiserCall, check_output
 from .ems import EMS, analytic_ems
 from .loop import Callback, StepInfo, Teleport, finish, integrate
 from .solvers import Solver, StatisticsSolver
@@ -155,10 +155,15 @@ def load_warm_start(warm_start: Any, cache: StatisticsCache | None = None) -> An
     The one rule for ``warm_start=`` everywhere (:func:`sample`, ``invert``, every adapter): a
     ``str`` or ``os.PathLike`` is a file written by ``Gaussian.save``, read with
     :func:`load_statistics` through ``cache``; anything else (a Gaussian, an object with ``flow``,
-    ``None``) is returned unchanged.
+    ``None``) is returned unchanged; a class (``Gaussian`` instead of a Gaussian) raises a TypeError.
     """
     if isinstance(warm_start, (str, os.PathLike)):
         return load_statistics(warm_start, cache)
+    if isinstance(warm_start, type):  # Gaussian itself: its flow is a function, callable but unbound
+        raise TypeError(
+            f"warm_start is the class {warm_start.__name__}, not an instance; pass a fitted one, e.g. "
+            "Gaussian.load(path) or Gaussian.fit(data)."
+        )
     return warm_start
 
 
@@ -420,7 +425,7 @@ def checked_warm_start(warm_start: Any, sigma_skip: float | None) -> Any:
 
 def checked_skip(grid: Grid, sigma_skip: float | None) -> float:
     """``sigma_skip`` as a float inside the grid's range, either direction (shared with ``invert``)."""
-    skip = float(sigma_skip)  # type: ignore[arg-type]
+    skip = noise_level(sigma_skip, name="sigma_skip")
     low, high = min(grid[0], grid[-1]), max(grid[0], grid[-1])
     if not low <= skip <= high:
         raise ValueError(
@@ -428,6 +433,24 @@ def checked_skip(grid: Grid, sigma_skip: float | None) -> float:
             "the grid's smallest and largest noise levels."
         )
     return skip
+
+
+def teleport_with(warm_start: Any, x: Tensor, sigma_from: float, sigma_to: float) -> Tensor:
+    """``warm_start.flow(x, sigma_from, sigma_to)``, checked as a model's output is (shared with ``invert``).
+
+    A flow map that returned another shape would silently change the batch the solver runs on.
+    """
+    out = warm_start.flow(x, sigma_from, sigma_to)
+    check_output(out, x, "warm_start.flow", "a flow map moves x along its trajectory and keeps its shape")
+    return out.to(x.dtype)
+
+
+def warm_denoised(warm_start: Any, x: Tensor, sigma: float) -> Tensor:
+    """The warm start's denoised value at ``sigma``, for the callbacks of teleported intervals."""
+    sigma_batch = torch.full((x.shape[0],), sigma, dtype=x.dtype, device=x.device)
+    out = warm_start(x, sigma_batch)
+    check_output(out, x, "the warm start's denoiser")
+    return out.to(x.dtype)
 
 
 def _teleport_and_solve(
@@ -449,12 +472,13 @@ def _teleport_and_solve(
     covered = sum(1 for i in range(len(grid) - 1) if grid[i + 1] >= start) if truncated else 0
     if callback is not None:
         for i in range(covered):
-            x_i = warm_start.flow(x0, grid[0], grid[i]) if i else x0
-            sigma_i = torch.full((x0.shape[0],), grid[i], dtype=work, device=x0.device)
+            x_i = teleport_with(warm_start, x0, grid[0], grid[i]) if i else x0
             callback(
-                StepInfo(i, grid[i], grid[i + 1], x_i, warm_start(x_i, sigma_i).to(work), teleported=True)
+                StepInfo(
+                    i, grid[i], grid[i + 1], x_i, warm_denoised(warm_start, x_i, grid[i]), teleported=True
+                )
             )
-    x_start = warm_start.flow(x0, grid[0], start) if start < grid[0] else x0
+    x_start = teleport_with(warm_start, x0, grid[0], start) if start < grid[0] else x0
     logger.debug(
         "teleported from sigma=%g to sigma=%g; %d solver steps follow", grid[0], start, len(below) - 1
     )

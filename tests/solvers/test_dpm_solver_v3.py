@@ -359,6 +359,116 @@ def test_continuing_a_run_with_its_state() -> None:
     assert _rel(second.x, whole.x) < 1e-13
 
 
+# ---------------------------------------------------------------------- every valid grid (issue 12 item 4)
+@pytest.mark.parametrize(
+    "grid",
+    [
+        (100.0, 0.0),
+        (400.0,),
+        (0.001, 0.0),
+        (400.0, 100.0, 0.0),
+        (1e3, 30.0, 1e-4, 0.0),
+        (0.001, 0.0005),
+        (5.0,),
+    ],
+)
+def test_every_valid_grid_runs_with_the_default_ems(grid: tuple[float, ...]) -> None:
+    """No EMS range the user never gave: the degenerate EMS is built over the run's own levels."""
+    g = anisotropic_gaussian(dim=6)
+    x = g.sample(3, grid[0], torch.Generator().manual_seed(0), dtype=torch.float64)
+    sol = gaussport.solve(g, x, grid, "dpm_solver_v3", disable=True)
+    assert sol.nfe == len(grid) - 1 and bool(torch.isfinite(sol.x).all())
+    assert sol.state.ems.source == "degenerate" and sol.state.ems.covers(grid)
+    if len(grid) == 1:
+        assert torch.equal(sol.x, x)  # the documented no-op
+        return
+    # The degenerate EMS make it DPM-Solver++ (taylor type), whatever the levels.
+    options = {"solver_order": 2, "corrector": None, "lower_order_final": False}
+    v3 = gaussport.solve(g, x, grid, "dpm_solver_v3", disable=True, **options).x
+    assert _rel(v3, gaussport.solve(g, x, grid, "dpmpp_2m_taylor", disable=True).x) < 1e-12
+
+
+@pytest.mark.parametrize(
+    ("grid", "skip"),
+    [
+        ((80.0, 10.0, 1.0, 0.001, 0.0005, 0.0), 0.001),
+        ((400.0, 100.0, 10.0, 0.0), 400.0),
+        ((400.0, 0.0), 200.0),
+    ],
+)
+def test_sample_runs_below_and_above_the_usual_range(grid: tuple[float, ...], skip: float) -> None:
+    """The analytic EMS of the warm start are built over the levels the solver integrates."""
+    g = anisotropic_gaussian(dim=6)
+    x = g.sample(3, grid[0], torch.Generator().manual_seed(0), dtype=torch.float64)
+    sol = gaussport.sample(g, x, grid, "dpm_solver_v3", warm_start=g, sigma_skip=skip, disable=True)
+    assert bool(torch.isfinite(sol.x).all()) and sol.state.ems.covers(sol.sigmas)
+    last = sol.sigmas[-2]  # the last step is x = D there
+    exact = g(g.flow(x, grid[0], last), torch.full((3,), last, dtype=torch.float64))
+    assert _rel(sol.x, exact) < 1e-3
+
+
+def test_sample_with_sigma_skip_below_every_level() -> None:
+    g = anisotropic_gaussian(dim=6)
+    x = g.sample(3, 80.0, torch.Generator().manual_seed(0), dtype=torch.float64)
+    sol = gaussport.sample(
+        g, x, (80.0, 10.0, 1.0, 0.0), "dpm_solver_v3", warm_start=g, sigma_skip=0.001, disable=True
+    )
+    at_skip = g.flow(x, 80.0, 0.001)
+    assert sol.nfe == 1 and _rel(sol.x, g(at_skip, torch.full((3,), 0.001, dtype=torch.float64))) < 1e-12
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"corrector": "pseudo"}, {"quadrature": "trapezoid", "solver_order": 2}]
+)
+def test_continuing_a_run_with_the_default_ems(options: dict) -> None:
+    """docs/solvers.md: solve(G[:k]) then solve(G[k-1:], state=...) equals solve(G), default EMS too."""
+    g = anisotropic_gaussian(dim=6)
+    sig = grids.exponential(13, 0.002, 80.0, append_zero=True)
+    x = g.sample(3, 80.0, torch.Generator().manual_seed(0), dtype=torch.float64)
+    whole = gaussport.solve(g, x, sig, "dpm_solver_v3", lower_order_final=False, disable=True, **options)
+    for k in (2, 3, 7, 12):
+        first = gaussport.solve(
+            g, x, sig[:k], "dpm_solver_v3", lower_order_final=False, disable=True, **options
+        )
+        second = gaussport.solve(
+            g,
+            first.x,
+            sig[k - 1 :],
+            "dpm_solver_v3",
+            lower_order_final=False,
+            state=first.state,
+            disable=True,
+            **options,
+        )
+        assert _rel(second.x, whole.x) < 1e-13 and first.nfe + second.nfe == whole.nfe
+        assert second.state.ems.source == "degenerate"
+
+
+def test_continuing_past_the_ems_of_the_state(caplog: pytest.LogCaptureFixture) -> None:
+    g = anisotropic_gaussian(dim=6)
+    x = g.sample(3, 80.0, torch.Generator().manual_seed(0), dtype=torch.float64)
+    # A sample run's analytic EMS cover its own levels [5, 10]; the continuation runs with its own
+    # (default: degenerate) EMS over [0.05, 5] and warms up anew, saying so.
+    first = gaussport.sample(
+        g, x, (80.0, 10.0, 5.0), "dpm_solver_v3", warm_start=g, sigma_skip=10.0, disable=True
+    )
+    assert first.state.ems.source == "analytic"
+    with caplog.at_level("INFO", logger="gaussport"):
+        second = gaussport.solve(
+            g, first.x, (5.0, 1.0, 0.05), "dpm_solver_v3", state=first.state, disable=True
+        )
+    assert "history restarts" in caplog.text and second.state.ems.source == "degenerate"
+    fresh = gaussport.solve(g, first.x, (5.0, 1.0, 0.05), "dpm_solver_v3", disable=True)
+    assert torch.equal(second.x, fresh.x)
+    # An EMS the user gives must cover the levels of the continuation: refused with the range and the fix.
+    ems = analytic_ems(g, sigma_min=1.0, sigma_max=80.0, intervals=50)
+    head = gaussport.solve(g, x, (80.0, 10.0, 1.0), "dpm_solver_v3", ems=ems, disable=True)
+    with pytest.raises(
+        ValueError, match=r"leave the range of the EMS \[1, 80\].*Compute EMS that cover the run"
+    ):
+        gaussport.solve(g, head.x, (1.0, 0.1, 0.0), "dpm_solver_v3", ems=ems, state=head.state, disable=True)
+
+
 def test_corrector_schedule() -> None:
     g = anisotropic_gaussian(dim=6)
     x = g.sample(3, 80.0, torch.Generator().manual_seed(0), dtype=torch.float64)
@@ -402,8 +512,11 @@ def test_bad_options_are_named() -> None:
         get("dpm_solver_v3", predictor="taylor")
     with pytest.raises(ValueError, match="corrector must be"):
         get("dpm_solver_v3", corrector="yes")
-    with pytest.raises(ValueError, match="half must be a noise level"):
+    # A bool is not a noise level: refused by its declared type (float | None), with the reference's spelling.
+    with pytest.raises(TypeError, match=r"half must be a finite float or None; got True.*half=0\.5"):
         get("dpm_solver_v3", half=True)
+    with pytest.raises(ValueError, match="half must be a noise level >= 0"):
+        get("dpm_solver_v3", half=-1.0)
     with pytest.raises(ValueError, match="ems must be"):
         get("dpm_solver_v3", ems="analytic-please")
     with pytest.raises(ValueError, match="quadrature must be"):

@@ -32,8 +32,9 @@ import torch
 from torch import Tensor
 
 from .. import _deprecation
-from .._checks import Grid, as_grid, check_state, state_dtype
+from .._checks import Grid, as_grid, check_state, noise_level, state_dtype
 from ..denoiser import DenoiserCall
+from ..loop import finish
 from ..sampling import Callback, Solution, StepInfo, resolve_solver, sample, solve, with_warm_start_statistics
 from ..schedules import RectifiedFlow, canonical_prediction, to_denoised
 from ..solvers import Solver
@@ -245,8 +246,9 @@ def sample_rectified_flow(
     if (warm is None) != (t_skip is None):
         raise ValueError("warm_start and t_skip go together: pass both to teleport, or neither.")
     if warm is not None:
+        t_skip = noise_level(t_skip, name="t_skip")
         check_sample_shape(warm, x.shape[1:])
-        if not grid_t[-1] <= float(t_skip) < grid_t[0]:
+        if not grid_t[-1] <= t_skip < grid_t[0]:
             raise ValueError(f"t_skip = {t_skip} must lie in [ts[-1], ts[0]) = [{grid_t[-1]}, {grid_t[0]}).")
     teleported = None if warm is None else (grid_t[0], float(t_skip))
     work = state_dtype(x.dtype, dtype)
@@ -325,11 +327,6 @@ def _native_solution(
     extra_nfe: int,
 ) -> Solution:
     """A VE solution mapped back to native flow coordinates: ``x_t = alpha x_ve = x_ve / (1 + sigma)``."""
-    x = sol.x * _SCHEDULE.alpha_at(sol.sigmas[-1])
-    if check_finite and not bool(torch.isfinite(x).all()):
-        raise FloatingPointError(
-            "the rectified-flow solve produced NaN or infinite values; check the model, its "
-            "dtype and its time scale."
-        )
+    x = finish(sol.x * _SCHEDULE.alpha_at(sol.sigmas[-1]), out_dtype, check_finite)
     times: Grid = tuple(_SCHEDULE.t_at(s) for s in sol.sigmas)
-    return Solution(x.to(out_dtype), sol.nfe + extra_nfe, times, sol.state, teleport)
+    return Solution(x, sol.nfe + extra_nfe, times, sol.state, teleport)

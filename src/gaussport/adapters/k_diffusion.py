@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -39,7 +38,7 @@ import torch
 from torch import Tensor
 
 from .. import _deprecation
-from .._checks import Grid, as_grid, grid_values
+from .._checks import Grid, as_grid, check_state, grid_values, noise_level
 from ..grids import merge_repeats
 from ..inversion import check_inversion, invert
 from ..sampling import StepInfo, sample, solve, with_warm_start_statistics
@@ -228,9 +227,7 @@ class _Callbacks:
 
 def _effective_skip(grid: Grid, sigma_skip: Any) -> float | None:
     """The teleport level clipped to the grid; ``None`` if there is nothing to teleport."""
-    skip = float(sigma_skip)
-    if math.isnan(skip) or skip < 0:
-        raise ValueError(f"sigma_skip must be a noise level >= 0; got {sigma_skip!r}.")
+    skip = noise_level(sigma_skip, name="sigma_skip")
     low, high = min(grid[0], grid[-1]), max(grid[0], grid[-1])
     if skip >= high:
         # img2img / second passes start below the teleport level (an inversion: end below it):
@@ -264,8 +261,7 @@ def _run(
             "or 'flow' (x = (1 - sigma) x0 + sigma eps: ComfyUI CONST / SD3 / Flux); got "
             f"{parameterization!r}."
         )
-    if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a torch.Tensor; got {type(x).__name__}.")
+    check_state(x)  # also for a grid of one level, where x itself is returned
     extra = {} if extra_args is None else extra_args
     values = grid_values(sigmas)  # one device->host copy if sigmas live on the GPU, before the loop
     if len(values) == 1:

@@ -27,7 +27,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Covariance", "Dense", "Diagonal", "LowRankPlusIsotropic", "covariance_from_arrays"]
+from .._files import Array
+
+__all__ = [
+    "Covariance",
+    "Dense",
+    "Diagonal",
+    "LowRankPlusIsotropic",
+    "covariance_arrays",
+    "covariance_from_arrays",
+]
 
 Factor = Callable[[Tensor], Tensor]
 
@@ -38,6 +47,22 @@ NEGATIVE_RTOL = 1e-4
 def factor_dtype(device: torch.device) -> torch.dtype:
     """float64 where the device supports it (spectral factors decide accuracy at small sigma)."""
     return torch.float32 if device.type == "mps" else torch.float64
+
+
+def _real64(values: object, what: str) -> Tensor:
+    """A float64 CPU copy of ``values`` (never a view of the caller's tensor: the value is immutable)."""
+    try:
+        t = torch.as_tensor(values)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(
+            f"the {what} must be a tensor or array of numbers; got {type(values).__name__}."
+        ) from exc
+    if t.dtype == torch.bool or t.is_complex():
+        raise TypeError(f"the {what} must be real numbers; got dtype {t.dtype}.")
+    t = t.detach().to("cpu", torch.float64, copy=True)
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"the {what} contain NaN or infinite values.")
+    return t
 
 
 def _clamp_spectrum(lam: Tensor, what: str) -> Tensor:
@@ -156,8 +181,8 @@ class Dense(Covariance):
 
     def __init__(self, eigenvalues: Tensor, eigenvectors: Tensor) -> None:
         super().__init__()
-        lam = torch.as_tensor(eigenvalues).detach().to("cpu", torch.float64)
-        u = torch.as_tensor(eigenvectors).detach().to("cpu", torch.float64)
+        lam = _real64(eigenvalues, "eigenvalues")
+        u = _real64(eigenvectors, "eigenvectors")
         if lam.ndim != 1 or u.shape != (lam.shape[0], lam.shape[0]):
             raise ValueError(
                 "Dense needs eigenvalues [d] and eigenvectors [d, d]; "
@@ -219,7 +244,7 @@ class Diagonal(Covariance):
 
     def __init__(self, variances: Tensor) -> None:
         super().__init__()
-        var = torch.as_tensor(variances).detach().to("cpu", torch.float64)
+        var = _real64(variances, "variances")
         if var.ndim != 1:
             raise ValueError(f"Diagonal needs a 1-D tensor of variances; got shape {tuple(var.shape)}.")
         self.variances = _clamp_spectrum(var, "diagonal covariance")
@@ -267,8 +292,8 @@ class LowRankPlusIsotropic(Covariance):
 
     def __init__(self, eigenvalues: Tensor, eigenvectors: Tensor, residual: float = 0.0) -> None:
         super().__init__()
-        lam = torch.as_tensor(eigenvalues).detach().to("cpu", torch.float64)
-        u = torch.as_tensor(eigenvectors).detach().to("cpu", torch.float64)
+        lam = _real64(eigenvalues, "eigenvalues")
+        u = _real64(eigenvectors, "eigenvectors")
         if lam.ndim != 1 or u.ndim != 2 or u.shape[1] != lam.shape[0] or u.shape[0] < u.shape[1]:
             raise ValueError(
                 "LowRankPlusIsotropic needs eigenvalues [r] and eigenvectors [d, r] with r <= d; "
@@ -279,6 +304,8 @@ class LowRankPlusIsotropic(Covariance):
             raise ValueError(
                 "the eigenvectors of a LowRankPlusIsotropic covariance must be orthonormal columns."
             )
+        if isinstance(residual, bool) or not isinstance(residual, (int, float, np.number, Tensor)):
+            raise TypeError(f"the residual variance must be a number; got {type(residual).__name__}.")
         residual = float(residual)
         if not math.isfinite(residual) or residual < 0.0:
             raise ValueError(f"the residual variance must be finite and >= 0; got {residual}.")
@@ -290,6 +317,8 @@ class LowRankPlusIsotropic(Covariance):
     @classmethod
     def from_dense(cls, dense: Dense, rank: int, *, residual: str | float = "mean") -> LowRankPlusIsotropic:
         """Keep the top ``rank`` eigenpairs; ``residual="mean"`` keeps the trace (PPCA), or a float."""
+        if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)):
+            raise TypeError(f"rank must be an integer; got {rank!r} ({type(rank).__name__}).")
         if not 0 <= rank <= dense.dim:
             raise ValueError(f"rank must be in [0, {dense.dim}]; got {rank}.")
         lam = dense.eigenvalues
@@ -341,6 +370,26 @@ class LowRankPlusIsotropic(Covariance):
         u2 = self.eigenvectors**2
         rest = (1.0 - u2.sum(1, keepdim=True)).clamp_min(0.0)
         return torch.cat([u2, rest], dim=1), self.spectral_values
+
+
+def covariance_arrays(kind: str, prefix: str = "") -> dict[str, Array]:
+    """The arrays a file holds for a covariance of representation ``kind`` (for ``read_npz``).
+
+    Raises:
+        ValueError: ``kind`` is unknown.
+    """
+    lam = Array(ndim=1, nonnegative=True)
+    if kind == "dense":
+        return {prefix + "eigenvalues": lam, prefix + "eigenvectors": Array(ndim=2)}
+    if kind == "diagonal":
+        return {prefix + "variances": lam}
+    if kind == "lowrank":
+        return {
+            prefix + "eigenvalues": lam,
+            prefix + "eigenvectors": Array(ndim=2),
+            prefix + "residual": Array(ndim=0, nonnegative=True),
+        }
+    raise ValueError(f"unknown covariance representation {kind!r}; expected dense, diagonal or lowrank")
 
 
 def covariance_from_arrays(kind: str, arrays: dict[str, np.ndarray], prefix: str = "") -> Covariance:

@@ -22,12 +22,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._files import read_npz, write_npz
+from .._files import Array, as_int, read_npz, write_npz
 from .covariance import (
     Covariance,
     Dense,
     Diagonal,
     LowRankPlusIsotropic,
+    covariance_arrays,
     covariance_from_arrays,
     factor_dtype,
 )
@@ -98,10 +99,19 @@ def _as_cpu64(t: Any, what: str) -> Tensor:
         t = torch.from_numpy(t)
     if not isinstance(t, Tensor):
         raise TypeError(f"{what} must be a tensor; got {type(t).__name__}.")
-    t = t.detach().to("cpu", torch.float64)
+    if t.dtype == torch.bool or t.is_complex():
+        raise TypeError(f"{what} must be a real tensor; got dtype {t.dtype}.")
+    # Always a copy: the value must not change when the caller's tensor does (docs/conventions.md).
+    t = t.detach().to("cpu", torch.float64, copy=True)
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{what} contains NaN or infinite values.")
     return t
+
+
+def _optional_text(value: Any, what: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{what} must be a string or None; got {type(value).__name__}.")
+    return value
 
 
 class Gaussian:
@@ -115,7 +125,10 @@ class Gaussian:
         scale: a description of the data units, e.g. ``"[-1, 1]"`` (metadata; see :meth:`affine`).
         source: free-form provenance (metadata).
 
-    The object is immutable; it is a :class:`~gaussport.Denoiser` and a :class:`~gaussport.FlowMap`.
+    The object is immutable: the tensors given are copied (a caller changing them later changes
+    nothing), :attr:`mean` returns a copy, and integral NumPy or 0-d tensor ``n_samples`` become a
+    Python ``int`` (other values are refused with a TypeError, so :meth:`save` cannot fail on them).
+    It is a :class:`~gaussport.Denoiser` and a :class:`~gaussport.FlowMap`.
     """
 
     def __init__(
@@ -148,15 +161,24 @@ class Gaussian:
         self._shape = tuple(mean64.shape)
         self._mean = mean64.reshape(-1)
         self._cov = covariance
-        self.n_samples = n_samples
-        self.scale = scale
-        self.source = source
+        # Metadata is saved as JSON: integral NumPy/tensor counts become ints here, others are refused.
+        self.n_samples = as_int(n_samples, "n_samples", minimum=1, allow_none=True)
+        self.scale = _optional_text(scale, "scale")
+        self.source = _optional_text(source, "source")
         self._mean_copies: dict[tuple[torch.device, torch.dtype], Tensor] = {}
 
     # ----------------------------------------------------------------- construction
     @classmethod
     def diagonal(cls, mean: Tensor, variances: Tensor, **metadata: Any) -> Gaussian:
-        """A Gaussian with independent coordinates (``variances`` of the sample shape or flat)."""
+        """A Gaussian with independent coordinates (``variances`` of the sample shape or flat).
+
+        ``metadata`` are the keywords ``n_samples``, ``scale`` and ``source`` of the constructor.
+        """
+        unknown = sorted(set(metadata) - {"n_samples", "scale", "source"})
+        if unknown:
+            raise TypeError(
+                f"Gaussian.diagonal got unknown keyword(s) {unknown}; it takes n_samples, scale, source."
+            )
         return cls(mean, Diagonal(_as_cpu64(variances, "variances").reshape(-1)), **metadata)
 
     @classmethod
@@ -191,11 +213,31 @@ class Gaussian:
         The covariance is divided by ``N - 1``. ``"dense"`` and ``"lowrank"`` form the full
         ``d x d`` matrix (fine up to d ~ 20,000); beyond that, compute top eigenpairs elsewhere
         and use :meth:`low_rank`.
+
+        Raises:
+            TypeError: ``rank`` or ``batch_size`` is not an integer (a bool is not), ``scale`` or
+                ``source`` is not a string, ``data`` is neither a tensor nor an iterable of them.
+            ValueError: ``batch_size < 1``, an unknown ``representation``, ``rank`` missing for
+                (or given without) ``"lowrank"`` or outside ``[0, d]``, or data that cannot be fitted.
         """
-        if representation not in _REPRESENTATIONS:
+        if not isinstance(representation, str) or representation not in _REPRESENTATIONS:
             raise ValueError(f"representation must be one of {_REPRESENTATIONS}; got {representation!r}.")
+        rank = as_int(rank, "rank", minimum=0, allow_none=True)
         if representation == "lowrank" and rank is None:
             raise ValueError("representation='lowrank' needs rank=, the number of eigenpairs to keep.")
+        if representation != "lowrank" and rank is not None:
+            raise ValueError(
+                f"rank={rank} only applies to representation='lowrank'; "
+                f"got representation={representation!r}."
+            )
+        batch_size = as_int(batch_size, "batch_size", minimum=1)
+        _optional_text(scale, "scale")
+        _optional_text(source, "source")
+        if isinstance(data, (str, bytes)) or not isinstance(data, (Tensor, Iterable)):
+            raise TypeError(
+                f"data must be a tensor [N, *sample_shape] or an iterable of such batches; got "
+                f"{type(data).__name__}."
+            )
         acc = MomentAccumulator(full=representation != "diagonal")
         batches = data.split(batch_size) if isinstance(data, Tensor) else data
         for batch in batches:
@@ -225,8 +267,8 @@ class Gaussian:
 
     @property
     def mean(self) -> Tensor:
-        """The mean in the sample shape (float64, CPU)."""
-        return self._mean.reshape(self._shape)
+        """The mean in the sample shape (float64, CPU); a copy, so the Gaussian stays immutable."""
+        return self._mean.reshape(self._shape).clone()
 
     @property
     def cov(self) -> Covariance:
@@ -254,7 +296,7 @@ class Gaussian:
                 f"shape {self._shape}; pass x of shape [B, {', '.join(map(str, self._shape))}]."
             )
         work = torch.promote_types(x.dtype, torch.float32)
-        return x.reshape(x.shape[0], -1).to(work)
+        return x.reshape(x.shape[0], self.dim).to(work)  # not -1: ambiguous for a batch of 0
 
     def _mean_like(self, v: Tensor) -> Tensor:
         key = (v.device, v.dtype)
@@ -389,7 +431,13 @@ class Gaussian:
         return Gaussian(mean, new, n_samples=self.n_samples, scale=units, source=self.source)
 
     def to_low_rank(self, rank: int) -> Gaussian:
-        """The top-``rank`` eigenpairs plus the mean discarded eigenvalue as residual (from dense)."""
+        """The top-``rank`` eigenpairs plus the mean discarded eigenvalue as residual (from dense).
+
+        Raises:
+            TypeError: ``rank`` is not an integer, or the covariance is not dense.
+            ValueError: ``rank`` is outside ``[0, d]``.
+        """
+        rank = as_int(rank, "rank", minimum=0)
         if not isinstance(self._cov, Dense):
             raise TypeError("to_low_rank needs a dense covariance.")
         return Gaussian(
@@ -424,12 +472,24 @@ class Gaussian:
             " (expected an .npz written by Gaussian.save); convert other statistics with "
             "Gaussian(mean, cov) and save them."
         )
-        meta, arrays = read_npz(path, FORMAT, FORMAT_VERSION, what="statistics", hint=hint)
-        try:
-            mean = torch.from_numpy(arrays["mean"]).reshape(tuple(int(s) for s in meta["shape"]))
-            cov = covariance_from_arrays(meta["representation"], arrays)
-        except (KeyError, TypeError, RuntimeError, ValueError) as exc:
-            raise ValueError(f"{os.fspath(path)!r} is inconsistent: {exc}") from exc
-        return cls(
-            mean, cov, n_samples=meta.get("n_samples"), scale=meta.get("scale"), source=meta.get("source")
+        meta, arrays = read_npz(
+            path,
+            FORMAT,
+            FORMAT_VERSION,
+            what="statistics",
+            hint=hint,
+            fields={"shape": (list,), "representation": (str,)},
+            arrays=lambda meta: {"mean": Array(ndim=1), **covariance_arrays(meta["representation"])},
         )
+        try:
+            mean = torch.from_numpy(arrays["mean"]).reshape(tuple(as_int(s, "shape") for s in meta["shape"]))
+            cov = covariance_from_arrays(meta["representation"], arrays)
+            return cls(
+                mean,
+                cov,
+                n_samples=meta.get("n_samples"),
+                scale=meta.get("scale"),
+                source=meta.get("source"),
+            )
+        except (TypeError, RuntimeError, ValueError) as exc:
+            raise ValueError(f"{os.fspath(path)!r} is inconsistent: {exc}") from exc

@@ -15,14 +15,20 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .._files import read_npz, write_npz
-from .covariance import Dense, LowRankPlusIsotropic, covariance_from_arrays, factor_dtype
+from .._files import Array, as_int, read_npz, write_npz
+from .covariance import (
+    Dense,
+    LowRankPlusIsotropic,
+    covariance_arrays,
+    covariance_from_arrays,
+    factor_dtype,
+)
 from .gaussian import Gaussian
 
 FORMAT = "gaussport.gaussian_mixture"
@@ -36,16 +42,38 @@ def same_shape_gaussians(gaussians: Sequence[Gaussian], what: str) -> tuple[Gaus
 
     ``what`` names the owner in the errors (e.g. ``"a GaussianMixture"``, ``"component"``).
     """
+    if isinstance(gaussians, (Gaussian, str, bytes)) or not isinstance(gaussians, Iterable):
+        raise TypeError(f"{what} takes a sequence of gaussport Gaussians; got {type(gaussians).__name__}.")
     comps = tuple(gaussians)
     if not comps:
         raise ValueError(f"{what} needs at least one Gaussian.")
-    shape = comps[0].shape
     for k, g in enumerate(comps):
         if not isinstance(g, Gaussian):
             raise TypeError(f"{what}: item {k} is a {type(g).__name__}, not a gaussport Gaussian.")
+    shape = comps[0].shape
+    for k, g in enumerate(comps):
         if g.shape != shape:
             raise ValueError(f"{what}: item {k} has sample shape {g.shape}; item 0 has {shape}.")
     return comps
+
+
+def _weights(weights: object) -> Tensor:
+    """The mixture weights as a float64 CPU copy; booleans, strings and non-numbers are refused."""
+    if isinstance(weights, (str, bytes, bool)):
+        raise TypeError(f"weights must be a tensor or sequence of positive numbers; got {weights!r}.")
+    if not isinstance(weights, (Tensor, np.ndarray)) and any(
+        isinstance(v, (bool, np.bool_)) for v in (weights if isinstance(weights, Iterable) else [])
+    ):
+        raise TypeError(f"weights must be numbers, not booleans; got {weights!r}.")
+    try:
+        raw = torch.as_tensor(weights)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(
+            f"weights must be a tensor or sequence of positive numbers; got {type(weights).__name__}."
+        ) from exc
+    if raw.dtype == torch.bool or raw.is_complex():
+        raise TypeError(f"weights must be real numbers; got dtype {raw.dtype}.")
+    return raw.detach().to("cpu", torch.float64, copy=True)
 
 
 class GaussianMixture:
@@ -61,11 +89,7 @@ class GaussianMixture:
     ) -> None:
         comps = same_shape_gaussians(components, "a GaussianMixture")
         shape = comps[0].shape
-        w = (
-            torch.ones(len(comps), dtype=torch.float64)
-            if weights is None
-            else torch.as_tensor(weights, dtype=torch.float64).detach().cpu()
-        )
+        w = torch.ones(len(comps), dtype=torch.float64) if weights is None else _weights(weights)
         if w.shape != (len(comps),) or not bool(torch.isfinite(w).all()) or bool((w <= 0).any()):
             raise ValueError(f"weights must be {len(comps)} positive finite numbers; got {w.tolist()}.")
         self.components = comps
@@ -186,15 +210,29 @@ class GaussianMixture:
             " (expected an .npz written by GaussianMixture.save; single Gaussians are read with "
             "Gaussian.load)."
         )
-        meta, arrays = read_npz(path, FORMAT, FORMAT_VERSION, what="Gaussian-mixture", hint=hint)
-        try:
-            shape = tuple(int(s) for s in meta["shape"])
-            entries = list(meta["components"])
-            if int(meta["n_components"]) != len(entries):
+
+        def expected(meta: dict) -> dict[str, Array]:
+            entries = meta["components"]
+            if meta["n_components"] != len(entries) or not all(isinstance(e, dict) for e in entries):
                 raise ValueError("n_components disagrees with the component list")
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{name} has damaged metadata: {exc}") from exc
+            spec = {"weights": Array(ndim=1, nonnegative=True)}
+            for k, entry in enumerate(entries):
+                spec[f"c{k}_mean"] = Array(ndim=1)
+                spec.update(covariance_arrays(entry["representation"], prefix=f"c{k}_"))
+            return spec
+
+        meta, arrays = read_npz(
+            path,
+            FORMAT,
+            FORMAT_VERSION,
+            what="Gaussian-mixture",
+            hint=hint,
+            fields={"shape": (list,), "components": (list,), "n_components": (int,)},
+            arrays=expected,
+        )
+        entries = meta["components"]
         try:
+            shape = tuple(as_int(s, "shape") for s in meta["shape"])
             components = []
             for k, entry in enumerate(entries):
                 cov = covariance_from_arrays(entry["representation"], arrays, prefix=f"c{k}_")
@@ -267,7 +305,7 @@ class _Stacked:
 
     def denoise(self, mixture: GaussianMixture, x: Tensor, sigma: Tensor) -> Tensor:
         work = torch.promote_types(x.dtype, torch.float32)
-        v = x.reshape(x.shape[0], -1).to(work)
+        v = x.reshape(x.shape[0], mixture.dim).to(work)  # not -1: ambiguous for a batch of 0
         means, basis = self._on(v)
         fdt = factor_dtype(v.device)
         s = torch.as_tensor(sigma, dtype=fdt, device=v.device).expand(v.shape[0])[:, None, None]  # [B,1,1]

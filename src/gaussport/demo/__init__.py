@@ -15,11 +15,19 @@ from .digits_demo import (
     DIGITS_DEFAULTS,
     FRECHET_NOISE,
     DigitsDemo,
+    check_digits_demo,
     digits_table,
     run_digits_demo,
     write_digits_outputs,
 )
-from .mixture_demo import DemoRow, demo_target, format_table, plot_rows, run_mixture_demo
+from .mixture_demo import (
+    DemoRow,
+    check_mixture_demo,
+    demo_target,
+    format_table,
+    plot_rows,
+    run_mixture_demo,
+)
 
 __all__ = [
     "SIGMA_MIN",
@@ -27,11 +35,13 @@ __all__ = [
     "DIGITS_DEFAULTS",
     "FRECHET_NOISE",
     "DigitsDemo",
+    "check_digits_demo",
     "run_digits_demo",
     "digits_table",
     "write_digits_outputs",
     "DemoRow",
     "demo_target",
+    "check_mixture_demo",
     "run_mixture_demo",
     "format_table",
     "plot_rows",

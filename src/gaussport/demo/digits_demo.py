@@ -28,12 +28,13 @@ retrains the digits model into a directory that the loaders and ``gaussport demo
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import digits
+from .._files import atomic_writer
 from ..evaluation import (
     SIGMA_MAX,
     SIGMA_MIN,
@@ -55,11 +57,13 @@ from ..evaluation import (
     save_sample_panels,
 )
 from ..solvers import get as get_solver
+from . import _arguments
 
 __all__ = [
     "DIGITS_DEFAULTS",
     "FRECHET_NOISE",
     "DigitsDemo",
+    "check_digits_demo",
     "run_digits_demo",
     "digits_table",
     "write_digits_outputs",
@@ -153,7 +157,63 @@ class DigitsDemo:
         return out
 
 
-def _check_choices(solvers: Sequence[str], nfes: Sequence[int], teleport: str) -> None:
+def check_digits_demo(
+    solvers: Sequence[str] = DIGITS_DEFAULTS["solvers"],
+    nfes: Sequence[int] = DIGITS_DEFAULTS["nfes"],
+    *,
+    sigma_skip: float = DIGITS_DEFAULTS["sigma_skip"],
+    teleport: str = DIGITS_DEFAULTS["teleport"],
+    batch: int = DIGITS_DEFAULTS["batch"],
+    seed: int = DIGITS_DEFAULTS["seed"],
+    frechet_samples: int = DIGITS_DEFAULTS["frechet_samples"],
+    frechet_seeds: int = DIGITS_DEFAULTS["frechet_seeds"],
+    reference_steps: int = DIGITS_DEFAULTS["reference_steps"],
+    device: torch.device | str | None = None,
+    directory: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    names: Mapping[str, str] | None = None,
+) -> tuple[str, ...]:
+    """Check the arguments of :func:`run_digits_demo` without loading, computing or writing anything.
+
+    ``gaussport demo`` calls it before any work: every argument, the device (one that runs here),
+    the model directory (a model is there), the cache directory (writable or creatable) and every
+    NFE budget (at least one step of each solver) are checked up front.
+
+    Args:
+        names: what the caller calls the arguments, for the messages (the command line passes
+            ``{"batch": "--batch", ...}``); the Python names otherwise. The rest: as
+            :func:`run_digits_demo`.
+
+    Returns:
+        One line per NFE budget that a solver cannot use as given (what :attr:`DigitsDemo.notes` holds).
+
+    Raises:
+        ValueError, TypeError, FileNotFoundError: as :func:`run_digits_demo`.
+    """
+    return _checked(**locals())[1]  # the arguments, as given
+
+
+def _checked(
+    solvers: Sequence[str],
+    nfes: Sequence[int],
+    *,
+    sigma_skip: float,
+    teleport: str,
+    batch: int,
+    seed: int,
+    frechet_samples: int,
+    frechet_seeds: int,
+    reference_steps: int,
+    device: torch.device | str | None,
+    directory: str | os.PathLike[str] | None,
+    cache_dir: str | os.PathLike[str] | None,
+    names: Mapping[str, str] | None = None,
+) -> tuple[list[tuple[str, int, str]], tuple[str, ...]]:
+    """The planned runs and budget notes of valid arguments (:func:`check_digits_demo`)."""
+    label = dict(names or {}).get  # the caller's names: flags on the command line
+    for key, value in (("solvers", solvers), ("nfes", nfes)):
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            raise TypeError(f"{label(key, key)} must be a list; got {value!r} (write [{value!r}] for one).")
     if not solvers:
         raise ValueError("no solver given; pass at least one name (see `gaussport solvers`).")
     for name in solvers:
@@ -162,9 +222,35 @@ def _check_choices(solvers: Sequence[str], nfes: Sequence[int], teleport: str) -
         raise ValueError("no NFE budget given; pass at least one (e.g. 6 8 10).")
     for n in nfes:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"NFE budgets must be positive integers; got {n!r}.")
+            raise ValueError(f"NFE budgets ({label('nfes', 'nfes')}) must be positive integers; got {n!r}.")
     if teleport not in TELEPORTS[1:]:
-        raise ValueError(f"teleport must be one of {TELEPORTS[1:]}; got {teleport!r}.")
+        raise ValueError(f"{label('teleport', 'teleport')} must be one of {TELEPORTS[1:]}; got {teleport!r}.")
+    _arguments.noise_level(label("sigma_skip", "sigma_skip"), sigma_skip, SIGMA_MIN, SIGMA_MAX)
+    _arguments.integer(label("batch", "batch (the number of seeds)"), batch, minimum=1)
+    samples = label("frechet_samples", "frechet_samples")
+    if _arguments.integer(samples, frechet_samples, minimum=0) == 1:
+        raise ValueError(f"{samples} must be 0 (no Frechet distance) or at least 2; got 1.")
+    with_fd = frechet_samples > 0
+    _arguments.integer(label("frechet_seeds", "frechet_seeds"), frechet_seeds, minimum=1 if with_fd else 0)
+    first = label("seed", "seed")
+    _arguments.seeds(first, seed, batch)
+    _arguments.seeds(
+        f"{first} + {FRECHET_SEED_OFFSET} (the first Frechet seed)", FRECHET_SEED_OFFSET + seed, frechet_seeds
+    )
+    _arguments.integer(label("reference_steps", "reference_steps"), reference_steps, minimum=1)
+    _arguments.device(device, label("device", "device"))
+    if directory is not None:
+        _arguments.model_directory(label("directory", "directory"), directory, frechet=with_fd)
+    if cache_dir is not None:
+        _arguments.writable_directory(label("cache_dir", "cache_dir"), cache_dir)
+    # Every budget is checked (and adjusted) on the grids alone, before a model is loaded.
+    planner = Evaluator(_no_model, None, shape=(1,), seeds=(0,), sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX)
+    jobs, notes = _plan(planner, tuple(solvers), tuple(sorted(set(nfes))), teleport, sigma_skip)
+    return jobs, tuple(notes)
+
+
+def _no_model(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    raise AssertionError("the budget planner never calls its model")  # pragma: no cover
 
 
 def run_digits_demo(
@@ -207,19 +293,29 @@ def run_digits_demo(
 
     Raises:
         ValueError: for an unknown solver or teleport mode, an empty or non-positive NFE list, a
-            non-positive batch, a negative sample count or a ``sigma_skip`` outside (0.002, 80].
+            budget too small for one step, a non-positive batch or count, a negative seed, a
+            ``sigma_skip`` outside (0.002, 80], a device that cannot run here, or a cache directory
+            that cannot be written; all before anything is loaded (:func:`check_digits_demo`).
+        TypeError: for a number that is not an integer, or a name where a list is expected.
+        FileNotFoundError: for a ``directory`` that holds no model (``gaussport train-demo --out
+            DIR`` writes one).
     """
+    jobs, notes = _checked(
+        solvers,
+        nfes,
+        sigma_skip=sigma_skip,
+        teleport=teleport,
+        batch=batch,
+        seed=seed,
+        frechet_samples=frechet_samples,
+        frechet_seeds=frechet_seeds,
+        reference_steps=reference_steps,
+        device=device,
+        directory=directory,
+        cache_dir=cache_dir,
+    )
     solvers, nfes = tuple(solvers), tuple(sorted(set(nfes)))
-    _check_choices(solvers, nfes, teleport)
-    if batch < 1:
-        raise ValueError(f"batch (the number of seeds) must be at least 1; got {batch}.")
-    if frechet_samples < 0 or frechet_samples == 1:
-        raise ValueError(
-            f"frechet_samples must be 0 (no Frechet distance) or at least 2; got {frechet_samples}."
-        )
     with_fd = frechet_samples > 0
-    if with_fd and frechet_seeds < 1:
-        raise ValueError(f"frechet_seeds must be at least 1 with frechet_samples > 0; got {frechet_seeds}.")
     start = time.perf_counter()
     extra: dict[str, Any] = {}
     if with_fd:
@@ -238,8 +334,6 @@ def run_digits_demo(
         disable=disable,
         **extra,
     )
-    # Every budget is checked (and adjusted) before the exact endpoints cost anything.
-    jobs, notes = _plan(ev, solvers, nfes, teleport, sigma_skip)
     for note in notes:
         logger.warning("%s", note)
     exact = ev.reference()
@@ -390,31 +484,38 @@ def write_digits_outputs(
     side) and ``quality_vs_nfe.png``. A grid is named by the NFE its runs used,
     ``samples_nfe<N>.png`` (Heun at a budget of 6 uses 5: ``samples_nfe5.png``), or
     ``samples_budget<B>.png`` where the solvers used different NFEs within the budget.
+
+    Every file is written whole or not at all (through ``gaussport._files.atomic_writer``: a failed
+    write leaves an existing file as it was, docs/conventions.md#files).
+
+    Raises:
+        ValueError: ``out`` is a file, lies under one, or is not writable (checked before writing).
     """
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = _arguments.writable_directory("out", out)
     s = result.settings
-    written = []
+    summaries = [e.summary() for e in result.evaluations]
     record = {
         "settings": s,
         "reach": {k: (None if math.isinf(v) else v) for k, v in result.reach().items()},
         "reference_seconds": result.reference_seconds,
         "seconds": result.seconds,
         "notes": list(result.notes),
-        "evaluations": [e.summary() for e in result.evaluations],
+        "evaluations": summaries,
     }
-    path = out_dir / "results.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    written.append(path)
+    # Both tables are made before either file is opened: a failure leaves both as they were.
+    results_json = json.dumps(record, indent=2) + "\n"
     columns = ["solver", "teleport", "sigma_skip", "nfe_budget", "nfe", "trajectory_rms", "trajectory_mean"]
     columns += ["trajectory_max", "frechet_mean", "frechet_std", "seconds"]
-    path = out_dir / "results.csv"
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        for e in result.evaluations:
-            writer.writerow(e.summary())
-    written.append(path)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(summaries)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in (("results.json", results_json), ("results.csv", table.getvalue())):
+        with atomic_writer(out_dir / name, "w", newline="") as f:
+            f.write(text)
+        written.append(out_dir / name)
     if not plots:
         return written
     mode = _mode_label(s["teleport"], s["sigma_skip"])

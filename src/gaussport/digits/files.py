@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import importlib.resources
 import json
 import os
@@ -35,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .._files import read_npz, write_npz
+from .._files import Array, atomic_writer, read_npz, write_npz
 from ..analytic import Gaussian, GaussianMixture
 from .classifier import DigitsClassifier
 from .unet import DigitsUNet
@@ -98,7 +99,7 @@ def save_network(
     module: nn.Module, path: str | os.PathLike[str], fmt: str, extra: dict | None = None
 ) -> None:
     """Write ``module``'s state dict as float32 safetensors, with its ``config`` in the metadata."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in module.state_dict().items()}
     metadata = {
@@ -106,25 +107,55 @@ def save_network(
         "version": str(FORMAT_VERSION),
         "config": json.dumps(module.config),
         "extra": json.dumps(extra or {}),
+        "sha256": _digest(state),
     }
-    save_file(state, os.fspath(path), metadata=metadata)
+    payload = save(state, metadata=metadata)  # serialised in memory first: nothing half-written
+    with atomic_writer(path) as f:
+        f.write(payload)
+
+
+def _digest(state: dict[str, Tensor]) -> str:
+    """A SHA-256 of the weights (names, shapes, dtypes, bytes): safetensors has no checksum of its own."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].contiguous()
+        digest.update(f"{key}:{tuple(t.shape)}:{t.dtype}:".encode())
+        digest.update(t.numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _read_network(path: Path, fmt: str) -> tuple[dict[str, Tensor], dict, dict]:
-    from safetensors import SafetensorError, safe_open
+    from safetensors import safe_open
 
     not_ours = (
         f"{os.fspath(path)!r} is not a gaussport {fmt.split('.')[-1].replace('_', ' ')} file "
         "(expected safetensors written by gaussport.digits.train)."
     )
+    if not path.is_file():
+        raise FileNotFoundError(f"{os.fspath(path)!r} does not exist; check the directory.")
     try:
         with safe_open(os.fspath(path), framework="pt") as f:
             metadata = f.metadata() or {}
-            if metadata.get("gaussport_format") != fmt:
-                raise ValueError(not_ours)
-            state = {key: f.get_tensor(key) for key in f.keys()}
-    except SafetensorError as exc:
+    except Exception as exc:  # noqa: BLE001 - a damaged header fails in many ways; all are "not ours"
         raise ValueError(not_ours) from exc
+    if metadata.get("gaussport_format") != fmt:
+        raise ValueError(not_ours)
+    try:
+        with safe_open(os.fspath(path), framework="pt") as f:
+            state = {key: f.get_tensor(key) for key in f.keys()}
+    except Exception as exc:  # noqa: BLE001 - every damage is one error
+        raise ValueError(f"{os.fspath(path)!r} is damaged ({type(exc).__name__}: {exc}); {_RETRAIN}") from exc
+    # Files written before the checksum was added (the shipped ones) have none.
+    if "sha256" in metadata and metadata["sha256"] != _digest(state):
+        raise ValueError(
+            f"{os.fspath(path)!r} is damaged: its weights do not match the checksum they were saved with; "
+            f"{_RETRAIN}"
+        )
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ValueError(
+                f"{os.fspath(path)!r} is damaged: the weights {key!r} contain NaN or inf; {_RETRAIN}"
+            )
     try:
         if int(metadata["version"]) > FORMAT_VERSION:
             raise ValueError(
@@ -132,15 +163,33 @@ def _read_network(path: Path, fmt: str) -> tuple[dict[str, Tensor], dict, dict]:
             )
         config = json.loads(metadata["config"])
         extra = json.loads(metadata.get("extra", "{}"))
-    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{os.fspath(path)!r} has damaged metadata: {exc}") from exc
     return state, config, extra
 
 
+_RETRAIN = "write it again with `gaussport train-demo --out DIR` (or reinstall gaussport for the shipped one)"
+
+
+def _build(cls: type[nn.Module], config: dict, path: Path) -> nn.Module:
+    """``cls(**config)``; a config that does not fit is a damaged file."""
+    try:
+        return cls(**config)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{os.fspath(path)!r} has a damaged network config ({exc}); {_RETRAIN}") from exc
+
+
 def _finish(
-    module: nn.Module, state: dict[str, Tensor], device: torch.device | str | None, dtype: torch.dtype
+    module: nn.Module,
+    state: dict[str, Tensor],
+    device: torch.device | str | None,
+    dtype: torch.dtype,
+    path: Path,
 ) -> nn.Module:
-    module.load_state_dict(state, strict=True)
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # missing, unexpected or misshapen weights
+        raise ValueError(f"{os.fspath(path)!r} does not hold the weights its config needs: {exc}") from exc
     module.to(device=device, dtype=dtype)
     module.eval()
     module.requires_grad_(False)
@@ -169,8 +218,8 @@ def load_digits_denoiser(
     """
     with data_path(DENOISER_FILE, directory) as path:
         state, config, _ = _read_network(path, DENOISER_FORMAT)
-    net = DigitsUNet(**config)
-    return _finish(net, state, device, dtype)  # type: ignore[return-value]
+        net = _build(DigitsUNet, config, path)
+        return _finish(net, state, device, dtype, path)  # type: ignore[return-value]
 
 
 def load_digits_classifier(
@@ -186,7 +235,8 @@ def load_digits_classifier(
     """
     with data_path(CLASSIFIER_FILE, directory) as path:
         state, config, _ = _read_network(path, CLASSIFIER_FORMAT)
-    return _finish(DigitsClassifier(**config), state, device, dtype)  # type: ignore[return-value]
+        clf = _build(DigitsClassifier, config, path)
+        return _finish(clf, state, device, dtype, path)  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------------- statistics (npz)
@@ -255,15 +305,29 @@ def load_digits_test_set(*, directory: str | os.PathLike[str] | None = None) -> 
         ValueError: if the file is not a gaussport digits test-set file.
     """
     with data_path(TEST_SET_FILE, directory) as path:
-        metadata, arrays = read_npz(path, TEST_SET_FORMAT, FORMAT_VERSION, what="digits test-set")
-        try:
-            pixels, labels, indices = arrays["pixels"], arrays["labels"], arrays["indices"]
-        except KeyError as exc:
-            raise ValueError(f"{os.fspath(path)!r} is inconsistent: {exc}") from exc
-    if pixels.dtype != np.uint8 or pixels.ndim != 3 or labels.shape != (pixels.shape[0],):
+        metadata, arrays = read_npz(
+            path,
+            TEST_SET_FORMAT,
+            FORMAT_VERSION,
+            what="digits test-set",
+            arrays={
+                "pixels": Array(kinds="u", ndim=3),
+                "labels": Array(kinds="iu", ndim=1, nonnegative=True),
+                "indices": Array(kinds="iu", ndim=1, nonnegative=True),
+            },
+        )
+    pixels, labels, indices = arrays["pixels"], arrays["labels"], arrays["indices"]
+    n = pixels.shape[0]
+    if (
+        pixels.dtype != np.uint8
+        or labels.shape != (n,)
+        or indices.shape != (n,)
+        or int(pixels.max(initial=0)) > PIXEL_MAX
+        or int(labels.max(initial=0)) > 9
+    ):
         raise ValueError(
-            f"{os.fspath(path)!r} is inconsistent: pixels {pixels.shape} {pixels.dtype}, "
-            f"labels {labels.shape}."
+            f"{os.fspath(path)!r} is inconsistent: pixels {pixels.shape} {pixels.dtype} "
+            f"(values 0..{PIXEL_MAX} expected), labels {labels.shape}, indices {indices.shape}."
         )
     return DigitsTestSet(
         torch.from_numpy(pixels), torch.from_numpy(labels).long(), torch.from_numpy(indices).long(), metadata

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from .. import grids
+from .._files import atomic_writer
 from ..metrics import feature_statistics, frechet_distance
 from ..sampling import solve
 from .files import (
@@ -96,9 +97,12 @@ def train_demo_model(
     finally:
         torch.set_num_threads(previous)
     provenance["frechet_reference_points"] = refs
-    with open(out_dir / "digits_provenance.json", "w") as f:
-        json.dump(provenance, f, indent=2)
-    (out_dir / "DIGITS_MODEL.md").write_text(_model_card(provenance, refs))
+    provenance_text = json.dumps(provenance, indent=2)  # encoded before any file is touched
+    card = _model_card(provenance, refs)
+    with atomic_writer(out_dir / "digits_provenance.json", "w") as f:
+        f.write(provenance_text)
+    with atomic_writer(out_dir / "DIGITS_MODEL.md", "w") as f:
+        f.write(card)
     logger.info(
         "wrote %s (wall %.0f s); Frechet: train %.3f, gaussian %.3f, model %.3f",
         out_dir,

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .._files import atomic_writer
 from ..analytic import Gaussian, GaussianMixture
 from . import files
 from .classifier import DigitsClassifier
@@ -459,6 +460,7 @@ def train_digits(
         }
     finally:
         torch.set_num_threads(previous_threads)
-    with open(out / "digits_provenance.json", "w") as f:
-        json.dump(provenance, f, indent=2)
+    text = json.dumps(provenance, indent=2)  # encoded before the file is touched
+    with atomic_writer(out / "digits_provenance.json", "w") as f:
+        f.write(text)
     return provenance

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import math
 import os
 from collections import OrderedDict
@@ -15,7 +17,7 @@ from torch import Tensor
 
 from .. import _deprecation
 from .._checks import Grid, as_grid
-from .._files import read_npz, write_npz
+from .._files import Array, as_int, read_npz, write_npz
 from ._quadrature import RULES, step_integrals
 
 __all__ = ["EMS", "StepCoefficients", "Coefficients"]
@@ -103,7 +105,10 @@ def _as_array(t: Any, what: str) -> Tensor:
         t = torch.from_numpy(t)
     if not isinstance(t, Tensor):
         raise TypeError(f"EMS {what} must be a tensor or array; got {type(t).__name__}.")
-    t = t.detach().to("cpu", torch.float64)
+    if t.dtype == torch.bool or t.is_complex():
+        raise TypeError(f"EMS {what} must be real numbers; got dtype {t.dtype}.")
+    # Always a copy (also of NumPy arrays): the value must not change when the caller's array does.
+    t = t.detach().to("cpu", torch.float64, copy=True)
     if t.ndim < 1 or t.shape[0] < 2:
         raise ValueError(f"EMS {what} must have shape [N + 1, *shape] with N >= 1; got {tuple(t.shape)}.")
     if not bool(torch.isfinite(t).all()):
@@ -159,20 +164,35 @@ class EMS:
                 "EMS l, s, b must have one shape; got "
                 f"{tuple(l64.shape)}, {tuple(s64.shape)}, {tuple(b64.shape)}."
             )
+        for name, value in (("sigma_min", sigma_min), ("sigma_max", sigma_max)):
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number, Tensor)):
+                raise TypeError(f"EMS {name} must be a number; got {value!r}.")
         sigma_min, sigma_max = float(sigma_min), float(sigma_max)
         if not (math.isfinite(sigma_min) and math.isfinite(sigma_max) and 0.0 < sigma_min < sigma_max):
             raise ValueError(
                 f"EMS need a noise-level range 0 < sigma_min < sigma_max; got sigma_min={sigma_min}, "
                 f"sigma_max={sigma_max}."
             )
-        if samples is not None and (not isinstance(samples, int) or samples < 1):
-            raise ValueError(f"samples must be a positive integer or None; got {samples!r}.")
+        samples = as_int(samples, "samples", minimum=1, allow_none=True)
+        if not isinstance(source, str):
+            raise TypeError(f"EMS source must be a string; got {type(source).__name__}.")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise TypeError(f"EMS metadata must be a dict or None; got {type(metadata).__name__}.")
+        try:
+            # Metadata is saved as JSON: refuse now what could not be saved later (and copy it).
+            json.dumps(metadata or {})
+            metadata = copy.deepcopy(dict(metadata or {}))
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"EMS metadata must be plain JSON values (int, float, str, bool, lists, dicts); {exc}. "
+                "Convert NumPy numbers with int()/float() and tensors with .item() or .tolist()."
+            ) from exc
         self._l, self._s, self._b = l64, s64, b64
         self._sigma_min, self._sigma_max = sigma_min, sigma_max
         self._lambda_start, self._lambda_end = -math.log(sigma_max), -math.log(sigma_min)
         self.samples = samples
         self.source = str(source)
-        self.metadata = dict(metadata or {})
+        self.metadata = metadata
         self._cache: OrderedDict[tuple, Coefficients] = OrderedDict()
 
     # ------------------------------------------------------------------ construction
@@ -243,8 +263,17 @@ class EMS:
         ``lambda_start = ns.marginal_lambda(t_start)``, ``lambda_end = ns.marginal_lambda(t_end)``
         (for EDM, ``-log t``). Read without unpickling.
         """
-        with np.load(l_file, allow_pickle=False) as lf, np.load(sb_file, allow_pickle=False) as sbf:
-            l, s, b = lf["l"], sbf["s"], sbf["b"]
+        for file in (l_file, sb_file):
+            if not os.path.isfile(file):
+                raise FileNotFoundError(f"{os.fspath(file)!r} does not exist; check the path.")
+        try:
+            with np.load(l_file, allow_pickle=False) as lf, np.load(sb_file, allow_pickle=False) as sbf:
+                l, s, b = lf["l"], sbf["s"], sbf["b"]
+        except Exception as exc:  # noqa: BLE001 - every way a damaged or foreign file fails is one error
+            raise ValueError(
+                f"cannot read the reference EMS files {os.fspath(l_file)!r} (key 'l') and "
+                f"{os.fspath(sb_file)!r} (keys 's', 'b'): {type(exc).__name__}: {exc}"
+            ) from exc
         return cls.from_lambdas(
             l,
             s,
@@ -513,23 +542,28 @@ class EMS:
             " (an .npz written by EMS.save); read the reference implementation's l.npz/sb.npz "
             "with EMS.from_official."
         )
-        meta, arrays = read_npz(path, FORMAT, FORMAT_VERSION, what="EMS", hint=hint)
-        try:
-            sigma_min, sigma_max = float(meta["sigma_min"]), float(meta["sigma_max"])
-            if not {"l", "s", "b"} <= set(arrays):
-                raise KeyError(f"arrays l, s, b expected; found {sorted(arrays)}")
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{os.fspath(path)!r} is incomplete: {exc}") from exc
-        ems = cls(
-            arrays["l"],
-            arrays["s"],
-            arrays["b"],
-            sigma_min=sigma_min,
-            sigma_max=sigma_max,
-            samples=meta.get("samples"),
-            source=meta.get("source", ""),
-            metadata=meta.get("metadata"),
+        meta, arrays = read_npz(
+            path,
+            FORMAT,
+            FORMAT_VERSION,
+            what="EMS",
+            hint=hint,
+            fields={"sigma_min": (float, int), "sigma_max": (float, int)},
+            arrays={"l": Array(), "s": Array(), "b": Array()},
         )
+        try:
+            ems = cls(
+                arrays["l"],
+                arrays["s"],
+                arrays["b"],
+                sigma_min=meta["sigma_min"],
+                sigma_max=meta["sigma_max"],
+                samples=meta.get("samples"),
+                source=meta.get("source", ""),
+                metadata=meta.get("metadata"),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{os.fspath(path)!r} is inconsistent: {exc}") from exc
         if list(ems.shape) != list(meta.get("shape", ems.shape)) or ems.intervals != meta.get(
             "intervals", ems.intervals
         ):

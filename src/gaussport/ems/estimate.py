@@ -33,11 +33,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .._files import read_npz, write_npz
+from .._files import Array, read_npz, write_npz
 from ..denoiser import Denoiser
 from ._statistics import EMS, _check_intervals
 
@@ -407,27 +408,87 @@ class EMSEstimator:
             "given_dl": self._given_dl,
         }
         arrays = {k: v.numpy() for k, v in self.arrays.items()}
-        write_npz(path, FORMAT, FORMAT_VERSION, meta, arrays, atomic=True)  # never half-written
+        write_npz(path, FORMAT, FORMAT_VERSION, meta, arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> EMSEstimator:
-        """Read a checkpoint written by :meth:`save`. Never unpickles."""
-        meta, raw = read_npz(path, FORMAT, FORMAT_VERSION, what="EMS-estimator checkpoint")
-        arrays = {k: torch.from_numpy(v.copy()) for k, v in raw.items()}
-        est = cls(
-            sigma_min=meta["sigma_min"],
-            sigma_max=meta["sigma_max"],
-            intervals=meta["intervals"],
-            samples=meta["samples"],
-            batch_size=meta["batch_size"],
-            seed=meta["seed"],
-            smoothing=meta["smoothing"],
+        """Read a checkpoint written by :meth:`save`. Never unpickles.
+
+        Raises:
+            ValueError: the file is not an estimator checkpoint, is damaged, or its metadata or
+                arrays are missing or inconsistent (every array is checked: finite, of the grid's shape).
+        """
+        number, integer = (float, int), (int,)
+        fields: dict[str, tuple[type, ...]] = {
+            "sigma_min": number,
+            "sigma_max": number,
+            "intervals": integer,
+            "samples": integer,
+            "batch_size": integer,
+            "seed": integer,
+            "smoothing": integer,
+            "shape": (list, type(None)),
+            "phase": (str,),
+            "level": integer,
+            "batch": integer,
+            "seconds": number,
+            "given_l": (bool,),
+            "given_dl": (bool,),
+        }
+        counts = Array(ndim=1, nonnegative=True, required=False)
+        sums = Array(required=False)
+        spec = {
+            **{k: sums for k in ("l_sum", "f_mean", "fd_mean", "f_m2", "ffd_m2", "l_value", "l_derivative")},
+            "l_count": counts,
+            "f_count": counts,
+        }
+        meta, raw = read_npz(
+            path, FORMAT, FORMAT_VERSION, what="EMS-estimator checkpoint", fields=fields, arrays=spec
         )
-        est.shape = None if meta["shape"] is None else tuple(meta["shape"])
-        est.phase, est.level, est.batch = meta["phase"], int(meta["level"]), int(meta["batch"])
+        name = repr(os.fspath(path))
+        try:
+            est = cls(
+                sigma_min=meta["sigma_min"],
+                sigma_max=meta["sigma_max"],
+                intervals=meta["intervals"],
+                samples=meta["samples"],
+                batch_size=meta["batch_size"],
+                seed=meta["seed"],
+                smoothing=meta["smoothing"],
+            )
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{name} has damaged metadata: {exc}") from exc
+        shape = None if meta["shape"] is None else tuple(meta["shape"])
+        if shape is not None and not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+            raise ValueError(f"{name} has damaged metadata: shape {meta['shape']!r} is not a list of ints.")
+        phase, level, batch = meta["phase"], meta["level"], meta["batch"]
+        if (
+            phase not in _PHASES
+            or not 0 <= level <= est.intervals
+            or not 0 <= batch < est.batches_per_level
+            or (meta["given_dl"] and not meta["given_l"])
+        ):
+            raise ValueError(
+                f"{name} has damaged metadata: phase {phase!r}, level {level}, batch {batch} is not a "
+                "position of this estimation."
+            )
+        accumulators = {"l_sum", "f_mean", "fd_mean", "f_m2", "ffd_m2", "l_count", "f_count"}
+        needed = set() if shape is None else accumulators
+        if phase != "l" or meta["given_l"]:
+            needed |= {"l_value", "l_derivative"}
+        missing = sorted(needed - set(raw))
+        if missing:
+            raise ValueError(f"{name} is incomplete: the arrays {missing} are missing.")
+        grid = est.intervals + 1
+        for key, value in raw.items():
+            want = (grid,) if key.endswith("_count") else (grid, *(shape or ()))
+            if value.shape != want:
+                raise ValueError(f"{name} is inconsistent: {key!r} has shape {value.shape}, expected {want}.")
+        est.shape = shape
+        est.phase, est.level, est.batch = phase, level, batch
         est.seconds = float(meta["seconds"])
-        est._given_l, est._given_dl = bool(meta["given_l"]), bool(meta["given_dl"])
-        est.arrays = arrays
+        est._given_l, est._given_dl = meta["given_l"], meta["given_dl"]
+        est.arrays = {k: torch.from_numpy(v.astype(np.float64, copy=True)) for k, v in raw.items()}
         return est
 
 

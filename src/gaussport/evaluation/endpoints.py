@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+
+from .._files import atomic_writer
 
 __all__ = ["CACHE_FORMAT", "EndpointStore", "fingerprint"]
 
@@ -80,7 +81,11 @@ class EndpointStore:
                 if str(data["gaussport_format"]) != CACHE_FORMAT or str(data["fingerprint"]) != self.model:
                     raise ValueError("not a cache of this model")
                 seeds, endpoints = data["seeds"], data["endpoints"]
-        except (OSError, KeyError, ValueError) as exc:
+            if seeds.dtype.kind not in "iu" or seeds.ndim != 1 or endpoints.shape[:1] != seeds.shape:
+                raise ValueError("seeds and endpoints do not match")
+            if endpoints.dtype.kind != "f" or not bool(np.isfinite(endpoints).all()):
+                raise ValueError("the endpoints are not finite floating-point values")
+        except Exception as exc:  # noqa: BLE001 - a damaged cache (any failure) is recomputed, never used
             logger.warning("ignoring the endpoint cache %s (%s)", self.path, exc)
             return
         if endpoints.shape[1:] != self.shape:
@@ -95,8 +100,7 @@ class EndpointStore:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         seeds = sorted(self._endpoints)
-        tmp = self.path.with_suffix(".tmp.npz")
-        with open(tmp, "wb") as f:
+        with atomic_writer(self.path) as f:
             np.savez(
                 f,
                 gaussport_format=np.array(CACHE_FORMAT),
@@ -104,4 +108,3 @@ class EndpointStore:
                 seeds=np.array(seeds, dtype=np.int64),
                 endpoints=torch.stack([self._endpoints[s] for s in seeds]).numpy(),
             )
-        os.replace(tmp, self.path)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._files import atomic_writer
 from ..metrics import FrechetSummary
 
 __all__ = ["markdown_table", "Series", "plot_quality", "plot_heatmap", "save_sample_panels"]
@@ -54,6 +55,16 @@ def _pyplot() -> Any:
         logger.warning("matplotlib is not installed; skipping the plots (pip install 'gaussport[plot]').")
         return None
     return plt
+
+
+def _save_figure(plt: Any, fig: Any, path: str | os.PathLike[str]) -> None:
+    """Write ``fig`` through the atomic writer (the format from the suffix, PNG by default) and close it."""
+    fmt = os.path.splitext(os.fspath(path))[1].lstrip(".").lower() or "png"
+    try:
+        with atomic_writer(path) as f:
+            fig.savefig(f, format=fmt)
+    finally:
+        plt.close(fig)
 
 
 @dataclass(frozen=True)
@@ -131,8 +142,7 @@ def plot_quality(
         fig.suptitle(title, fontsize=9)
     # Leave the top strip to the title, or tight_layout lets the axes' labels run into it.
     fig.tight_layout(rect=(0.0, 0.0, 1.0, 0.95) if title else (0.0, 0.0, 1.0, 1.0))
-    fig.savefig(path)
-    plt.close(fig)
+    _save_figure(plt, fig, path)
     return True
 
 
@@ -187,8 +197,7 @@ def plot_heatmap(
         ax.set_title(title, fontsize=9)
     if own:
         fig.tight_layout()
-        fig.savefig(path)
-        plt.close(fig)
+        _save_figure(plt, fig, path)
     return True
 
 
@@ -253,6 +262,5 @@ def save_sample_panels(
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - 0.3 / height) if title else (0.0, 0.0, 1.0, 1.0))
-    fig.savefig(path)
-    plt.close(fig)
+    _save_figure(plt, fig, path)
     return True

@@ -136,7 +136,8 @@ class StatisticsSolver(SingleEvaluationSolver[S]):
     """A single-evaluation solver parameterised by empirical model statistics (DPM-Solver-v3).
 
     Subclasses are dataclasses with the fields ``ems`` (a :class:`gaussport.ems.EMS`, ``None`` or
-    ``"degenerate"``) and ``ems_intervals``. A solver never builds statistics from a model: with
+    ``"degenerate"``; declared as such, so the type check of every solver field refuses anything
+    else when the solver is built) and ``ems_intervals``. A solver never builds statistics from a model: with
     ``ems=None`` the sampling layer supplies them -- :func:`gaussport.sample` (and the evaluation
     harness) the analytic EMS of the warm-start Gaussian over the run's levels
     (:func:`gaussport.sampling.with_warm_start_statistics`), and a run without a Gaussian uses the

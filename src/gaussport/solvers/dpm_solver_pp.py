@@ -27,9 +27,6 @@ from .registry import register
 
 __all__ = ["DPMSolverPP", "DPMSolverPP2S"]
 
-_SOLVER_TYPES = ("midpoint", "taylor")
-_THIRD_ORDER = ("corrected", "published")
-
 
 @register("ddim", solver_order=1, summary="DDIM (eta = 0) for a denoiser: DPM-Solver++ of order 1")
 @register(
@@ -108,12 +105,9 @@ class DPMSolverPP(SingleEvaluationSolver[History]):
     seed_history: bool = False
 
     def __post_init__(self) -> None:
+        # Types (and the Literal choices) are checked before this: gaussport.loop.check_options.
         if self.solver_order not in (1, 2, 3):
             raise ValueError(f"solver_order must be 1, 2 or 3 for DPM-Solver++; got {self.solver_order!r}.")
-        if self.solver_type not in _SOLVER_TYPES:
-            raise ValueError(f"solver_type must be one of {_SOLVER_TYPES}; got {self.solver_type!r}.")
-        if self.third_order not in _THIRD_ORDER:
-            raise ValueError(f"third_order must be one of {_THIRD_ORDER}; got {self.third_order!r}.")
 
     @property
     def order(self) -> int:
@@ -181,7 +175,7 @@ class DPMSolverPP2S(TwoStageSolver):
     r: float = 0.5
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.r, (int, float)) and 0.0 < self.r <= 1.0):
+        if not 0.0 < self.r <= 1.0:  # a finite float: checked before this (gaussport.loop.check_options)
             raise ValueError(f"r must lie in (0, 1] (fraction of the step in lambda); got {self.r!r}.")
 
     @property

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 from torch import Tensor
@@ -19,8 +20,6 @@ __all__ = ["DPMSolverV3", "V3State", "taylor_weights"]
 
 logger = logging.getLogger("gaussport")
 
-_VARIANTS = ("normal", "pseudo")
-_RULES = ("exponential", "trapezoid")
 _MAX_ORDER = 3
 
 
@@ -87,6 +86,18 @@ class V3State:
     last_order: int = 0
 
 
+def _degenerate_over(x: Tensor, sigmas: Grid) -> EMS:
+    """The degenerate EMS over the positive levels of ``sigmas`` (around a single level: ``[s/2, 2s]``)."""
+    positive = [s for s in sigmas if s > 0.0]
+    shape = (1,) * (x.ndim - 1)
+    if not positive:
+        return EMS.degenerate(shape)
+    low, high = min(positive), max(positive)
+    if low == high:
+        low, high = 0.5 * low, 2.0 * high
+    return EMS.degenerate(shape, sigma_min=low, sigma_max=high)
+
+
 def _combine(x_s: Tensor, step: StepCoefficients, g: list[Tensor], weights: list[list[float]]) -> Tensor:
     """``decay * (x_s - phi_0 g_0 - bias - sum_k phi_k g^(k))`` (paper eq. 9 with a Taylor ``g``)."""
     acc = step.phi[0] * g[0] + step.bias
@@ -129,10 +140,18 @@ class DPMSolverV3(StatisticsSolver[V3State]):
     EMS of the warm-start Gaussian (built over the run's range with ``ems_intervals`` intervals by
     :func:`gaussport.sampling.with_warm_start_statistics`, also when the teleport is a no-op);
     without a Gaussian the solver uses the degenerate EMS ``l = 1, s = b = 0``, with which the
-    method is DPM-Solver++ ('taylor' type; exactly, with the exponential rule). The solver never
-    builds statistics from a model itself. Explicit EMS must cover the run's noise levels; a run
-    starting mid-way integrates the EMS over its own sub-range (never re-mapped,
+    method is DPM-Solver++ ('taylor' type; exactly, with the exponential rule). Both are built over
+    the run's own positive levels, so every valid grid runs (levels above 80 or below 0.002, a
+    single level). The solver never builds statistics from a model itself. Explicit EMS must cover
+    the run's noise levels (else a ``ValueError`` names both ranges and the fix); a run starting
+    mid-way integrates the EMS over its own sub-range (never re-mapped,
     docs/ems.md#runs-that-start-mid-way).
+
+    Continuing a run (``solve(..., state=sol.state)``): the state's EMS go on while they cover the
+    new levels; degenerate EMS are rebuilt over the new levels and the run equals one uninterrupted
+    run (without ``lower_order_final``); other EMS that do not cover them (the analytic EMS of a
+    :func:`gaussport.sample` run cover only its levels) give way to the solver's own EMS for the
+    new levels, and the multistep history, computed with the old curves, restarts (logged at INFO).
 
     Order: the predictor's local order is ``solver_order + 1``; the first (warm-up) step and,
     with ``lower_order_final``, the last step are first order, which caps the global order:
@@ -168,42 +187,32 @@ class DPMSolverV3(StatisticsSolver[V3State]):
     # built for a run (gaussport.sampling.with_warm_start_statistics) are tabulated along decreasing
     # levels, and the corrector's ``half`` criterion is one-sided.
     supports_inversion: ClassVar[bool] = False
+    option_hints: ClassVar[dict[str, str]] = {
+        "half": "half is a noise level (the corrector runs only above it); the reference's half=True "
+        "with its EDM schedule is half=0.5.",
+        "ems": "Build EMS with gaussport.ems.analytic_ems / estimate_ems / EMS.load.",
+    }
 
+    # Types are checked when the solver is built (gaussport.loop.check_options); ranges below.
     solver_order: int = 3
-    predictor: str = "normal"
-    corrector: str | None = "normal"
+    predictor: Literal["normal", "pseudo"] = "normal"
+    corrector: Literal["normal", "pseudo"] | None = "normal"
     lower_order_final: bool = True
     half: float | None = None
-    ems: Any = None
+    ems: EMS | Literal["degenerate"] | None = None
     ems_intervals: int = 1200
-    quadrature: str = "exponential"
+    quadrature: Literal["exponential", "trapezoid"] = "exponential"
 
     def __post_init__(self) -> None:
-        p = self.solver_order
-        if not isinstance(p, int) or isinstance(p, bool) or not 1 <= p <= _MAX_ORDER:
-            raise ValueError(f"solver_order must be 1, 2 or 3; got {p!r}.")
-        if self.predictor not in _VARIANTS:
-            raise ValueError(f"predictor must be one of {_VARIANTS}; got {self.predictor!r}.")
-        if self.corrector is not None and self.corrector not in _VARIANTS:
-            raise ValueError(f"corrector must be None or one of {_VARIANTS}; got {self.corrector!r}.")
-        if self.half is not None and (isinstance(self.half, bool) or not isinstance(self.half, (int, float))):
+        if not 1 <= self.solver_order <= _MAX_ORDER:
+            raise ValueError(f"solver_order must be 1, 2 or 3; got {self.solver_order!r}.")
+        if self.half is not None and self.half < 0.0:
             raise ValueError(
-                f"half must be a noise level (the corrector runs only above it) or None; got {self.half!r}. "
-                "The reference's half=True with its EDM schedule is half=0.5."
+                f"half must be a noise level >= 0 (the corrector runs only above it) or None; "
+                f"got {self.half!r}."
             )
-        if not (
-            self.ems is None
-            or isinstance(self.ems, EMS)
-            or (isinstance(self.ems, str) and self.ems == "degenerate")
-        ):
-            raise ValueError(
-                f"ems must be a gaussport.ems.EMS, None or 'degenerate'; got {self.ems!r:.60}. "
-                "Build EMS with gaussport.ems.analytic_ems / estimate_ems / EMS.load."
-            )
-        if not isinstance(self.ems_intervals, int) or self.ems_intervals < 1:
+        if self.ems_intervals < 1:
             raise ValueError(f"ems_intervals must be a positive integer; got {self.ems_intervals!r}.")
-        if self.quadrature not in _RULES:
-            raise ValueError(f"quadrature must be one of {_RULES}; got {self.quadrature!r}.")
 
     # ------------------------------------------------------------------ set-up
     @property
@@ -216,15 +225,29 @@ class DPMSolverV3(StatisticsSolver[V3State]):
         return self.solver_order - 1 + (1 if self.corrector == "pseudo" else 0)
 
     def statistics(self, x: Tensor, sigmas: Grid) -> EMS:
-        """The EMS a run over ``sigmas`` from ``x`` uses: ``ems`` if given, else the degenerate EMS."""
+        """The EMS a run over ``sigmas`` from ``x`` uses: ``ems`` if given, else the degenerate EMS.
+
+        The degenerate EMS is constant, so it is built over exactly the run's positive levels,
+        whatever they are (a single level gets a range around it): every valid grid runs.
+        """
         if isinstance(self.ems, EMS):
             return self.ems
-        positive = [s for s in sigmas if s > 0.0]
-        shape = (1,) * (x.ndim - 1)
         logger.debug("dpm_solver_v3: no EMS given; degenerate EMS (DPM-Solver++)")
-        if len(positive) >= 2:
-            return EMS.degenerate(shape, sigma_min=positive[-1], sigma_max=positive[0])
-        return EMS.degenerate(shape)
+        return _degenerate_over(x, sigmas)
+
+    def _statistics_for(self, state: V3State, x: Tensor, sigmas: Grid) -> EMS:
+        """The EMS of a continued run (``solve(..., state=...)``) over ``sigmas``.
+
+        The state's EMS if it covers the new levels (the history ``g`` was computed with it); else
+        a degenerate one carries over to a degenerate one over the new levels (``l, s, b`` are the
+        same constants at every level, and so is the history); else the solver's own EMS for the
+        new levels (:meth:`statistics`: ``ems`` if given, which must cover them, else degenerate).
+        """
+        if state.ems.covers(sigmas):
+            return state.ems
+        if state.ems.source == "degenerate" and not isinstance(self.ems, EMS):
+            return _degenerate_over(x, sigmas)
+        return self.statistics(x, sigmas)
 
     def init(self, x: Tensor, sigmas: Grid, teleport: Teleport | None = None) -> V3State:
         ems = self.statistics(x, sigmas)
@@ -246,9 +269,21 @@ class DPMSolverV3(StatisticsSolver[V3State]):
             and table.sigmas[pos] == sigmas[i]
             and table.sigmas[pos + 1] == sigmas[i + 1]
         ):
-            # A continued run (solve(..., state=...)) on a new grid: integrate its levels; the
-            # history (g values, corrected state, previous step) carries over unchanged.
-            table, pos = self._table(state.ems, sigmas[i:], x), 0
+            # A continued run (solve(..., state=...)) on a new grid: integrate its levels. The
+            # history (g values, corrected state, previous step) carries over unchanged while the
+            # EMS do; with other EMS it was computed from other curves, so the run warms up anew.
+            ems = self._statistics_for(state, x, sigmas[i:])
+            ems.check_shape(tuple(x.shape[1:]))
+            if ems is not state.ems and not (ems.source == state.ems.source == "degenerate"):
+                logger.info(
+                    "dpm_solver_v3: the continued run's levels leave the EMS of its state "
+                    "(sigma in [%g, %g]); its history restarts with the EMS of the new levels",
+                    state.ems.sigma_min,
+                    state.ems.sigma_max,
+                )
+                state = V3State(ems, state.table)
+            table, pos = self._table(ems, sigmas[i:], x), 0
+            state = dataclasses.replace(state, ems=ems)
         lam = table.lambdas[pos]
         f = (1.0 - table.l[pos]) * x - denoised
 

@@ -113,8 +113,11 @@ def get(name: str, /, **options: Any) -> Solver:
     ``renamed_options`` maps old names to new ones, and the old name warns.
 
     Raises:
-        ValueError: for an unknown name (the message lists the available ones).
-        TypeError: for an option the solver does not have (the message lists the ones it has).
+        ValueError: for an unknown name (the message lists the available ones), or an option value
+            the solver does not allow.
+        TypeError: for an option the solver does not have (the message lists the ones it has), or
+            an option value of the wrong type (every field is checked against its declared type
+            when the solver is built: :func:`gaussport.loop.check_options`).
     """
     cls, preset = solver_class(name)
     for old, new in getattr(cls, "renamed_options", {}).items():
@@ -130,4 +133,11 @@ def get(name: str, /, **options: Any) -> Solver:
         raise TypeError(
             f"solver {name!r} has no option(s) {', '.join(map(repr, unknown))}; its options are: {accepted}."
         )
-    return cls(**{**preset, **options})
+    try:
+        return cls(**{**preset, **options})
+    except (TypeError, ValueError) as exc:
+        if type(exc) not in (TypeError, ValueError):
+            raise
+        # Name the solver as the caller did (one class serves several names).
+        message = str(exc).removeprefix(f"{cls.__name__}: ")
+        raise type(exc)(f"solver {name!r} ({cls.__name__}): {message}") from None

@@ -16,8 +16,6 @@ from .registry import register
 
 __all__ = ["UniPC", "UniPCState"]
 
-_VARIANTS = ("bh1", "bh2", "vary_coeff")
-
 
 @dataclass(frozen=True, slots=True)
 class UniPCState:
@@ -101,8 +99,6 @@ class UniPC(SingleEvaluationSolver[UniPCState]):
     def __post_init__(self) -> None:
         if self.solver_order not in (1, 2, 3, 4):
             raise ValueError(f"solver_order must be 1, 2, 3 or 4 for UniPC; got {self.solver_order!r}.")
-        if self.variant not in _VARIANTS:
-            raise ValueError(f"variant must be one of {_VARIANTS}; got {self.variant!r}.")
 
     @property
     def order(self) -> int:
