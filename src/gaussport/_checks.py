@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -161,3 +162,61 @@ def state_dtype(x_dtype: torch.dtype, requested: torch.dtype | None) -> torch.dt
             )
         return requested
     return torch.float64 if x_dtype == torch.float64 else torch.float32
+
+
+def as_int(value: Any, what: str, *, minimum: int | None = None, allow_none: bool = False) -> int | None:
+    """``value`` as a Python ``int``: counts, ranks and seeds given as NumPy or 0-d tensor integers too.
+
+    Integral NumPy scalars and 0-d integer tensors are converted; a ``bool``, a float (even ``2.0``),
+    a string or an array is refused.
+
+    Raises:
+        TypeError: ``value`` is not an integer (naming ``what``).
+        ValueError: ``value`` is below ``minimum``.
+    """
+    if value is None and allow_none:
+        return None
+    number: int | None = None
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        number = int(value)
+    elif (
+        isinstance(value, torch.Tensor)
+        and value.ndim == 0
+        and not (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool)
+    ):
+        number = int(value.item())
+    if number is None:
+        raise TypeError(
+            f"{what} must be an integer{' or None' if allow_none else ''}; got {value!r} "
+            f"({type(value).__name__})."
+        )
+    if minimum is not None and number < minimum:
+        raise ValueError(f"{what} must be an integer >= {minimum}; got {number}.")
+    return number
+
+
+def real_float64(values: object, what: str, *, finite: bool = True) -> Tensor:
+    """A float64 CPU copy of ``values`` (never a view of the caller's tensor or array).
+
+    Value objects store their numbers through this, so a caller changing its tensor afterwards
+    changes nothing. Strings, booleans (also as elements of a list), complex numbers and
+    non-numbers are refused with a ``TypeError`` naming ``what``; with ``finite``, NaN and
+    infinities with a ``ValueError``.
+    """
+    elements = values if isinstance(values, (list, tuple)) else ()
+    if isinstance(values, (str, bytes, bool, np.bool_)) or any(
+        isinstance(v, (bool, np.bool_, str, bytes)) for v in elements
+    ):
+        raise TypeError(f"the {what} must be numbers; got {values!r:.60}.")
+    try:
+        t = torch.as_tensor(values)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(
+            f"the {what} must be a tensor or array of numbers; got {type(values).__name__}."
+        ) from exc
+    if t.dtype == torch.bool or t.is_complex():
+        raise TypeError(f"the {what} must be real numbers; got dtype {t.dtype}.")
+    t = t.detach().to("cpu", torch.float64, copy=True)
+    if finite and not bool(torch.isfinite(t).all()):
+        raise ValueError(f"the {what} contain NaN or infinite values.")
+    return t

@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-import torch
 
-__all__ = ["Array", "as_int", "atomic_writer", "write_npz", "read_npz"]
+__all__ = ["Array", "atomic_writer", "write_npz", "read_npz"]
 
 _TAG = "gaussport_format"
 _META = "metadata"
@@ -76,37 +75,6 @@ def atomic_writer(path: str | os.PathLike[str], mode: str = "wb", **open_kwargs:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-
-
-def as_int(value: Any, what: str, *, minimum: int | None = None, allow_none: bool = False) -> int | None:
-    """``value`` as a Python ``int`` (metadata is stored as JSON, which knows no NumPy or tensor numbers).
-
-    Integral NumPy scalars and 0-d integer tensors are converted; a ``bool``, a float (even ``2.0``),
-    a string or an array is refused.
-
-    Raises:
-        TypeError: ``value`` is not an integer (naming ``what``).
-        ValueError: ``value`` is below ``minimum``.
-    """
-    if value is None and allow_none:
-        return None
-    number: int | None = None
-    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
-        number = int(value)
-    elif (
-        isinstance(value, torch.Tensor)
-        and value.ndim == 0
-        and not (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool)
-    ):
-        number = int(value.item())
-    if number is None:
-        raise TypeError(
-            f"{what} must be an integer{' or None' if allow_none else ''}; got {value!r} "
-            f"({type(value).__name__})."
-        )
-    if minimum is not None and number < minimum:
-        raise ValueError(f"{what} must be an integer >= {minimum}; got {number}.")
-    return number
 
 
 def write_npz(

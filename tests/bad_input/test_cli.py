@@ -40,9 +40,11 @@ from hypothesis import strategies as st
 
 import gaussport.demo.mixture_demo
 import gaussport.digits
+import gaussport.digits.train
 from gaussport import cli, demo
 from gaussport.demo._arguments import Device, Directory, Integer, Number, SolverName
 from gaussport.digits.files import DENOISER_FILE, GAUSSIAN_FILE
+from gaussport.digits.train import train_digits
 
 PARSER = cli.build_parser()
 COMMANDS: dict[str, argparse.ArgumentParser] = next(
@@ -202,6 +204,7 @@ TRIPWIRES = [
     (gaussport.digits, "evaluator"),
     (gaussport.digits, "train_demo_model"),
     (gaussport.demo.mixture_demo, "demo_target"),
+    (gaussport.digits.train, "load_sklearn_digits"),
 ]
 
 
@@ -347,6 +350,20 @@ LIBRARY_CASES: list[tuple[str, Callable[[dict[str, str]], Callable[[], Any]]]] =
     ("mixture batch 0", lambda p: _mixture(batch=0)),
     ("mixture seed -1", lambda p: _mixture(seed=-1)),
     ("run_mixture_demo batch 0", lambda p: lambda: demo.run_mixture_demo((3,), batch=0)),
+    *[
+        (f"train_digits {kw}", lambda p, kw=kw: lambda: train_digits(p["out"] + "/train", **kw))
+        for kw in (
+            {"seed": -1},
+            {"seed": 2**64 - 2},  # the run also uses seed + 2
+            {"seed": 1.0},
+            {"steps": 0},
+            {"batch_size": True},
+            {"classifier_epochs": "3"},
+            {"test_fraction": 1.0},
+            {"num_threads": 0},
+            {"held_out_images": 2.5},
+        )
+    ],
 ]
 
 

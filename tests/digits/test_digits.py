@@ -338,3 +338,15 @@ def test_shipped_model_card_names_the_current_modules() -> None:
         card = path.read_text()
     assert "`gaussport.digits.train.train_digits`" in card and "`gaussport.digits.load_digits_*`" in card
     assert "gaussport.models" not in card and "gaussport.metrics.digits" not in card
+
+
+def test_shipped_networks_carry_the_checksum_of_their_weights() -> None:
+    """A flipped byte in the weights of a shipped network is caught on load (docs/conventions.md#files)."""
+    from safetensors import safe_open
+
+    from gaussport.digits.files import CLASSIFIER_FILE, DENOISER_FILE, _digest, data_path
+
+    for name in (DENOISER_FILE, CLASSIFIER_FILE):
+        with data_path(name) as path, safe_open(str(path), framework="pt") as f:
+            state = {key: f.get_tensor(key) for key in f.keys()}
+            assert f.metadata().get("sha256") == _digest(state), name

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._checks import real_float64
 from .._files import Array
 
 __all__ = [
@@ -47,22 +48,6 @@ NEGATIVE_RTOL = 1e-4
 def factor_dtype(device: torch.device) -> torch.dtype:
     """float64 where the device supports it (spectral factors decide accuracy at small sigma)."""
     return torch.float32 if device.type == "mps" else torch.float64
-
-
-def _real64(values: object, what: str) -> Tensor:
-    """A float64 CPU copy of ``values`` (never a view of the caller's tensor: the value is immutable)."""
-    try:
-        t = torch.as_tensor(values)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise TypeError(
-            f"the {what} must be a tensor or array of numbers; got {type(values).__name__}."
-        ) from exc
-    if t.dtype == torch.bool or t.is_complex():
-        raise TypeError(f"the {what} must be real numbers; got dtype {t.dtype}.")
-    t = t.detach().to("cpu", torch.float64, copy=True)
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"the {what} contain NaN or infinite values.")
-    return t
 
 
 def _clamp_spectrum(lam: Tensor, what: str) -> Tensor:
@@ -181,8 +166,8 @@ class Dense(Covariance):
 
     def __init__(self, eigenvalues: Tensor, eigenvectors: Tensor) -> None:
         super().__init__()
-        lam = _real64(eigenvalues, "eigenvalues")
-        u = _real64(eigenvectors, "eigenvectors")
+        lam = real_float64(eigenvalues, "eigenvalues")
+        u = real_float64(eigenvectors, "eigenvectors")
         if lam.ndim != 1 or u.shape != (lam.shape[0], lam.shape[0]):
             raise ValueError(
                 "Dense needs eigenvalues [d] and eigenvectors [d, d]; "
@@ -244,7 +229,7 @@ class Diagonal(Covariance):
 
     def __init__(self, variances: Tensor) -> None:
         super().__init__()
-        var = _real64(variances, "variances")
+        var = real_float64(variances, "variances")
         if var.ndim != 1:
             raise ValueError(f"Diagonal needs a 1-D tensor of variances; got shape {tuple(var.shape)}.")
         self.variances = _clamp_spectrum(var, "diagonal covariance")
@@ -292,8 +277,8 @@ class LowRankPlusIsotropic(Covariance):
 
     def __init__(self, eigenvalues: Tensor, eigenvectors: Tensor, residual: float = 0.0) -> None:
         super().__init__()
-        lam = _real64(eigenvalues, "eigenvalues")
-        u = _real64(eigenvectors, "eigenvectors")
+        lam = real_float64(eigenvalues, "eigenvalues")
+        u = real_float64(eigenvectors, "eigenvectors")
         if lam.ndim != 1 or u.ndim != 2 or u.shape[1] != lam.shape[0] or u.shape[0] < u.shape[1]:
             raise ValueError(
                 "LowRankPlusIsotropic needs eigenvalues [r] and eigenvectors [d, r] with r <= d; "

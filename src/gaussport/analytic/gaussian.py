@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._files import Array, as_int, read_npz, write_npz
+from .._checks import as_int
+from .._files import Array, read_npz, write_npz
 from .covariance import (
     Covariance,
     Dense,

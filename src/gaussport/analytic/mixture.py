@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._files import Array, as_int, read_npz, write_npz
+from .._checks import as_int, real_float64
+from .._files import Array, read_npz, write_npz
 from .covariance import (
     Dense,
     LowRankPlusIsotropic,
@@ -57,25 +58,6 @@ def same_shape_gaussians(gaussians: Sequence[Gaussian], what: str) -> tuple[Gaus
     return comps
 
 
-def _weights(weights: object) -> Tensor:
-    """The mixture weights as a float64 CPU copy; booleans, strings and non-numbers are refused."""
-    if isinstance(weights, (str, bytes, bool)):
-        raise TypeError(f"weights must be a tensor or sequence of positive numbers; got {weights!r}.")
-    if not isinstance(weights, (Tensor, np.ndarray)) and any(
-        isinstance(v, (bool, np.bool_)) for v in (weights if isinstance(weights, Iterable) else [])
-    ):
-        raise TypeError(f"weights must be numbers, not booleans; got {weights!r}.")
-    try:
-        raw = torch.as_tensor(weights)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise TypeError(
-            f"weights must be a tensor or sequence of positive numbers; got {type(weights).__name__}."
-        ) from exc
-    if raw.dtype == torch.bool or raw.is_complex():
-        raise TypeError(f"weights must be real numbers; got dtype {raw.dtype}.")
-    return raw.detach().to("cpu", torch.float64, copy=True)
-
-
 class GaussianMixture:
     """A mixture of :class:`Gaussian` components of one sample shape; an exact denoiser.
 
@@ -89,7 +71,10 @@ class GaussianMixture:
     ) -> None:
         comps = same_shape_gaussians(components, "a GaussianMixture")
         shape = comps[0].shape
-        w = torch.ones(len(comps), dtype=torch.float64) if weights is None else _weights(weights)
+        if weights is None:
+            w = torch.ones(len(comps), dtype=torch.float64)
+        else:  # non-finite weights are named with the count below
+            w = real_float64(weights, "weights", finite=False)
         if w.shape != (len(comps),) or not bool(torch.isfinite(w).all()) or bool((w <= 0).any()):
             raise ValueError(f"weights must be {len(comps)} positive finite numbers; got {w.tolist()}.")
         self.components = comps

@@ -145,7 +145,7 @@ def _read_network(path: Path, fmt: str) -> tuple[dict[str, Tensor], dict, dict]:
             state = {key: f.get_tensor(key) for key in f.keys()}
     except Exception as exc:  # noqa: BLE001 - every damage is one error
         raise ValueError(f"{os.fspath(path)!r} is damaged ({type(exc).__name__}: {exc}); {_RETRAIN}") from exc
-    # Files written before the checksum was added (the shipped ones) have none.
+    # Files written before the checksum was added (by gaussport 0.1) have none: they still load.
     if "sha256" in metadata and metadata["sha256"] != _digest(state):
         raise ValueError(
             f"{os.fspath(path)!r} is damaged: its weights do not match the checksum they were saved with; "

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .._checks import as_int
 from .._files import atomic_writer
 from ..analytic import Gaussian, GaussianMixture
 from . import files
@@ -62,6 +63,7 @@ __all__ = [
 
 logger = logging.getLogger("gaussport")
 
+SEED_MAX = 2**64 - 3  # torch generators take seeds below 2**64; a run uses seed, seed + 1 and seed + 2
 DATA_SOURCE = (
     "UCI ML 'Optical Recognition of Handwritten Digits' (Alpaydin & Kaynak, 1998; "
     "https://doi.org/10.24432/C50P49) as distributed by scikit-learn (sklearn.datasets.load_digits), "
@@ -370,9 +372,23 @@ def train_digits(
 
     Returns:
         The provenance record (also written to ``digits_provenance.json`` and ``DIGITS_MODEL.md``).
+
+    Raises:
+        TypeError: a count or seed that is not an integer (a bool or a float included).
+        ValueError: a count below 1, a seed outside [0, 2**64 - 3], a ``test_fraction`` outside (0, 1).
     """
-    if held_out_images is not None and (isinstance(held_out_images, bool) or held_out_images < 1):
-        raise ValueError(f"held_out_images must be a positive integer or None; got {held_out_images!r}.")
+    # Every argument is checked before the data is loaded or anything is written.
+    seed = as_int(seed, "seed", minimum=0)
+    if seed > SEED_MAX:
+        raise ValueError(f"seed must be at most 2**64 - 3 (the run also uses seed + 1 and + 2); got {seed}.")
+    counts = {"steps": steps, "batch_size": batch_size, "classifier_epochs": classifier_epochs}
+    for name, count in counts.items():
+        as_int(count, name, minimum=1)
+    as_int(held_out_images, "held_out_images", minimum=1, allow_none=True)
+    as_int(num_threads, "num_threads", minimum=1, allow_none=True)
+    fraction_ok = isinstance(test_fraction, (int, float)) and not isinstance(test_fraction, bool)
+    if not (fraction_ok and 0 < test_fraction < 1):
+        raise ValueError(f"test_fraction must be a number in (0, 1), e.g. 0.2; got {test_fraction!r}.")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     previous_threads = torch.get_num_threads()

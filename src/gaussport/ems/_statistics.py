@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 
 from .. import _deprecation
-from .._checks import Grid, as_grid
-from .._files import Array, as_int, read_npz, write_npz
+from .._checks import Grid, as_grid, as_int
+from .._files import Array, read_npz, write_npz
 from ._quadrature import RULES, step_integrals
 
 __all__ = ["EMS", "StepCoefficients", "Coefficients"]
