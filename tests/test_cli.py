@@ -17,6 +17,7 @@ import torch
 
 import gaussport
 from gaussport import cli, demo, grids
+from gaussport.cli import demo as cli_demo
 from gaussport.evaluation import nfe_to_reach
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -186,7 +187,7 @@ def test_a_file_system_failure_during_the_run_is_one_line_and_exit_1(
     def full(args) -> int:  # type: ignore[no-untyped-def]
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(cli, "_mixture_demo", full)
+    monkeypatch.setattr(cli_demo, "_mixture_demo", full)
     assert cli.main(["demo", "--target", "mixture", "--quiet"]) == 1
     err = capsys.readouterr().err
     assert err == "gaussport demo: error: [Errno 28] No space left on device\n"
@@ -362,8 +363,8 @@ def test_demo_picks_its_threads_by_the_openmp_wait_policy_and_restores_the_count
         seen.append(torch.get_num_threads())
         return 0
 
-    monkeypatch.setattr(cli, "_digits_demo", fake)
-    monkeypatch.setattr(cli, "_mixture_demo", fake)
+    monkeypatch.setattr(cli_demo, "_digits_demo", fake)
+    monkeypatch.setattr(cli_demo, "_mixture_demo", fake)
     previous = torch.get_num_threads()
     torch.set_num_threads(3)
     try:

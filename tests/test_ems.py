@@ -16,8 +16,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import gaussport
 from gaussport.analytic import Dense, Diagonal, Gaussian, LowRankPlusIsotropic
 from gaussport.ems import EMS, EMSEstimator, analytic_ems, estimate_ems
+from gaussport.ems import analytic as ems_analytic
 from gaussport.ems._quadrature import psi, step_integrals
 from gaussport.testing import gaussians, random_gaussian
 
@@ -92,6 +94,28 @@ def test_representations_agree() -> None:
     c, d = analytic_ems(lr, **kwargs), analytic_ems(equivalent, **kwargs)
     for k in ("l", "s", "b"):
         assert torch.allclose(getattr(c, k), getattr(d, k), rtol=1e-9, atol=1e-11), k
+
+
+def test_blocked_evaluation_equals_one_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The dense EMS are filled by blocks of weight rows and chunks of levels (bounded memory at any
+    # d); with blocks of 3 rows and 2 levels every element must be what one block gives, for dense
+    # and low-rank covariances, including dimensions that lie in an eigenspace (decoupled).
+    gen = torch.Generator().manual_seed(3)
+    basis = torch.eye(10, dtype=torch.float64)
+    basis[:6, :6] = torch.linalg.qr(torch.randn(6, 6, generator=gen, dtype=torch.float64))[0]
+    mixed = Gaussian(
+        torch.randn(10, generator=gen, dtype=torch.float64), Dense(torch.logspace(0.5, -2, 10), basis)
+    )
+    low = Gaussian(mixed.mean, LowRankPlusIsotropic.from_dense(mixed.cov, 4))
+    kwargs = {"sigma_min": 0.01, "sigma_max": 50.0, "intervals": 9}
+    whole = [analytic_ems(g, **kwargs) for g in (mixed, low)]
+    monkeypatch.setattr(ems_analytic, "_ROWS_ELEMENTS", 3 * 10)
+    monkeypatch.setattr(ems_analytic, "_LEVEL_ELEMENTS", 2 * 6 * 10)
+    for g, ref in zip((mixed, low), whole, strict=True):
+        blocked = analytic_ems(g, **kwargs)
+        for k in ("l", "s", "b"):
+            assert torch.allclose(getattr(blocked, k), getattr(ref, k), rtol=1e-13, atol=1e-16), k
+    assert bool((whole[0].s[:, 6:] == 0).all()) and bool((whole[0].s[:, :6] != 0).any())
 
 
 def test_analytic_ems_validate_input() -> None:
@@ -299,6 +323,40 @@ def test_save_load_round_trip_without_pickle(tmp_path) -> None:
     np.savez(other, l=np.ones((3, 2)))
     with pytest.raises(ValueError, match="EMS.from_official"):
         EMS.load(other)
+
+
+def test_float32_files_are_half_the_size_and_load_as_the_rounded_values(tmp_path) -> None:
+    g = random_gaussian(torch.logspace(0.3, -2, 12, dtype=torch.float64).tolist(), seed=5)
+    ems = analytic_ems(g, sigma_min=0.002, sigma_max=80.0, intervals=400)
+    full, half = tmp_path / "ems64.npz", tmp_path / "ems32.npz"
+    ems.save(full)
+    ems.save(half, dtype="float32")
+    assert half.stat().st_size < 0.55 * full.stat().st_size
+    back = EMS.load(half)  # the same format: every loader reads it
+    for k in ("l", "s", "b"):
+        assert torch.equal(getattr(back, k), getattr(ems, k).float().double())
+    with np.load(half, allow_pickle=False) as data:
+        assert data["l"].dtype == np.float32
+    # A run with the rounded statistics moves by a few 1e-6 (the step integrals amplify the 6e-8
+    # rounding by int l ~ 10 over the range): < 1 % of the solver's own error at this NFE.
+    x = g.sample(4, 80.0, torch.Generator().manual_seed(0), dtype=torch.float64)
+    sig = (80.0, 20.0, 5.0, 1.0, 0.3, 0.05, 0.002)
+    exact = gaussport.solve(g, x, sig, "dpm_solver_v3", ems=ems, disable=True).x
+    rounded = gaussport.solve(g, x, sig, "dpm_solver_v3", ems=back, disable=True).x
+    moved = float((rounded - exact).norm() / exact.norm())
+    solver_error = float((exact - g.flow(x, 80.0, 0.002)).norm() / exact.norm())
+    assert 0 < moved < 1e-5 and moved < 0.01 * solver_error, (moved, solver_error)
+    with pytest.raises(ValueError, match="dtype must be 'float64' or 'float32'"):
+        ems.save(half, dtype="float16")
+    huge = EMS(
+        torch.full((2, 1), 1e39, dtype=torch.float64),
+        torch.zeros(2, 1),
+        torch.zeros(2, 1),
+        sigma_min=1.0,
+        sigma_max=2.0,
+    )
+    with pytest.raises(ValueError, match="overflows float32.*dtype='float64'"):
+        huge.save(tmp_path / "huge.npz", dtype="float32")
 
 
 def test_reads_the_reference_file_layout(tmp_path) -> None:

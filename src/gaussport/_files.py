@@ -1,4 +1,5 @@
-"""gaussport's files: one atomic writer, and ``.npz`` files with a format tag, JSON metadata and plain arrays.
+"""gaussport's files: one atomic writer, and ``.npz`` or ``.safetensors`` files with a format tag, JSON
+metadata and plain arrays.
 
 Every file the library writes goes through :func:`atomic_writer`: the content is produced in a
 temporary file beside the target and renamed over it only when complete, so a failed or
@@ -8,11 +9,15 @@ files (statistics, mixtures, EMS, estimator checkpoints, the digits test split) 
 by :func:`read_npz`, which never unpickles
 (``np.load(allow_pickle=False)``) and turns every way a foreign or damaged file can fail into one
 ``ValueError`` that names the file and what was expected (docs/conventions.md#files).
+:func:`write_safetensors` and :func:`read_safetensors` are the same for safetensors files (the
+statistics ``gaussport fit`` writes): the same metadata and :class:`Array` declarations, plus a
+SHA-256 of metadata and arrays, because safetensors itself has no checksum.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -24,7 +29,7 @@ from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["Array", "atomic_writer", "write_npz", "read_npz"]
+__all__ = ["Array", "atomic_writer", "write_npz", "read_npz", "write_safetensors", "read_safetensors"]
 
 _TAG = "gaussport_format"
 _META = "metadata"
@@ -202,7 +207,22 @@ def read_npz(
         raw = contents.pop(_META)
         if raw.dtype.kind != "U" or raw.ndim != 0:
             raise ValueError(f"metadata is a {raw.dtype} array of shape {raw.shape}")
-        meta = json.loads(str(raw))
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"{name} has damaged metadata: {exc}; {_REWRITE}") from exc
+    return _checked(name, str(raw), contents, version, arrays, fields)
+
+
+def _checked(
+    name: str,
+    text: str,
+    contents: dict[str, np.ndarray],
+    version: int,
+    arrays: Spec | Callable[[dict[str, Any]], Spec],
+    fields: Mapping[str, tuple[type, ...]] | None,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The JSON metadata ``text`` and the declared arrays of ``contents``, each checked (both readers)."""
+    try:
+        meta = json.loads(text)
         if not isinstance(meta, dict):
             raise ValueError(f"metadata is a JSON {type(meta).__name__}, not an object")
         found = meta["version"]
@@ -293,3 +313,156 @@ def _holds_objects(archive: zipfile.ZipFile, member: str) -> bool:
         else:
             return False  # read_array names the unsupported version
     return bool(dtype.hasobject)
+
+
+# ---------------------------------------------------------------------- safetensors
+_DIGEST = "sha256"
+
+
+def _c_order(value: np.ndarray) -> np.ndarray:
+    """``value`` in C order, 0-d arrays kept 0-d (``np.ascontiguousarray`` makes them 1-d)."""
+    return value if value.flags.c_contiguous else value.copy(order="C")
+
+
+def _safetensors_digest(text: str, arrays: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 of the metadata JSON and every array (name, dtype, shape, bytes, in name order).
+
+    safetensors has no checksum of its own, so a flipped bit in the data would load silently; this
+    one covers everything but the format tag (whose damage makes the file "not ours").
+    """
+    digest = hashlib.sha256(text.encode())
+    for key in sorted(arrays):
+        value = _c_order(arrays[key])
+        digest.update(f"\0{key}:{value.dtype.str}:{value.shape}\0".encode())
+        digest.update(memoryview(value).cast("B"))
+    return digest.hexdigest()
+
+
+def write_safetensors(
+    path: str | os.PathLike[str],
+    fmt: str,
+    version: int,
+    metadata: Mapping[str, Any],
+    arrays: Mapping[str, np.ndarray],
+) -> None:
+    """:func:`write_npz` for a safetensors file: the same checks, layout and atomic write.
+
+    The safetensors header's string metadata holds the format tag (``gaussport_format``), the
+    JSON metadata with ``version`` (``metadata``) and a SHA-256 of both (``sha256``, see
+    :func:`read_safetensors`). The file is serialised in memory first (``safetensors.numpy.save``,
+    a transient copy of the arrays' bytes), then written through :func:`atomic_writer`.
+
+    Raises:
+        TypeError: metadata JSON cannot encode, or an array that is not a numeric NumPy array.
+        FileNotFoundError: the directory of ``path`` does not exist.
+    """
+    from safetensors.numpy import save
+
+    meta = {"version": version, **metadata}
+    try:
+        text = json.dumps(meta)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"cannot write {os.fspath(path)!r}: its metadata is not plain JSON ({exc}); pass Python "
+            "int/float/str values (e.g. int(n) for a NumPy integer, t.item() for a tensor)."
+        ) from exc
+    for key, value in arrays.items():
+        if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
+            what = (
+                f"an array of dtype {value.dtype}" if isinstance(value, np.ndarray) else type(value).__name__
+            )
+            raise TypeError(
+                f"cannot write {os.fspath(path)!r}: {key!r} is {what}; pass a numeric NumPy array."
+            )
+    contiguous = {key: _c_order(value) for key, value in arrays.items()}
+    header = {_TAG: fmt, _META: text, _DIGEST: _safetensors_digest(text, contiguous)}
+    payload = save(contiguous, metadata=header)
+    with atomic_writer(path) as f:
+        f.write(payload)
+
+
+def read_safetensors(
+    path: str | os.PathLike[str],
+    fmt: str,
+    version: int,
+    *,
+    what: str,
+    arrays: Spec | Callable[[dict[str, Any]], Spec],
+    fields: Mapping[str, tuple[type, ...]] | None = None,
+    hint: str = "",
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Read a file written by :func:`write_safetensors`: :func:`read_npz`'s arguments and checks.
+
+    safetensors holds raw bytes and never unpickles. A file without the tag ``fmt`` in its header
+    metadata (another program's safetensors, a zip archive, junk) is "not ours"; a header that
+    does not parse, offsets past the end, a truncated file and bytes that do not match the stored
+    SHA-256 are "damaged"; the version, metadata keys and declared arrays are then checked as
+    :func:`read_npz` checks them. Every one of these is a ``ValueError`` naming the file.
+    The digest is checked before the version is read, so the digest scheme stays the same in every
+    format version.
+
+    Raises:
+        ValueError: the file is not ours, damaged, of a newer version, or an array or metadata key
+            is missing or not what was declared.
+        FileNotFoundError: the file does not exist.
+    """
+    name = repr(os.fspath(path))
+    not_ours = f"{name} is not a gaussport {what} file{hint}"
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{name} does not exist; check the path.")
+    if os.path.isdir(path):
+        raise ValueError(f"{name} is a directory; give the path of a gaussport {what} file.")
+    from safetensors import safe_open
+
+    try:
+        header = _safetensors_header(path, fmt)
+    except _NotOurs as exc:
+        raise ValueError(not_ours) from exc.__cause__
+    except Exception as exc:  # noqa: BLE001 - every failure of a damaged header is one error
+        raise ValueError(f"{name} is damaged or truncated ({type(exc).__name__}: {exc}); {_REWRITE}") from exc
+    try:
+        # safetensors raises SafetensorError, OSError, ValueError, TypeError...: all mean damaged.
+        with safe_open(os.fspath(path), framework="np") as f:
+            stored = f.metadata() or {}
+            contents = {key: f.get_tensor(key) for key in f.keys()}
+        text, digest = stored[_META], stored.get(_DIGEST)
+        if digest is None:
+            raise ValueError("its header has no SHA-256 of the contents")
+        if stored != header:
+            raise ValueError("the header changed while it was read")
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(f"{name} is damaged or truncated ({type(exc).__name__}: {exc}); {_REWRITE}") from exc
+    if not isinstance(text, str) or _safetensors_digest(text, contents) != digest:
+        raise ValueError(
+            f"{name} is damaged: its contents do not match the SHA-256 they were saved with; {_REWRITE}"
+        )
+    return _checked(name, text, contents, version, arrays, fields)
+
+
+def _safetensors_header(path: str | os.PathLike[str], fmt: str) -> dict[str, str]:
+    """The string metadata of a safetensors file's header, read without the data.
+
+    Raises:
+        _NotOurs: the file does not start like a safetensors file, or has no tag ``fmt``.
+        ValueError: the header is cut short or is not the JSON it should be.
+    """
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise _NotOurs() if size == 0 else ValueError(f"only {len(head)} bytes")
+        length = int.from_bytes(head, "little")
+        if head[:4] == b"PK\x03\x04" or length > size - 8:
+            if head[:4] == b"PK\x03\x04" or length > 100_000_000:  # not a header length at all
+                raise _NotOurs()
+            raise ValueError(f"the header of {length} bytes runs past the end of the {size}-byte file")
+        raw = f.read(length)
+    if not raw.startswith(b"{"):
+        raise _NotOurs()
+    header = json.loads(raw)
+    if not isinstance(header, dict):
+        raise ValueError("the header is not a JSON object")
+    meta = header.get("__metadata__")
+    if not isinstance(meta, dict) or meta.get(_TAG) != fmt:
+        raise _NotOurs()
+    return meta

@@ -37,12 +37,23 @@ import torch
 from _rules import digest, rejected, unchanged_after_failure
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 import gaussport.demo.mixture_demo
 import gaussport.digits
 import gaussport.digits.train
 from gaussport import cli, demo
-from gaussport.demo._arguments import Device, Directory, Integer, Number, SolverName
+from gaussport.analytic import Gaussian
+from gaussport.demo._arguments import (
+    DataPath,
+    Device,
+    Directory,
+    InputFile,
+    Integer,
+    Number,
+    OutputFile,
+    SolverName,
+)
 from gaussport.digits.files import DENOISER_FILE, GAUSSIAN_FILE
 from gaussport.digits.train import train_digits
 
@@ -55,19 +66,50 @@ ROOT_ONLY = os.geteuid() == 0 if hasattr(os, "geteuid") else False  # root write
 
 # Placeholders, filled in per test: {file} an existing file, {missing} a free path, {empty} an empty
 # directory, {model} a directory with a denoiser and statistics but no classifier, {readonly} a
-# directory without write permission, {dangling} a link to nowhere, {out} the output directory.
-PLACES = ("file", "missing", "empty", "model", "readonly", "dangling", "out")
+# directory without write permission, {dangling} a link to nowhere, {out} the output directory,
+# {images} a folder of two 8x8 PNGs, {stats} a statistics file, {mixed} a folder of two image sizes,
+# {foreign} a .safetensors file that is no statistics file.
+PLACES = (
+    "file",
+    "missing",
+    "empty",
+    "model",
+    "readonly",
+    "dangling",
+    "out",
+    "images",
+    "stats",
+    "mixed",
+    "foreign",
+)
 
 
 def _flag(action: argparse.Action) -> str:
-    return max(action.option_strings, key=len)
+    """The flag's longest name, or the metavar of a positional argument."""
+    return (
+        max(action.option_strings, key=len) if action.option_strings else str(action.metavar or action.dest)
+    )
+
+
+def _words(action: argparse.Action, value: str) -> list[str]:
+    """``value`` given to ``action``: ``--flag=value``, or the value alone for a positional."""
+    return [f"{_flag(action)}={value}"] if action.option_strings else [value]
 
 
 def _base(command: str, action: argparse.Action | None) -> list[str]:
-    """The valid words every case of ``command`` starts with (the required flags, a safe --out)."""
+    """The valid words every case of ``command`` starts with: the positionals and required flags
+    (other than ``action``) with good values, and a safe ``--out`` for the demo and trainer."""
+    words: list[str] = []
+    for other in COMMANDS[command]._actions:
+        if other is action or isinstance(other, SKIPPED):
+            continue
+        if not other.option_strings:
+            words = [*good_value(other), *words]
+        elif other.required:
+            words += [_flag(other), *good_value(other)]
     if command in ("demo", "train-demo") and (action is None or _flag(action) != "--out"):
-        return ["--out", "{out}"]
-    return []
+        words += ["--out", "{out}"]
+    return words
 
 
 def bad_values(action: argparse.Action) -> list[tuple[str, list[str], Any]]:
@@ -76,22 +118,60 @@ def bad_values(action: argparse.Action) -> list[tuple[str, list[str], Any]]:
     if isinstance(action, argparse._StoreTrueAction):
         return [("a value given to a switch", [f"{flag}=yes"], ())]
     out: list[tuple[str, list[str], Any]] = []
+    readonly = pytest.mark.skipif(ROOT_ONLY, reason="root writes")
     if isinstance(kind, Integer):
         low, high = kind.minimum, kind.maximum
         values = [("letters", "abc"), ("a float", "2.5"), ("an exponent", "1e3"), ("empty", "")]
         values += [("below the minimum", str(low - 1)), ("far below", str(low - 1000))]
         values += [("above the maximum", str(high + 1))] if high is not None else []
-        out += [(what, [f"{flag}={v}"], ()) for what, v in values]
+        out += [(what, _words(action, v), ()) for what, v in values]
     elif isinstance(kind, Number):
         values = ["abc", "", "nan", "inf", "-inf", f"{kind.low!r}", f"{2 * kind.high!r}", "-1"]
-        out += [(f"number {v!r}", [f"{flag}={v}"], ()) for v in values]
+        out += [(f"number {v!r}", _words(action, v), ()) for v in values]
+    elif isinstance(kind, DataPath):
+        out += [
+            (what, _words(action, v), ())
+            for what, v in [
+                ("missing", "{missing}"),
+                ("a file of another kind", "{file}"),
+                ("a folder without images", "{empty}"),
+                ("empty", ""),
+                ("a dangling link", "{dangling}"),
+                ("images of two sizes", "{mixed}"),
+            ]
+        ]
+    elif isinstance(kind, InputFile):
+        out += [
+            (what, _words(action, v), ())
+            for what, v in [
+                ("missing", "{missing}" + kind.suffixes[0]),
+                ("a file of another kind", "{file}"),
+                ("a directory", "{empty}"),
+                ("empty", ""),
+                ("a dangling link", "{dangling}"),
+                ("a foreign file", "{foreign}"),
+            ]
+        ]
+    elif isinstance(kind, OutputFile):
+        name = "x" + kind.suffixes[0]
+        out += [
+            (what, [flag, v], marks)
+            for what, v, marks in [
+                ("a directory", "{empty}", ()),
+                ("under a file", "{file}/" + name, ()),
+                ("empty", "", ()),
+                ("a wrong suffix", "{out}/x.txt", ()),
+                ("a dangling link", "{dangling}", ()),
+                ("read-only", "{readonly}/" + name, readonly),
+            ]
+        ]
     elif isinstance(kind, Directory) and kind.role == "output":
         out += [
             ("a file", [flag, "{file}"], ()),
             ("under a file", [flag, "{file}/sub"], ()),
             ("empty", [flag, ""], ()),
             ("a dangling link", [flag, "{dangling}"], ()),
-            ("read-only", [flag, "{readonly}/sub"], pytest.mark.skipif(ROOT_ONLY, reason="root writes")),
+            ("read-only", [flag, "{readonly}/sub"], readonly),
         ]
     elif isinstance(kind, Directory) and kind.role == "model":
         out += [
@@ -111,6 +191,8 @@ def bad_values(action: argparse.Action) -> list[tuple[str, list[str], Any]]:
         first = next(iter(action.choices))
         values = ["nope", "", first.upper(), f" {first}"]
         out += [(f"choice {v!r}", [f"{flag}={v}"], ()) for v in values]
+    if not action.option_strings:  # a positional: its absence is the "required" case
+        return out
     if action.nargs == "+":
         out.append(("no value", [flag], ()))
     elif action.nargs is None and not isinstance(action, argparse._StoreTrueAction):
@@ -131,6 +213,12 @@ def good_value(action: argparse.Action) -> list[str]:
         return ["cpu"]
     elif isinstance(kind, SolverName):
         return ["euler"]
+    elif isinstance(kind, DataPath):
+        return ["{images}"]
+    elif isinstance(kind, InputFile):
+        return ["{stats}"]
+    elif isinstance(kind, OutputFile):
+        return ["{out}/output" + kind.suffixes[0]]
     elif action.choices is not None:
         return [str(list(action.choices)[-1])]
     else:
@@ -156,8 +244,8 @@ def _cases() -> list[Any]:
         for action in sub._actions:
             if isinstance(action, SKIPPED):
                 continue
-            if action.required:
-                add(f"{command} without {_flag(action)}", [command])
+            if action.required or not action.option_strings:
+                add(f"{command} without {_flag(action)}", [command, *_base(command, action)])
             # The mixture demo takes the demo's flags but the digits-only ones: both targets.
             targets = [[]]
             if command == "demo" and action.dest not in (*cli.DIGITS_ONLY, "target"):
@@ -192,6 +280,13 @@ def _cases() -> list[Any]:
     ]
     for label, words in across:
         add(f"demo {label}", ["demo", "--out", "{out}", *words])
+    fit = [
+        ("--rank with --representation dense", ["--rank", "4", "--representation", "dense"]),
+        ("--rank with --representation diagonal", ["--rank", "4", "--representation", "diagonal"]),
+        ("--representation lowrank without --rank", ["--representation", "lowrank"]),
+    ]
+    for label, words in fit:
+        add(f"fit {label}", ["fit", *_base("fit", None), *words])
     return cases
 
 
@@ -205,6 +300,7 @@ TRIPWIRES = [
     (gaussport.digits, "train_demo_model"),
     (gaussport.demo.mixture_demo, "demo_target"),
     (gaussport.digits.train, "load_sklearn_digits"),
+    (Gaussian, "fit"),
 ]
 
 
@@ -227,7 +323,18 @@ def places(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "results.json").write_text("an earlier run\n")
-    return {name: str(tmp_path / name) for name in PLACES}
+    for folder, sizes in (("images", [(8, 8), (8, 8)]), ("mixed", [(8, 8), (6, 8)])):
+        (tmp_path / folder).mkdir()
+        for k, size in enumerate(sizes):
+            Image.new("L", size, color=40 * k).save(tmp_path / folder / f"{k}.png")
+    Gaussian.diagonal(torch.zeros(3), torch.ones(3)).save(tmp_path / "stats.safetensors")
+    (tmp_path / "foreign.safetensors").write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")
+    places = {name: str(tmp_path / name) for name in PLACES}
+    return {
+        **places,
+        "stats": places["stats"] + ".safetensors",
+        "foreign": places["foreign"] + ".safetensors",
+    }
 
 
 def _snapshot(root: Path) -> dict[str, str | None]:
@@ -280,7 +387,9 @@ def test_integer_flags_refuse_generated_values_outside_their_range(
     )
     value = data.draw(below | above | fraction | words, label="value")
     root = tmp_path_factory.mktemp("cli")
-    line = [command, "--out", str(root / "out"), _flag(action), value]
+    # The flag first: argparse converts it before it looks for the positionals and required flags.
+    line = [command, _flag(action), value]
+    line += ["--out", str(root / "out")] if command in ("demo", "train-demo") else []
     err = io.StringIO()
     with contextlib.ExitStack() as stack:
         for owner, name in TRIPWIRES:
@@ -297,7 +406,7 @@ def test_integer_flags_refuse_generated_values_outside_their_range(
 def test_every_flag_declares_what_it_accepts() -> None:
     # A flag that takes a value declares its range or kind (a type from gaussport.demo._arguments)
     # or its choices, so the parser refuses a bad value in one line and the cases above cover it.
-    known = (Integer, Number, Directory, Device, SolverName)
+    known = (Integer, Number, Directory, Device, SolverName, DataPath, InputFile, OutputFile)
     for name, parser in [("gaussport", PARSER), *COMMANDS.items()]:
         for action in parser._actions:
             if isinstance(action, (*SKIPPED, argparse._StoreTrueAction)):

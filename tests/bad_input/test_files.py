@@ -106,6 +106,14 @@ KINDS: dict[str, tuple[str, Callable[[Path], None], Callable[[Path], Any]]] = {
         f"statistics-{kind}": ("g.npz", (lambda k: lambda p: _gaussian(k).save(p))(kind), Gaussian.load)
         for kind in ("dense", "diagonal", "lowrank")
     },
+    **{
+        f"statistics-{kind}-safetensors": (
+            "g.safetensors",
+            (lambda k: lambda p: _gaussian(k).save(p))(kind),
+            Gaussian.load,
+        )
+        for kind in ("dense", "diagonal", "lowrank")
+    },
     "mixture": ("m.npz", lambda p: _mixture().save(p), GaussianMixture.load),
     "ems": ("e.npz", lambda p: _ems().save(p), EMS.load),
     "ems-estimator": ("c.npz", lambda p: _estimator().save(p), EMSEstimator.load),
@@ -202,7 +210,8 @@ def _parts(name: str, originals: dict) -> tuple[str, dict, dict[str, np.ndarray]
     return fmt, json.loads(str(arrays.pop("metadata"))), arrays
 
 
-NPZ_KINDS = [k for k in KINDS if k != "digits-checkpoint"]
+NPZ_KINDS = [k for k in KINDS if k != "digits-checkpoint" and not k.endswith("-safetensors")]
+ST_KINDS = [k for k in KINDS if k.endswith("-safetensors")]
 
 
 def _array_cases() -> list[tuple[str, str]]:
@@ -392,6 +401,108 @@ def test_foreign_and_missing_files(tmp_path: Path) -> None:
         rejected(lambda: load(directory=tmp_path / "nowhere"))  # noqa: B023
 
 
+# ---------------------------------------------------------------------- hand-made safetensors statistics
+
+
+def _st_parts(name: str, originals: dict) -> tuple[dict[str, str], dict, dict[str, np.ndarray]]:
+    """The header metadata, JSON metadata and arrays of a safetensors kind's original file."""
+    from safetensors.numpy import load
+
+    data = originals[name][0]
+    header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])["__metadata__"]
+    return header, json.loads(header["metadata"]), load(data)
+
+
+def _write_st(
+    path: Path, header: dict[str, str], meta: Any, arrays: dict[str, np.ndarray], digest: bool
+) -> None:
+    """A safetensors file with exactly these contents; ``digest``: a SHA-256 that matches them."""
+    from safetensors.numpy import save
+
+    text = meta if isinstance(meta, str) else json.dumps(meta)
+    stored = {**header, "metadata": text}
+    if digest:
+        stored["sha256"] = _files._safetensors_digest(text, arrays)
+    path.write_bytes(save(arrays, metadata=stored))
+
+
+ST_DAMAGE = [
+    "stale-digest",
+    "no-digest",
+    "not-json",
+    "json-list",
+    "no-version",
+    "newer-version",
+    "no-shape",
+    "wrong-rank",
+    "wrong-shape",
+    "wrong-tag",
+    "nan-mean",
+    "negative-eigenvalue",
+    "missing-array",
+    "int-mean",
+]
+
+
+@pytest.mark.parametrize("name", ST_KINDS)
+@pytest.mark.parametrize("damage", ST_DAMAGE)
+def test_hand_made_safetensors_statistics_are_refused(
+    name: str, damage: str, originals: dict, scratch: Path
+) -> None:
+    header, meta, arrays = _st_parts(name, originals)
+    digest = damage != "stale-digest"
+    first = "variances" if "variances" in arrays else "eigenvalues"
+    if damage == "stale-digest":  # structurally fine, but not the values the digest was made of
+        arrays["mean"] = arrays["mean"] + 1.0
+    elif damage == "no-digest":
+        digest = False
+        header = {k: v for k, v in header.items() if k != "sha256"}
+    elif damage in ("not-json", "json-list"):
+        meta = json.dumps(meta)[:-1] if damage == "not-json" else "[1, 2]"
+    elif damage == "no-version":
+        del meta["version"]
+    elif damage == "newer-version":
+        meta["version"] = 99
+    elif damage == "no-shape":
+        del meta["shape"]
+    elif damage == "wrong-rank":
+        meta["rank"] = 7
+    elif damage == "wrong-shape":
+        meta["shape"] = [2, 2]
+    elif damage == "wrong-tag":
+        header = {**header, "gaussport_format": "gaussport.something_else"}
+    elif damage == "nan-mean":
+        arrays["mean"] = np.full_like(arrays["mean"], np.nan)
+    elif damage == "negative-eigenvalue":
+        arrays[first] = -arrays[first]
+    elif damage == "missing-array":
+        del arrays[first]
+    else:
+        arrays["mean"] = arrays["mean"].astype(np.int64)
+    path = scratch / "g.safetensors"
+    _write_st(path, header, meta, arrays, digest=digest)
+    exc = rejected(lambda: Gaussian.load(path))
+    assert isinstance(exc, ValueError) and repr(os.fspath(path)) in str(exc), exc
+    if damage == "newer-version":
+        assert "Upgrade gaussport" in str(exc)
+    if damage == "stale-digest":
+        assert "SHA-256" in str(exc)
+
+
+def test_safetensors_and_npz_statistics_hold_the_same(originals: dict, tmp_path: Path) -> None:
+    for kind in ("dense", "diagonal", "lowrank"):
+        assert originals[f"statistics-{kind}-safetensors"][1] == originals[f"statistics-{kind}"][1]
+    # The kind is read from the file's first bytes, not its name.
+    (tmp_path / "renamed.npz").write_bytes(originals["statistics-dense-safetensors"][0])
+    (tmp_path / "renamed.safetensors").write_bytes(originals["statistics-dense"][0])
+    for name in ("renamed.npz", "renamed.safetensors"):
+        assert _content(Gaussian.load(tmp_path / name)) == originals["statistics-dense"][1]
+    for junk in (b"", b"\x00" * 3, b"\xff" * 64, b"{}" * 10):
+        (tmp_path / "junk.safetensors").write_bytes(junk)
+        exc = rejected(lambda: Gaussian.load(tmp_path / "junk.safetensors"))
+        assert isinstance(exc, ValueError) and "junk.safetensors" in str(exc)
+
+
 # ---------------------------------------------------------------------- failed saves
 
 
@@ -477,6 +588,13 @@ def test_issue_example_keeps_the_statistics(tmp_path: Path) -> None:
 
 SAVE_ANY: dict[str, Callable[[Path], Any]] = {
     "statistics": lambda p: _gaussian("lowrank").save(p),
+    "statistics-safetensors": lambda p: _files.write_safetensors(  # Gaussian.save's writer, any name
+        p,
+        "gaussport.gaussian",
+        1,
+        {"shape": [3], "representation": "diagonal"},
+        _gaussian("diagonal").cov.arrays(),
+    ),
     "mixture": lambda p: _mixture().save(p),
     "ems": lambda p: _ems().save(p),
     "ems-estimator": lambda p: _estimator().save(p),

@@ -22,7 +22,8 @@ from gaussport.analytic import Dense, Gaussian
 from gaussport.ems import EMS, analytic_ems
 from gaussport.sampling import with_warm_start_statistics
 from gaussport.solvers import get
-from gaussport.testing import CountingDenoiser, anisotropic_gaussian, random_gaussian
+from gaussport.solvers.dpm_solver_v3 import taylor_weights
+from gaussport.testing import CountingDenoiser, anisotropic_gaussian, gaussian_of_shape, random_gaussian
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "dpm_solver_v3_official.npz"
 
@@ -157,6 +158,129 @@ def test_degenerate_v3_is_dpm_solver_pp_taylor(order: int) -> None:
         ).x
         diffs.append(_rel(trap, ref))
     assert all(3.5 < diffs[i] / diffs[i + 1] < 4.5 for i in range(2)), diffs  # O(N^-2)
+
+
+# ----------------------------------------------------------------------------- cost per step
+def eq9_run(
+    g: Gaussian, x: torch.Tensor, sig: tuple[float, ...], ems: EMS, **options: object
+) -> torch.Tensor:
+    """The solver's step logic written out from paper eq. 9 on the EMS's own table, unfused.
+
+    Each update is ``decay (x_s - phi_0 g_0 - bias - sum_k phi_k g^(k))`` with ``g^(k)`` from the
+    Taylor weights of the points' levels; the history moves as ``g <- s_gain (g + b_gain)``; the
+    corrector re-takes the previous step with ``g_new = f / s_gain - b_gain``. No trailing 0.
+    """
+    order, predictor = options["solver_order"], options["predictor"]
+    corrector, lof, half = options["corrector"], options["lower_order_final"], options["half"]
+    degree = order - 1 + (1 if corrector == "pseudo" else 0)
+    table = ems.coefficients(sig, degree=degree, rule="exponential")
+
+    def combine(x_s, step, points, lams, variant):  # type: ignore[no-untyped-def]
+        acc = step.phi[0] * points[0] + step.bias
+        for k, row in enumerate(taylor_weights(lams, variant), start=1):
+            acc = acc + step.phi[k] * sum(w * p for w, p in zip(row, points, strict=True))
+        return step.decay * (x_s - acc)
+
+    gs: list[torch.Tensor] = []
+    lams: list[float] = []
+    prev_x, prev_step, last_order = None, None, 0
+    for i in range(len(sig) - 1):
+        lam = table.lambdas[i]
+        f = (1.0 - table.l[i]) * x - g(x, torch.full((x.shape[0],), sig[i], dtype=x.dtype))
+        if prev_step is not None and corrector is not None and (half is None or sig[i] > half):
+            c_order = last_order + (1 if corrector == "pseudo" else 0)
+            if c_order > 1:
+                g_new = f / prev_step.s_gain - prev_step.b_gain
+                pts = [gs[0], g_new, *gs[1 : c_order - 1]]
+                x = combine(prev_x, prev_step, pts, [lams[0], lam, *lams[1 : c_order - 1]], corrector)
+        if prev_step is not None:
+            gs = [prev_step.s_gain * (gi + prev_step.b_gain) for gi in gs]
+        gs, lams = [f, *gs][:order], [lam, *lams][:order]
+        p = min(order, len(gs), len(sig) - 1 - i) if lof else min(order, len(gs))
+        prev_x, prev_step, last_order = x, table.steps[i], p
+        x = combine(x, table.steps[i], gs[:p], lams[:p], predictor)
+    return x
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {
+            "solver_order": 3,
+            "predictor": "normal",
+            "corrector": "normal",
+            "lower_order_final": True,
+            "half": None,
+        },
+        {
+            "solver_order": 3,
+            "predictor": "pseudo",
+            "corrector": "pseudo",
+            "lower_order_final": False,
+            "half": 2.0,
+        },
+        {
+            "solver_order": 2,
+            "predictor": "normal",
+            "corrector": "pseudo",
+            "lower_order_final": True,
+            "half": None,
+        },
+        {
+            "solver_order": 1,
+            "predictor": "normal",
+            "corrector": None,
+            "lower_order_final": False,
+            "half": None,
+        },
+    ],
+    ids=["3-normal", "3-pseudo-half", "2-pseudo-corrector", "1"],
+)
+def test_fused_updates_equal_eq9_step_by_step(options: dict) -> None:
+    # The solver folds each update into precomputed per-step coefficients (once per run); the
+    # result must be eq. 9 applied step by step, to float64 rounding, with per-dimension EMS.
+    g = gaussian_of_shape((2, 3, 3), seed=4)
+    ems = analytic_ems(g, sigma_min=0.002, sigma_max=80.0, intervals=300)
+    x = g.sample(3, 60.0, torch.Generator().manual_seed(2), dtype=torch.float64)
+    for sig in (grids.karras(9, 0.01, 60.0, append_zero=False), (60.0, 20.0, 3.0, 1.0, 0.3, 0.1, 0.01)):
+        sol = gaussport.solve(g, x, sig, "dpm_solver_v3", ems=ems, disable=True, **options)
+        assert _rel(sol.x, eq9_run(g, x, sig, ems, **options)) < 1e-13
+
+
+def test_the_degenerate_ems_need_no_table_and_runs_reuse_their_plan() -> None:
+    g = anisotropic_gaussian(dim=6)
+    x = g.sample(2, 80.0, torch.Generator().manual_seed(0), dtype=torch.float64)
+    sig = grids.karras(8, 0.002, 80.0, append_zero=False)
+    first = gaussport.solve(g, x, sig, "dpm_solver_v3", disable=True)
+    # Closed form: Python floats, equal to the integrals of the tabulated degenerate EMS.
+    closed = first.state.table
+    table = EMS.degenerate((), sigma_min=0.002, sigma_max=80.0, intervals=5).coefficients(sig, degree=2)
+    for ours, tab in zip(closed.steps, table.steps, strict=True):
+        assert isinstance(ours.decay, float) and ours.s_gain == 1.0 and ours.b_gain == ours.bias == 0.0
+        assert ours.decay == pytest.approx(float(tab.decay), rel=1e-15)
+        for k in range(3):
+            assert ours.phi[k] == pytest.approx(float(tab.phi[k]), rel=1e-13)
+    # The per-step updates are built once and shared by every run over the same levels.
+    again = gaussport.solve(g, x, sig, "dpm_solver_v3", disable=True)
+    assert again.state.plan is first.state.plan and torch.equal(again.x, first.x)
+    ems = analytic_ems(g, sigma_min=0.002, sigma_max=80.0, intervals=50)
+    a = gaussport.solve(g, x, sig, "dpm_solver_v3", ems=ems, disable=True)
+    b = gaussport.solve(g, x, sig, "dpm_solver_v3", ems=ems, disable=True)
+    assert b.state.plan is a.state.plan and isinstance(a.state.plan[0].predictor.weights[0], torch.Tensor)
+
+
+def test_taylor_weights_differentiate_polynomials_exactly() -> None:
+    lams = [0.3, -0.2, -0.9, -1.7]  # expansion point first, as the solver passes them
+    coeffs = [0.7, -1.3, 0.4, 2.1]  # g(u) = sum_j coeffs[j] (u - lam_0)^j
+    for n in (1, 2, 3):
+        weights = taylor_weights(lams[: n + 1], "normal")
+        # With n + 1 points the degree-n Taylor polynomial is exact on a degree-n g.
+        exact = [sum(c * (u - lams[0]) ** j for j, c in enumerate(coeffs[: n + 1])) for u in lams[: n + 1]]
+        for k in range(1, n + 1):
+            derivative = sum(w * v for w, v in zip(weights[k - 1], exact, strict=True))
+            assert derivative == pytest.approx(math.factorial(k) * coeffs[k], rel=1e-12)
+    with pytest.raises(ValueError, match="repeated noise levels"):
+        taylor_weights([0.1, 0.5, 0.5], "normal")
 
 
 # ----------------------------------------------------------------------------- official code

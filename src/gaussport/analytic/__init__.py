@@ -4,11 +4,15 @@
   exact samples, fitting in float64, files without pickling.
 * :class:`GaussianMixture` -- exact denoiser of a mixture (no closed-form flow).
 * Covariance representations: :class:`Dense`, :class:`Diagonal`, :class:`LowRankPlusIsotropic`.
+* :class:`MomentAccumulator` -- streaming float64 mean and covariance (symmetric rank-k updates,
+  Chan merges, ``torch.distributed`` all-reduce); :func:`fit_low_rank` -- the low-rank fit that never
+  forms ``d x d``.
 """
 
 from .covariance import Covariance, Dense, Diagonal, LowRankPlusIsotropic
-from .gaussian import Gaussian, MomentAccumulator
+from .gaussian import Gaussian, fit_low_rank
 from .mixture import GaussianMixture, anisotropic_mixture
+from .moments import MomentAccumulator
 
 __all__ = [
     "Covariance",
@@ -19,4 +23,5 @@ __all__ = [
     "GaussianMixture",
     "MomentAccumulator",
     "anisotropic_mixture",
+    "fit_low_rank",
 ]

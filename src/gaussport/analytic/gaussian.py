@@ -13,17 +13,20 @@ is ``N(mu, Sigma + sigma^2 I)`` and (Wang & Vastola 2024; docs/warm-start.md#the
 
 from __future__ import annotations
 
+import itertools
+import logging
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from .._checks import as_int
-from .._files import Array, read_npz, write_npz
+from .._files import Array, read_npz, read_safetensors, write_npz, write_safetensors
 from .covariance import (
     Covariance,
     Dense,
@@ -33,66 +36,19 @@ from .covariance import (
     covariance_from_arrays,
     factor_dtype,
 )
+from .moments import MomentAccumulator, dense_fits_in_memory, resolve_device
+from .sketch import sketch_low_rank
 
-__all__ = ["Gaussian", "MomentAccumulator"]
+__all__ = ["Gaussian", "MomentAccumulator", "fit_low_rank"]
 
 FORMAT = "gaussport.gaussian"
 FORMAT_VERSION = 1
-_REPRESENTATIONS = ("dense", "diagonal", "lowrank")
-
-
-class MomentAccumulator:
-    """Streaming mean and covariance in float64, each batch centred on its own mean.
-
-    Batches are merged with Chan et al.'s pairwise update
-    ``M2 = M2_a + M2_b + delta delta^T n_a n_b / n`` -- never raw moments ``sum x x^T - n mu mu^T``,
-    whose float32 cancellation produces negative eigenvalues
-    (docs/warm-start.md#why-raw-moments-fail-in-float32).
-
-    Args:
-        full: accumulate the full ``d x d`` scatter matrix (else only the per-coordinate variances).
-    """
-
-    def __init__(self, full: bool = True) -> None:
-        self.full = full
-        self.count = 0
-        self.mean: Tensor | None = None
-        self.m2: Tensor | None = None
-        self.shape: tuple[int, ...] | None = None
-
-    def update(self, batch: Tensor) -> None:
-        """Add a batch of samples of shape ``[n, *sample_shape]``."""
-        if not isinstance(batch, Tensor) or batch.ndim < 2 or batch.shape[0] == 0:
-            raise ValueError("each batch must be a tensor of shape [n, *sample_shape] with n >= 1.")
-        if self.shape is None:
-            self.shape = tuple(batch.shape[1:])
-        elif tuple(batch.shape[1:]) != self.shape:
-            raise ValueError(
-                f"batch sample shape {tuple(batch.shape[1:])} differs from earlier {self.shape}."
-            )
-        x = batch.detach().reshape(batch.shape[0], -1).to(torch.float64)
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError("the data contain NaN or infinite values.")
-        n_b = x.shape[0]
-        mean_b = x.mean(0)
-        centred = x - mean_b
-        m2_b = centred.T @ centred if self.full else (centred * centred).sum(0)
-        if self.count == 0:
-            self.count, self.mean, self.m2 = n_b, mean_b, m2_b
-            return
-        assert self.mean is not None and self.m2 is not None
-        n_a, n = self.count, self.count + n_b
-        delta = mean_b - self.mean
-        outer = torch.outer(delta, delta) if self.full else delta * delta
-        self.m2 = self.m2 + m2_b + outer * (n_a * n_b / n)
-        self.mean = self.mean + delta * (n_b / n)
-        self.count = n
-
-    def covariance(self) -> Tensor:
-        """The unbiased covariance (divided by ``n - 1``), float64, on the CPU."""
-        if self.count < 2 or self.m2 is None:
-            raise ValueError(f"a covariance needs at least 2 samples; got {self.count}.")
-        return (self.m2 / (self.count - 1)).cpu()
+_REPRESENTATIONS = ("auto", "dense", "diagonal", "lowrank")
+# The rank representation="auto" keeps when a dense fit would not fit in memory.
+AUTO_RANK = 256
+logger = logging.getLogger("gaussport")
+# The streaming low-rank fit (gaussport.analytic.sketch builds Gaussians, so this module cannot
+# import it without an import cycle): the package's __init__ installs it here.
 
 
 def _as_cpu64(t: Any, what: str) -> Tensor:
@@ -107,6 +63,49 @@ def _as_cpu64(t: Any, what: str) -> Tensor:
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{what} contains NaN or infinite values.")
     return t
+
+
+def _batches(
+    data: Any, batch_size: int
+) -> tuple[Callable[[], Iterator[Any]] | None, Iterator[Any], int | None, int | None]:
+    """``(passes, stream, N, d)`` for :meth:`Gaussian.fit`'s ``data``.
+
+    ``passes`` returns a fresh iterator per call (``None`` for a one-shot iterator), ``stream`` is
+    the iterator of the first pass; ``N`` and ``d`` are known up front for a tensor only.
+    """
+    if isinstance(data, np.ndarray):
+        data = torch.from_numpy(data)
+    if isinstance(data, Tensor):
+        if data.ndim < 2 or data.shape[0] == 0:
+            raise ValueError(
+                f"data must have shape [N, *sample_shape] with N >= 1; got {tuple(data.shape)} (one "
+                "sample x is x.unsqueeze(0))."
+            )
+        tensor = data
+
+        def split() -> Iterator[Tensor]:
+            return iter(tensor.split(batch_size))
+
+        return split, split(), tensor.shape[0], math.prod(tensor.shape[1:])
+    if isinstance(data, (str, bytes)) or not (isinstance(data, Iterable) or callable(data)):
+        raise TypeError(
+            "data must be a tensor [N, *sample_shape], an iterable of such batches or a callable "
+            f"returning one; got {type(data).__name__}."
+        )
+    if isinstance(data, Iterator):
+        return None, data, None, None
+    source = data if callable(data) and not isinstance(data, Iterable) else None
+
+    def fresh() -> Iterator[Any]:
+        items = source() if source is not None else data
+        try:
+            return iter(items)
+        except TypeError:
+            raise TypeError(
+                f"the data callable must return an iterable of batches; got {type(items).__name__}."
+            ) from None
+
+    return fresh, fresh(), None, None
 
 
 def _optional_text(value: Any, what: str) -> str | None:
@@ -192,34 +191,59 @@ class Gaussian:
     @classmethod
     def fit(
         cls,
-        data: Tensor | Iterable[Tensor],
+        data: Tensor | np.ndarray | Iterable[Tensor] | Callable[[], Iterable[Tensor]],
         *,
-        representation: str = "dense",
+        representation: str = "auto",
         rank: int | None = None,
         batch_size: int = 4096,
         scale: str | None = None,
         source: str | None = None,
+        device: torch.device | str | None = None,
+        accumulate_dtype: torch.dtype | None = None,
+        distributed: bool = False,
+        disable: bool | None = None,
     ) -> Gaussian:
-        """Fit mean and covariance to samples, in float64, centred (never raw moments).
+        """Fit mean and covariance to samples, in float64, centred (never raw moments), streamed.
+
+        Order: one pass over the data, ``O(N d^2)`` for the scatter (a symmetric rank-k update, the
+        flops of ``numpy.cov``) plus ``O(d^3)`` for the eigendecomposition; peak memory 3 ``d x d``
+        float64 matrices plus one batch for ``"dense"`` (:mod:`gaussport.analytic.moments`), ``O(d)``
+        for ``"diagonal"``. Measured speed and memory: docs/benchmarks.md.
 
         Args:
-            data: a tensor ``[N, *sample_shape]`` or an iterable of such batches (streamed).
-            representation: ``"dense"``, ``"diagonal"`` or ``"lowrank"`` (needs ``rank``; the
-                residual is the mean discarded eigenvalue, keeping the trace).
+            data: a tensor or NumPy array ``[N, *sample_shape]`` (split into ``batch_size`` rows),
+                an iterable of such batches (a list, a ``DataLoader``, a generator: streamed once),
+                or a zero-argument callable returning a fresh iterable of batches (needed by the
+                multi-pass ``"lowrank"`` fit when the data are not a tensor or a sequence).
+            representation: ``"auto"`` (default: ``"dense"`` when 3 ``d x d`` float64 matrices take
+                at most half the free memory of ``device``, e.g. d <= ~16,000 with 24 GB free,
+                else ``"lowrank"`` with ``rank = min(d, 256)``), ``"dense"``, ``"diagonal"`` or
+                ``"lowrank"`` (needs ``rank``; the residual is the mean discarded eigenvalue,
+                keeping the trace; streamed without ``d x d`` when the data can be read again).
             rank: number of eigenpairs kept by ``"lowrank"``.
-            batch_size: chunk size when ``data`` is one tensor.
+            batch_size: chunk size when ``data`` is one tensor or array.
             scale: the data units, stored as metadata (e.g. ``"[-1, 1]"``).
             source: provenance, stored as metadata.
+            device: where the accumulation and the eigendecomposition run (``"cuda"``: a GPU
+                ``eigh`` takes seconds where a CPU takes minutes); the result lives on the CPU.
+            accumulate_dtype: ``None``/``torch.float64`` (default) or ``torch.float32``: each
+                batch's centred scatter in float32, merged in float64 (faster on GPUs).
+            distributed: merge the statistics of every process of the default ``torch.distributed``
+                group (each process passes its shard of the data; launched with ``torchrun``): every
+                rank returns the Gaussian of all the data, equal to one process's fit up to float64
+                rounding. ``"dense"`` and ``"diagonal"`` only (``"auto"`` means ``"dense"`` here).
+            disable: disables the progress bar (samples/s; ``None``: only on a terminal, as tqdm does).
 
-        The covariance is divided by ``N - 1``. ``"dense"`` and ``"lowrank"`` form the full
-        ``d x d`` matrix (fine up to d ~ 20,000); beyond that, compute top eigenpairs elsewhere
-        and use :meth:`low_rank`.
+        The covariance is divided by ``N - 1``.
 
         Raises:
             TypeError: ``rank`` or ``batch_size`` is not an integer (a bool is not), ``scale`` or
-                ``source`` is not a string, ``data`` is neither a tensor nor an iterable of them.
+                ``source`` is not a string, ``data`` is neither a tensor nor an iterable of them nor
+                a callable, ``device``, ``accumulate_dtype``, ``distributed`` or ``disable`` of the
+                wrong type.
             ValueError: ``batch_size < 1``, an unknown ``representation``, ``rank`` missing for
-                (or given without) ``"lowrank"`` or outside ``[0, d]``, or data that cannot be fitted.
+                (or given without) ``"lowrank"`` or outside ``[0, d]``, ``distributed`` without a
+                process group, or data that cannot be fitted.
         """
         if not isinstance(representation, str) or representation not in _REPRESENTATIONS:
             raise ValueError(f"representation must be one of {_REPRESENTATIONS}; got {representation!r}.")
@@ -232,26 +256,82 @@ class Gaussian:
                 f"got representation={representation!r}."
             )
         batch_size = as_int(batch_size, "batch_size", minimum=1)
+        assert batch_size is not None
         _optional_text(scale, "scale")
         _optional_text(source, "source")
-        if isinstance(data, (str, bytes)) or not isinstance(data, (Tensor, Iterable)):
-            raise TypeError(
-                f"data must be a tensor [N, *sample_shape] or an iterable of such batches; got "
-                f"{type(data).__name__}."
-            )
-        acc = MomentAccumulator(full=representation != "diagonal")
-        batches = data.split(batch_size) if isinstance(data, Tensor) else data
-        for batch in batches:
-            acc.update(batch)
+        dev = resolve_device(device)
+        if not isinstance(distributed, bool):
+            raise TypeError(f"distributed must be True or False; got {type(distributed).__name__}.")
+        if disable is not None and not isinstance(disable, bool):
+            raise TypeError(f"disable must be True, False or None; got {type(disable).__name__}.")
+        if distributed and representation == "lowrank":
+            raise ValueError("distributed=True fits 'dense' or 'diagonal'; fit 'lowrank' in one process.")
+        # Checked here so a bad value fails before any data is read.
+        MomentAccumulator(device=dev, accumulate_dtype=accumulate_dtype)
+
+        passes, stream, total, dim = _batches(data, batch_size)
+        kind = representation
+        if kind in ("auto", "lowrank") and dim is None:
+            first = next(stream, None)
+            if first is None:
+                raise ValueError("no data to fit.")
+            if isinstance(first, Tensor) and first.ndim >= 2:
+                dim = math.prod(first.shape[1:])
+            stream = itertools.chain([first], stream)
+        if kind == "auto":
+            kind = "dense" if distributed or dim is None or dense_fits_in_memory(dim, dev) else "lowrank"
+            rank = min(dim, AUTO_RANK) if kind == "lowrank" and dim is not None else None
+            logger.info("Gaussian.fit: representation='auto' chose %r for d = %s", kind, dim)
+        if kind == "lowrank":
+            assert rank is not None
+            if dim is not None and rank > dim:
+                raise ValueError(f"rank must be in [0, d] = [0, {dim}]; got {rank}.")
+            if passes is not None and rank >= 1:
+                return fit_low_rank(
+                    passes,
+                    rank=rank,
+                    device=dev,
+                    dtype=accumulate_dtype or torch.float64,
+                    generator=torch.Generator().manual_seed(0),
+                    disable=disable,
+                    scale=scale,
+                    source=source,
+                )
+            if passes is None and representation == "auto":
+                raise ValueError(
+                    f"a dense fit of d = {dim} would not fit in memory and the low-rank fit reads the data "
+                    "several times: pass a tensor, a sequence or a callable returning a fresh iterable "
+                    "of batches, or choose representation= explicitly."
+                )
+
+        acc = MomentAccumulator(
+            full=kind == "dense" or (kind == "lowrank" and rank != 0),
+            device=dev,
+            accumulate_dtype=accumulate_dtype,
+        )
+        with tqdm(total=total, disable=disable, desc="Gaussian.fit", unit="sample", unit_scale=True) as bar:
+            for batch in stream:
+                acc.update(batch)
+                bar.update(batch.shape[0])
+        if distributed:
+            acc.all_reduce()
         if acc.mean is None or acc.shape is None:
             raise ValueError("no data to fit.")
-        mean = acc.mean.cpu().reshape(acc.shape)
+        mean = acc.mean.to("cpu", torch.float64).reshape(acc.shape)
         meta = {"n_samples": acc.count, "scale": scale, "source": source}
-        cov = acc.covariance()
-        if representation == "diagonal":
-            return cls(mean, Diagonal(cov), **meta)
-        dense = Dense.from_matrix(cov)
-        if representation == "lowrank":
+        if not acc.full:
+            variances = acc.variances()
+            if kind == "diagonal":
+                return cls(mean, Diagonal(variances), **meta)
+            empty = torch.empty(variances.shape[0], 0, dtype=torch.float64)
+            return cls(mean, LowRankPlusIsotropic(empty[0], empty, float(variances.mean())), **meta)
+        # The eigenvectors overwrite the accumulator's buffer; Dense keeps its own CPU copy and the
+        # buffer is freed when this frame drops it (peak 3 d x d: docs/benchmarks.md).
+        eigenvalues, eigenvectors = acc.eigh()
+        del acc
+        dense = Dense(eigenvalues, eigenvectors)
+        del eigenvalues, eigenvectors
+        if kind == "lowrank":
             assert rank is not None
             return cls(mean, LowRankPlusIsotropic.from_dense(dense, rank), **meta)
         return cls(mean, dense, **meta)
@@ -451,29 +531,53 @@ class Gaussian:
 
     # ----------------------------------------------------------------- files
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the statistics to an ``.npz`` file (no pickling) with their metadata."""
+        """Write the statistics with their metadata; no pickling, an atomic write.
+
+        A path ending in ``.safetensors`` gets a safetensors file (the format ``gaussport fit``
+        writes), any other an ``.npz`` archive. Both hold the same float64 arrays (the mean and
+        the covariance's :meth:`~gaussport.analytic.Covariance.arrays`) and the same JSON metadata:
+        format version, data shape, representation, rank (the number of stored eigenpairs; ``d``
+        for dense, ``null`` for diagonal), ``n_samples``, value scale, source and the
+        normalisation ``n-1`` (docs/conventions.md#files).
+
+        Raises:
+            TypeError: metadata set after construction that JSON cannot encode.
+            FileNotFoundError: the directory of ``path`` does not exist.
+        """
+        rank = {"dense": self.dim, "lowrank": getattr(self._cov, "rank", None)}.get(self.representation)
         metadata = {
             "shape": list(self._shape),
             "representation": self.representation,
+            "rank": rank,
             "n_samples": self.n_samples,
             "scale": self.scale,
             "source": self.source,
             "normalization": "n-1",
         }
-        write_npz(path, FORMAT, FORMAT_VERSION, metadata, {"mean": self._mean.numpy(), **self._cov.arrays()})
+        arrays = {"mean": self._mean.numpy(), **self._cov.arrays()}
+        write = write_safetensors if _is_safetensors(path) else write_npz
+        write(path, FORMAT, FORMAT_VERSION, metadata, arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Gaussian:
-        """Read statistics written by :meth:`save`. Never unpickles.
+        """Read statistics written by :meth:`save` (safetensors or ``.npz``). Never unpickles.
+
+        The kind is read from the file's first bytes (a zip archive is ``.npz``), whatever its
+        name. Every array is checked (dimensions, dtype, finite, non-negative eigenvalues and
+        residual), then the shapes against each other and the metadata; a file of a newer format
+        version is refused with a message that says to upgrade.
 
         Raises:
-            ValueError: if the file is not a gaussport statistics file or is inconsistent.
+            ValueError: if the file is not a gaussport statistics file, is damaged, or is
+                inconsistent (the message names the file).
+            FileNotFoundError: the file does not exist.
         """
         hint = (
-            " (expected an .npz written by Gaussian.save); convert other statistics with "
-            "Gaussian(mean, cov) and save them."
+            " (expected a .safetensors or .npz file written by Gaussian.save or `gaussport fit`); convert "
+            "other statistics with Gaussian(mean, cov) and save them."
         )
-        meta, arrays = read_npz(
+        read = read_safetensors if _is_safetensors(path, sniff=True) else read_npz
+        meta, arrays = read(
             path,
             FORMAT,
             FORMAT_VERSION,
@@ -483,8 +587,13 @@ class Gaussian:
             arrays=lambda meta: {"mean": Array(ndim=1), **covariance_arrays(meta["representation"])},
         )
         try:
-            mean = torch.from_numpy(arrays["mean"]).reshape(tuple(as_int(s, "shape") for s in meta["shape"]))
+            shape = tuple(as_int(s, "shape", minimum=1) for s in meta["shape"])
+            mean = torch.from_numpy(arrays["mean"]).reshape(shape)
             cov = covariance_from_arrays(meta["representation"], arrays)
+            rank = meta.get("rank")
+            expected = {"dense": cov.dim, "lowrank": getattr(cov, "rank", None)}.get(cov.kind)
+            if "rank" in meta and rank != expected:
+                raise ValueError(f"its metadata gives rank {rank!r} but the arrays hold {expected}")
             return cls(
                 mean,
                 cov,
@@ -494,3 +603,86 @@ class Gaussian:
             )
         except (TypeError, RuntimeError, ValueError) as exc:
             raise ValueError(f"{os.fspath(path)!r} is inconsistent: {exc}") from exc
+
+
+def _is_safetensors(path: str | os.PathLike[str], *, sniff: bool = False) -> bool:
+    """Whether ``path`` is (to be) a safetensors file: by its name, or (``sniff``) by its first bytes.
+
+    An existing file that starts like a zip archive is an ``.npz``; one that starts with a
+    safetensors header length and ``{`` is safetensors, whatever the name says.
+    """
+    if sniff and os.path.isfile(path):
+        with open(path, "rb") as f:
+            head = f.read(9)
+        if head[:4] == b"PK\x03\x04":
+            return False
+        if len(head) == 9 and head[8:9] == b"{":
+            return True
+    return os.fspath(path).endswith(".safetensors")
+
+
+def fit_low_rank(
+    batches: Callable[[], Iterable[Tensor]],
+    *,
+    rank: int,
+    oversample: int = 10,
+    passes: int = 2,
+    method: str = "randomized",
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float64,
+    disable: bool | None = None,
+    scale: str | None = None,
+    source: str | None = None,
+) -> Gaussian:
+    """Fit ``N(mu, U diag(lam) U^T + residual (I - U U^T))`` from streamed data, never forming ``d x d``.
+
+    Order: ``passes + 1`` passes over the data, ``O(n d l)`` time each with ``l = rank + oversample``;
+    memory ``O(d l)`` (``O(d l (passes + 1))`` for ``"krylov"``) plus one batch. The mean, the
+    trace and the first sketch share the first pass; the covariance is divided by ``n - 1`` as in
+    :meth:`Gaussian.fit`. Derivation and measured accuracy: docs/fitting.md.
+
+    Args:
+        batches: a zero-argument callable returning a fresh iterable of ``[b, *sample_shape]``
+            tensors; each call is one pass and must yield the same data (e.g. ``lambda:
+            data.split(256)`` or ``lambda: iter(loader)`` without random augmentation).
+        rank: ``r``, the number of eigenpairs kept, ``1 <= r <= d``.
+        oversample: extra sketch columns (``l = min(r + oversample, d)``); 5-20 is usual.
+        passes: further passes after the first: power iterations for ``"randomized"`` (``0`` is
+            the single-pass Nystrom sketch), Krylov blocks for ``"krylov"``.
+        method: ``"randomized"`` (subspace iteration) or ``"krylov"`` (block Krylov).
+        generator: the source of the random test matrix (``None``: a generator seeded with 0, never
+            the global RNG).
+        device: where the products run (e.g. ``"cuda"``); default: the CPU.
+        dtype: dtype of the ``[d, l]`` sketches, ``torch.float64`` (default) or ``torch.float32``
+            (half the memory; the mean, trace and small matrices stay float64).
+        disable: disables the progress bar (``None``: only on a terminal, as tqdm does).
+        scale: the data units, stored as metadata.
+        source: provenance, stored as metadata.
+
+    Returns:
+        A :class:`Gaussian` with a :class:`LowRankPlusIsotropic` covariance whose residual is the
+        mean discarded variance ``(tr C - sum lam) / (d - r)`` (0 when ``r = d``).
+
+    Raises:
+        TypeError: ``batches`` is not callable, an integer argument is not an integer, ``dtype``,
+            ``generator`` or ``method`` has the wrong type.
+        ValueError: ``rank`` outside ``[1, d]``, ``oversample < 0``, ``passes < 0``, an unknown
+            ``method`` or ``dtype``, fewer than 2 samples, non-finite data, or passes that do not
+            see the same data.
+    """
+    for value, what in ((scale, "scale"), (source, "source")):
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{what} must be a string or None; got {type(value).__name__}.")
+    fit = sketch_low_rank(
+        batches,
+        rank=rank,
+        oversample=oversample,
+        passes=passes,
+        method=method,
+        generator=generator,
+        device=device,
+        dtype=dtype,
+        disable=disable,
+    )
+    return Gaussian(fit.mean, fit.covariance, n_samples=fit.count, scale=scale, source=source)

@@ -280,3 +280,97 @@ class SolverName(_ArgumentType):
 
         get_solver(text)  # an unknown name: the message lists the registered ones
         return text
+
+
+def _suffix_list(suffixes: tuple[str, ...]) -> str:
+    return " or ".join(suffixes)
+
+
+class DataPath(_ArgumentType):
+    """Data to fit statistics to: a folder holding PNG/JPEG images, or a ``.npy``/``.npz`` file.
+
+    Only the path is checked here (it exists, a folder holds images, a file has a data suffix);
+    :func:`gaussport.analytic.sources.as_batches` checks the contents (image sizes, arrays).
+    """
+
+    name = "data"
+    suffixes = (".npy", ".npz")
+
+    def convert(self, text: str) -> Path:
+        from ..analytic.sources import IMAGE_SUFFIXES, image_files
+
+        if text == "":
+            raise ValueError("the data path is empty; give a folder of images or a .npy/.npz file.")
+        path = Path(text)
+        if not path.exists():
+            what = "a dangling link" if path.is_symlink() else "no such file or folder"
+            raise ValueError(f"{text}: {what}; give a folder of images or a .npy/.npz file.")
+        if path.is_dir():
+            if not os.access(path, os.R_OK | os.X_OK):
+                raise ValueError(f"{text}: the folder is not readable; give a folder you can read.")
+            if not image_files(path):
+                raise ValueError(
+                    f"{text}: the folder holds no images ({', '.join(IMAGE_SUFFIXES)}); give a folder of "
+                    "images or a .npy/.npz file."
+                )
+            return path
+        if path.suffix.lower() not in self.suffixes:
+            raise ValueError(f"{text} is neither a folder of images nor a .npy/.npz file; give one of those.")
+        return path
+
+
+class InputFile(_ArgumentType):
+    """An existing file whose name ends in one of ``suffixes`` (e.g. a statistics file)."""
+
+    name = "file"
+
+    def __init__(self, suffixes: tuple[str, ...], what: str) -> None:
+        self.suffixes, self.what = suffixes, what
+
+    def convert(self, text: str) -> Path:
+        if text == "":
+            raise ValueError(f"the path is empty; give a {self.what} file ({_suffix_list(self.suffixes)}).")
+        path = Path(text)
+        if not path.exists():
+            what = "a dangling link" if path.is_symlink() else "no such file"
+            raise ValueError(f"{text}: {what}; give a {self.what} file ({_suffix_list(self.suffixes)}).")
+        if not path.is_file():
+            raise ValueError(
+                f"{text} is a directory; give a {self.what} file ({_suffix_list(self.suffixes)})."
+            )
+        if not text.lower().endswith(self.suffixes):
+            raise ValueError(f"{text} is not a {self.what} file; give a {_suffix_list(self.suffixes)} file.")
+        if not os.access(path, os.R_OK):
+            raise ValueError(f"{text} is not readable; give a {self.what} file you can read.")
+        return path
+
+
+class OutputFile(_ArgumentType):
+    """A file to write, ending in one of ``suffixes``, in a directory that is writable or can be
+    created (:func:`writable_directory`); an existing file is replaced atomically."""
+
+    name = "file"
+
+    def __init__(self, suffixes: tuple[str, ...], what: str) -> None:
+        self.suffixes, self.what = suffixes, what
+
+    def convert(self, text: str) -> Path:
+        if text == "":
+            raise ValueError(
+                f"the path is empty; give a {self.what} file name ({_suffix_list(self.suffixes)})."
+            )
+        path = Path(text)
+        if not text.lower().endswith(self.suffixes):
+            raise ValueError(
+                f"{text}: the {self.what} file name must end in {_suffix_list(self.suffixes)}; "
+                f"give e.g. {path.stem or 'out'}{self.suffixes[0]}."
+            )
+        if path.is_dir() or (path.is_symlink() and not path.exists()):
+            what = "a directory" if path.is_dir() else "a dangling link"
+            raise ValueError(
+                f"{text} is {what}; give a {self.what} file name ({_suffix_list(self.suffixes)})."
+            )
+        writable_directory("", path.parent)
+        if path.exists() and not os.access(path, os.W_OK):
+            raise ValueError(f"{text} is not writable; give a file you can write.")
+        return path

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -40,9 +41,11 @@ __all__ = ["analytic_ems"]
 
 # Var_w(lam) <= _DECOUPLED * Sigma_dd^2: the dimension is an eigen-direction (Var f = 0 at all levels).
 _DECOUPLED = 1e-10
-# Levels per chunk: the [levels, k] and [levels, d] intermediates stay ~32 MB while the products
-# (U∘U) @ f(lam) run as matrix-matrix products.
-_CHUNK_ELEMENTS = 2**22
+# Work sizes (float64 elements): a block of weight rows w = U∘U (~64 MB) and a chunk of the six
+# level factors f(lam) / c (~32 MB). Nothing d x d is formed beyond the covariance itself: the
+# output [N + 1, d] tables are filled block by block with one [6 n, k] x [k, rows] product each.
+_ROWS_ELEMENTS = 2**23
+_LEVEL_ELEMENTS = 2**22
 
 
 def _diagonal_ems(variances: Tensor, mu: Tensor, sigma2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -52,19 +55,36 @@ def _diagonal_ems(variances: Tensor, mu: Tensor, sigma2: Tensor) -> tuple[Tensor
     return l, torch.zeros_like(l), -dl * mu[None, :]
 
 
-def _dense_ems(
-    w: Tensor, lam: Tensor, mu: Tensor, sigma2: Tensor, decoupled: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """The formulas of the module docstring for a chunk of levels ``sigma2 [n]``; returns ``[n, d]`` each."""
-    wt = w.T  # [k, d]
-    m = w @ lam  # Sigma_dd, [d]
-    c = lam[None, :] + sigma2[:, None]  # [n, k]
-    inv_c = 1.0 / c
+def _weight_rows(cov: Any) -> tuple[Callable[[slice], Tensor] | None, Tensor]:
+    """``(rows -> w[rows], lam)``: the spectral weights ``w = U∘U`` by blocks of rows (``None``: identity).
+
+    A dense covariance's eigenvectors are squared block by block (its ``spectral_weights()`` would
+    form all of ``U∘U``, one more d x d matrix); any other covariance gives its weights, which are
+    small (``d x (r + 1)`` for low rank) or the identity (diagonal).
+    """
+    u = getattr(cov, "eigenvectors", None)
+    lam = getattr(cov, "eigenvalues", None)
+    square = isinstance(u, Tensor) and u.ndim == 2 and u.shape[0] == u.shape[1]
+    if getattr(cov, "kind", None) == "dense" and square and isinstance(lam, Tensor):
+        return (lambda rows: u[rows].to(torch.float64) ** 2), lam.to(torch.float64)
+    w, lam = cov.spectral_weights()
+    if w is None:
+        return None, lam
+    return (lambda rows: w[rows]), lam
+
+
+def _level_factors(lam: Tensor, sigma2: Tensor) -> Tensor:
+    """``[6 n, k]``: ``1/c, lam/c, lam^2/c, 1/c^2, lam/c^2, lam^2/c^2``, ``c = lam + sigma^2`` per level."""
+    inv_c = 1.0 / (lam[None, :] + sigma2[:, None])
     inv_c2 = inv_c * inv_c
-    h = inv_c @ wt
-    g1 = (lam * inv_c) @ wt
-    g2 = (lam * lam * inv_c) @ wt
-    h0, h1, h2 = inv_c2 @ wt, (lam * inv_c2) @ wt, (lam * lam * inv_c2) @ wt
+    return torch.cat([inv_c, lam * inv_c, lam * lam * inv_c, inv_c2, lam * inv_c2, lam * lam * inv_c2])
+
+
+def _dense_block(
+    sums: Tensor, m: Tensor, mu: Tensor, sigma2: Tensor, decoupled: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The formulas of the module docstring from the six weighted sums ``[6, n, rows]`` of a block."""
+    h, g1, g2, h0, h1, h2 = sums
     s2 = sigma2[:, None]
     l = s2 * h
     dl = -2.0 * s2 * h1
@@ -77,6 +97,36 @@ def _dense_ems(
     s = torch.where(ok, cov_ff / torch.where(ok, var_f, torch.ones_like(var_f)), torch.zeros_like(var_f))
     b = mu[None, :] * (s * l - dl)
     return l, s, b
+
+
+def _dense_ems(
+    rows_of: Callable[[slice], Tensor], lam: Tensor, mu: Tensor, sigma2: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``l, s, b`` ``[n_levels, d]`` from spectral weights (``k`` columns), in O(N d k) time.
+
+    Memory beyond the covariance and the output: one block of weight rows and one chunk of level
+    factors (``_ROWS_ELEMENTS``, ``_LEVEL_ELEMENTS``), whatever ``d``.
+    """
+    k = lam.numel()
+    d, levels = mu.numel(), sigma2.numel()
+    out = [torch.empty(levels, d, dtype=torch.float64) for _ in range(3)]
+    block = max(1, _ROWS_ELEMENTS // k)
+    chunk = max(1, _LEVEL_ELEMENTS // (6 * k))
+    for start in range(0, d, block):
+        rows = slice(start, min(d, start + block))
+        w = rows_of(rows)  # [rows, k]
+        m = w @ lam  # Sigma_dd
+        spread = (lam[None, :] - m[:, None]).square_().mul_(w).sum(1)  # Var_w(lam), one temporary
+        decoupled = spread <= _DECOUPLED * m * m
+        for first in range(0, levels, chunk):
+            part = slice(first, min(levels, first + chunk))
+            factors = _level_factors(lam, sigma2[part])  # [6 n, k]
+            sums = (factors @ w.T).reshape(6, -1, w.shape[0])
+            for target, value in zip(
+                out, _dense_block(sums, m, mu[rows], sigma2[part], decoupled), strict=True
+            ):
+                target[part, rows] = value
+    return out[0], out[1], out[2]
 
 
 def analytic_ems(gaussian: Gaussian, *, sigma_min: float, sigma_max: float, intervals: int = 1200) -> EMS:
@@ -113,23 +163,16 @@ def analytic_ems(gaussian: Gaussian, *, sigma_min: float, sigma_max: float, inte
     )
     sigma2 = torch.exp(-2.0 * lambdas)
     mu = gaussian.mean.reshape(-1).to(torch.float64)
-    w, lam = spectral()
-    if w is None:
+    rows_of, lam = _weight_rows(gaussian.cov)
+    if rows_of is None:
         l, s, b = _diagonal_ems(lam, mu, sigma2)
     else:
-        m = w @ lam
-        spread = (w * (lam[None, :] - m[:, None]) ** 2).sum(1)
-        decoupled = spread <= _DECOUPLED * m * m
-        chunk = max(1, _CHUNK_ELEMENTS // (w.shape[0] + w.shape[1]))
-        parts = [
-            _dense_ems(w, lam, mu, sigma2[i : i + chunk], decoupled) for i in range(0, sigma2.numel(), chunk)
-        ]
-        l, s, b = (torch.cat([p[k] for p in parts]) for k in range(3))
+        l, s, b = _dense_ems(rows_of, lam.to(torch.float64), mu, sigma2)
     shape = (intervals + 1, *gaussian.shape)
     meta: dict[str, Any] = {"representation": gaussian.representation, "seconds": time.perf_counter() - start}
     if gaussian.source:
         meta["gaussian_source"] = gaussian.source
-    return EMS(
+    return EMS._adopt(
         l.reshape(shape),
         s.reshape(shape),
         b.reshape(shape),

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-import numpy as np
+import torch
 from torch import Tensor
 
 from .._checks import Grid
 from ..ems import EMS, Coefficients, StepCoefficients
+from ._expint import phi
 from .base import StatisticsSolver, Teleport
 from .registry import register
 
@@ -51,13 +53,30 @@ def taylor_weights(lambdas: list[float], variant: str) -> list[list[float]]:
             table.append(row)
         return [[math.factorial(k) * w for w in table[k][0]] for k in range(1, n + 1)]
     deltas = [lam - lambdas[0] for lam in lambdas[1:]]
-    vandermonde = np.array([[d ** (k + 1) for k in range(n)] for d in deltas], dtype=np.float64)
-    inverse = np.linalg.inv(vandermonde)  # [k, i]
+    inverse = _inverse([[d ** (k + 1) for k in range(n)] for d in deltas])  # [k][i]
     weights = []
     for k in range(n):
-        row = [float(inverse[k, i]) * math.factorial(k + 1) for i in range(n)]
+        row = [inverse[k][i] * math.factorial(k + 1) for i in range(n)]
         weights.append([-sum(row)] + row)
     return weights
+
+
+def _inverse(matrix: list[list[float]]) -> list[list[float]]:
+    """The inverse of a small square matrix (Gauss-Jordan, partial pivoting; Python floats, n <= 4)."""
+    n = len(matrix)
+    rows = [list(r) + [1.0 if i == j else 0.0 for j in range(n)] for i, r in enumerate(matrix)]
+    for col in range(n):
+        pivot = max(range(col, n), key=lambda r: abs(rows[r][col]))
+        rows[col], rows[pivot] = rows[pivot], rows[col]
+        head = rows[col][col]
+        if head == 0.0:
+            raise ValueError("repeated noise levels make the Taylor weights of DPM-Solver-v3 undefined.")
+        rows[col] = [v / head for v in rows[col]]
+        for r in range(n):
+            if r != col and rows[r][col] != 0.0:
+                factor = rows[r][col]
+                rows[r] = [a - factor * b for a, b in zip(rows[r], rows[col], strict=True)]
+    return [r[n:] for r in rows]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +93,8 @@ class V3State:
             ``g`` with ``f_j = sigma_j eps_j - l_j x_j`` kept fixed under correction.
         lambdas: ``lambda_j`` of the history points, newest first.
         last_order: the predictor order of the previous step (0 at the start).
+        plan: the fused update of every step of the run, built by ``init`` for this history
+            (a state it was not built for gets its entry built on the spot).
     """
 
     ems: EMS
@@ -84,29 +105,113 @@ class V3State:
     g: tuple[Tensor, ...] = ()
     lambdas: tuple[float, ...] = ()
     last_order: int = 0
+    plan: tuple[_Plan, ...] = ()
+
+
+@functools.lru_cache(maxsize=16)
+def _degenerate_ems(ndim: int, low: float, high: float) -> EMS:
+    """One degenerate EMS per range (reused, so its coefficient memo serves every run over it)."""
+    return EMS.degenerate((1,) * ndim, sigma_min=low, sigma_max=high)
 
 
 def _degenerate_over(x: Tensor, sigmas: Grid) -> EMS:
     """The degenerate EMS over the positive levels of ``sigmas`` (around a single level: ``[s/2, 2s]``)."""
     positive = [s for s in sigmas if s > 0.0]
-    shape = (1,) * (x.ndim - 1)
     if not positive:
-        return EMS.degenerate(shape)
+        return _degenerate_ems(x.ndim - 1, 0.002, 80.0)
     low, high = min(positive), max(positive)
     if low == high:
         low, high = 0.5 * low, 2.0 * high
-    return EMS.degenerate(shape, sigma_min=low, sigma_max=high)
+    return _degenerate_ems(x.ndim - 1, low, high)
 
 
-def _combine(x_s: Tensor, step: StepCoefficients, g: list[Tensor], weights: list[list[float]]) -> Tensor:
-    """``decay * (x_s - phi_0 g_0 - bias - sum_k phi_k g^(k))`` (paper eq. 9 with a Taylor ``g``)."""
-    acc = step.phi[0] * g[0] + step.bias
+@functools.lru_cache(maxsize=32)
+def _closed_form_table(levels: Grid, degree: int) -> Coefficients:
+    """The integrals of the degenerate EMS ``l = 1, s = b = 0`` in closed form (Python floats, no tensors).
+
+    With ``E(u) = u - lambda_a`` over a step of size ``h``: ``decay = e^-h``, ``s_gain = 1``,
+    ``b_gain = bias = 0`` and ``phi_k = int_0^h e^u u^k / k! du = e^h h^(k+1) phi_(k+1)(-h)``
+    with the exponential-integrator functions of :func:`gaussport.solvers._expint.phi`, so
+    ``decay * phi_k = h^(k+1) phi_(k+1)(-h)``: DPM-Solver++'s coefficients (docs/ems.md).
+    """
+    lambdas = tuple(-math.log(s) for s in levels)
+    steps = []
+    for lam_a, lam_b in zip(lambdas[:-1], lambdas[1:], strict=False):
+        h = lam_b - lam_a
+        decay = math.exp(-h)
+        phis = tuple(h ** (k + 1) * phi(k + 1, -h) / decay for k in range(degree + 1))
+        steps.append(StepCoefficients(decay, 1.0, 0.0, 0.0, phis))  # type: ignore[arg-type]
+    return Coefficients(levels, lambdas, (1.0,) * len(levels), tuple(steps), "exponential")  # type: ignore[arg-type]
+
+
+Coefficient = Tensor | float
+
+
+@dataclass(frozen=True, slots=True)
+class _Update:
+    """``scale * x + const + sum_i weights[i] * points[i]``: one predictor or corrector update, fused.
+
+    Python floats for the degenerate EMS (``const`` then ``None``: zero), else tensors of the EMS
+    shape in the state's dtype and device. Built once per run (:func:`_fuse`), applied in
+    ``1 + len(points)`` fused tensor operations.
+    """
+
+    scale: Coefficient
+    const: Coefficient | None
+    weights: tuple[Coefficient, ...]
+
+    def __call__(self, x: Tensor, points: tuple[Tensor, ...]) -> Tensor:
+        if self.const is None:
+            out = x * self.scale
+        elif isinstance(self.scale, Tensor):
+            out = torch.addcmul(self.const, self.scale, x)  # type: ignore[arg-type]
+        else:
+            out = torch.add(self.const, x, alpha=self.scale)  # type: ignore[arg-type]
+        for w, point in zip(self.weights, points, strict=False):
+            if isinstance(w, Tensor):
+                out.addcmul_(w, point)
+            else:
+                out.add_(point, alpha=w)
+        return out
+
+
+def _is_zero(value: Coefficient) -> bool:
+    return not isinstance(value, Tensor) and value == 0.0
+
+
+def _fuse(
+    step: StepCoefficients, lambdas: list[float], variant: str
+) -> tuple[list[Coefficient], Coefficient]:
+    """``c_i`` and ``const`` with ``_combine(x_s, step, g, W) = decay x_s + const - sum_i c_i g_i``.
+
+    ``_combine`` is ``decay (x_s - phi_0 g_0 - bias - sum_k phi_k sum_i W_ki g_i)`` (paper eq. 9 with
+    the Taylor weights ``W`` of the points' levels); collecting the terms of each ``g_i`` gives
+    ``c_i = decay (phi_0 [i = 0] + sum_k phi_k W_ki)`` and ``const = -decay bias``.
+    """
+    weights = taylor_weights(lambdas, variant)
+    c: list[Coefficient] = [step.phi[0]] + [0.0] * (len(lambdas) - 1)
     for k, row in enumerate(weights, start=1):
-        derivative = row[0] * g[0]
-        for w, gi in zip(row[1:], g[1:], strict=True):
-            derivative = derivative + w * gi
-        acc = acc + step.phi[k] * derivative
-    return step.decay * (x_s - acc)
+        for i, w in enumerate(row):
+            c[i] = c[i] + step.phi[k] * w
+    return [step.decay * ci for ci in c], -(step.decay * step.bias)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What one step of a run does, precomputed from the grid (``V3State.plan[position]``).
+
+    ``previous``, ``lambdas`` and ``last_order`` are the state the entry was built for; a state
+    that differs (a continued run) gets its entry built on the spot.
+    """
+
+    previous: StepCoefficients | None
+    lambdas: tuple[float, ...]
+    last_order: int
+    one_minus_l: Coefficient
+    corrector: _Update | None
+    move: tuple[Coefficient, Coefficient] | None  # (s_gain, s_gain * b_gain) of the previous step
+    order: int
+    predictor: _Update
 
 
 @register(
@@ -127,7 +232,8 @@ class DPMSolverV3(StatisticsSolver[V3State]):
     The integrals ``phi_k = int exp(int (l + s)) (lambda - lambda_s)^k / k!`` and ``bias`` are
     pre-integrated once per run over the EMS grid plus the run's own levels (nothing is snapped:
     the run integrates exactly the grid it was given) and cached by what they depend on (EMS,
-    levels, degree, rule). ``g^(k)`` comes from the last ``solver_order`` points (``predictor="normal"``:
+    levels, degree, rule); for the degenerate EMS they are closed-form Python floats (no table).
+    ``g^(k)`` comes from the last ``solver_order`` points (``predictor="normal"``:
     Taylor/Vandermonde; ``"pseudo"``: the paper's pseudo-order divided differences). The corrector
     (paper Alg. 2) re-takes the previous step with the new evaluation included in the fit, at the
     start of a step, with the evaluation at the current point, so it costs nothing; its order is
@@ -158,9 +264,12 @@ class DPMSolverV3(StatisticsSolver[V3State]):
     ``self.order = min(solver_order, 2)``, as measured on grids ending at sigma_min > 0
     (docs/ems.md lists the measurements per configuration; the higher local order shows in the
     error constant).
-    Cost: 1 denoiser evaluation per step (NFE = steps, with or without the corrector).
+    Cost: 1 denoiser evaluation per step (NFE = steps, with or without the corrector). ``init``
+    folds each step's integrals and Taylor weights into one affine update (memoised with the
+    table, docs/ems.md#cost-per-step), so a step is at most ``4 solver_order + 2`` fused tensor
+    operations (9-10 at order 3 with the degenerate EMS), with no host synchronisation.
     State: the last ``solver_order`` values of ``g``, the corrected previous state and the
-    run's precomputed integrals (:class:`V3State`).
+    run's precomputed integrals and per-step updates (:class:`V3State`).
 
     Args:
         solver_order: the order of the multistep predictor, 1..3 (the reference's ``order``; the
@@ -252,18 +361,119 @@ class DPMSolverV3(StatisticsSolver[V3State]):
     def init(self, x: Tensor, sigmas: Grid, teleport: Teleport | None = None) -> V3State:
         ems = self.statistics(x, sigmas)
         ems.check_shape(tuple(x.shape[1:]))
-        return V3State(ems, self._table(ems, sigmas, x))
+        table = self._table(ems, sigmas, x)
+        return V3State(ems, table, plan=self._fresh_plan(table, x.dtype))
 
     def _table(self, ems: EMS, sigmas: Grid, x: Tensor) -> Coefficients:
+        """The run's integrals: closed form for the degenerate EMS (exponential rule), else tabulated."""
+        if self.quadrature == "exponential" and ems.is_degenerate():
+            levels = tuple(float(s) for s in sigmas if s > 0.0)
+            ems.check_covers(levels)
+            return _closed_form_table(levels, self._degree)
+        # float64 on the run's device: the per-step updates are folded in float64, then cast once.
         return ems.coefficients(
-            sigmas, degree=self._degree, rule=self.quadrature, device=x.device, dtype=x.dtype
+            sigmas, degree=self._degree, rule=self.quadrature, device=x.device, dtype=torch.float64
         )
+
+    # ------------------------------------------------------------------ the plan
+    def _fresh_plan(self, table: Coefficients, dtype: torch.dtype) -> tuple[_Plan, ...]:
+        """The plan of a run that starts on ``table`` with an empty history, memoised on the table."""
+        key = (
+            "v3-plan",
+            self.solver_order,
+            self.predictor,
+            self.corrector,
+            self.lower_order_final,
+            self.half,
+            dtype,
+        )
+        plan = table.memo.get(key)
+        if plan is None:
+            plan = self._plan(table, None, (), 0, dtype)
+            table.memo[key] = plan
+        return plan
+
+    def _plan(
+        self,
+        table: Coefficients,
+        previous: StepCoefficients | None,
+        lambdas: tuple[float, ...],
+        last_order: int,
+        dtype: torch.dtype,
+    ) -> tuple[_Plan, ...]:
+        """Every step's entry on ``table``, from a state with this history (the step logic, simulated)."""
+        entries = []
+        keep = self.solver_order
+        for pos in range(len(table.steps)):
+            remaining = len(table.sigmas) - 1 - pos if self.lower_order_final else keep
+            entry = self._entry(table, pos, previous, lambdas, last_order, remaining, dtype)
+            entries.append(entry)
+            previous, last_order = table.steps[pos], entry.order
+            lambdas = (table.lambdas[pos], *lambdas[: keep - 1])
+        return tuple(entries)
+
+    def _entry(
+        self,
+        table: Coefficients,
+        pos: int,
+        previous: StepCoefficients | None,
+        lambdas: tuple[float, ...],
+        last_order: int,
+        remaining: int,
+        dtype: torch.dtype,
+    ) -> _Plan:
+        """The fused updates of step ``pos`` of ``table`` from a state with this history.
+
+        ``lambdas``/``previous``/``last_order`` are the state's history levels (newest first), the
+        previous step's integrals and order; ``remaining`` caps the predictor's order (the steps
+        left to a positive level, with ``lower_order_final``). Folded in the table's precision
+        (float64), then cast to the state's ``dtype``.
+        """
+
+        def cast(value: Coefficient | None) -> Coefficient | None:
+            return value.to(dtype) if isinstance(value, Tensor) else value
+
+        def update(scale: Coefficient, const: Coefficient, weights: list[Coefficient]) -> _Update:
+            return _Update(
+                cast(scale),  # type: ignore[arg-type]
+                None if _is_zero(const) else cast(const),
+                tuple(cast(w) for w in weights),  # type: ignore[misc]
+            )
+
+        lam = table.lambdas[pos]
+        one_minus_l = cast(1.0 - table.l[pos])
+        # Corrector (paper Alg. 2): re-take the previous step with f at this level in the fit. With
+        # g_new = f / s_gain - b_gain (this level's g seen from the previous one), the points are
+        # [g_0, g_new, g_1, ...] and the update is affine in (f, g_0, g_1, ...).
+        corrector = None
+        if (
+            previous is not None
+            and self.corrector is not None
+            and (self.half is None or table.sigmas[pos] > self.half)
+        ):
+            corr_order = last_order + (1 if self.corrector == "pseudo" else 0)
+            if corr_order > 1:
+                lams = [lambdas[0], lam, *lambdas[1 : corr_order - 1]]
+                c, const = _fuse(previous, lams, self.corrector)
+                inv_s = 1.0 / previous.s_gain
+                const = const + c[1] * previous.b_gain
+                corrector = update(previous.decay, const, [-(c[1] * inv_s), -c[0], *(-ci for ci in c[2:])])
+        # The history moves to this level: g_j <- s_gain (g_j + b_gain) of the previous step
+        # (identity for the degenerate EMS: s_gain = 1, b_gain = 0).
+        move = None
+        if previous is not None and not (_is_zero(previous.b_gain) and previous.s_gain == 1.0):
+            move = (cast(previous.s_gain), cast(previous.s_gain * previous.b_gain))
+        history = (lam, *lambdas[: self.solver_order - 1])
+        order = min(self.solver_order, len(history), remaining)
+        c, const = _fuse(table.steps[pos], list(history[:order]), self.predictor)
+        predictor = update(table.steps[pos].decay, const, [-ci for ci in c])
+        return _Plan(previous, lambdas, last_order, one_minus_l, corrector, move, order, predictor)
 
     # ------------------------------------------------------------------ the step
     def advance(
         self, x: Tensor, denoised: Tensor, sigmas: Grid, i: int, state: V3State
     ) -> tuple[Tensor, V3State]:
-        table, pos = state.table, state.position
+        table, pos, plan = state.table, state.position, state.plan
         if not (
             pos + 1 < len(table.sigmas)
             and table.sigmas[pos] == sigmas[i]
@@ -283,40 +493,38 @@ class DPMSolverV3(StatisticsSolver[V3State]):
                 )
                 state = V3State(ems, state.table)
             table, pos = self._table(ems, sigmas[i:], x), 0
+            plan = self._plan(table, state.previous, state.lambdas, state.last_order, x.dtype)
             state = dataclasses.replace(state, ems=ems)
-        lam = table.lambdas[pos]
-        f = (1.0 - table.l[pos]) * x - denoised
-
-        # Corrector (paper Alg. 2): re-take the previous step with f at this level in the fit.
-        x_here = x
-        previous = state.previous
-        if (
-            previous is not None
-            and state.x is not None
-            and self.corrector is not None
-            and (self.half is None or sigmas[i] > self.half)
-        ):
-            corr_order = state.last_order + (1 if self.corrector == "pseudo" else 0)
-            if corr_order > 1:
-                g_new = f / previous.s_gain - previous.b_gain  # this level's g, seen from the previous one
-                points = [state.g[0], g_new, *state.g[1 : corr_order - 1]]
-                lams = [state.lambdas[0], lam, *state.lambdas[1 : corr_order - 1]]
-                x_here = _combine(state.x, previous, points, taylor_weights(lams, self.corrector))
-
-        # Move the history to this level: g_j <- exp(S_here - S_prev) (g_j + B_prev(lambda_here)).
-        keep = self.solver_order
-        if previous is not None:
-            moved = tuple(previous.s_gain * (g + previous.b_gain) for g in state.g[: keep - 1])
-        else:
-            moved = ()
-        history = (f, *moved)
-        lambdas = (lam, *state.lambdas[: keep - 1])
-
-        # Predictor from this level to the next.
-        p = min(self.solver_order, len(history))
+        entry = plan[pos] if pos < len(plan) else None
+        order = min(self.solver_order, len(state.lambdas) + 1)
         if self.lower_order_final:
             last = len(sigmas) - 1 if sigmas[-1] > 0.0 else len(sigmas) - 2
-            p = min(p, last - i)
-        step = table.steps[pos]
-        x_next = _combine(x_here, step, list(history[:p]), taylor_weights(list(lambdas[:p]), self.predictor))
-        return x_next, V3State(state.ems, table, pos + 1, x_here, step, history, lambdas, p)
+            order = min(order, last - i)
+        if (
+            entry is None
+            or entry.previous is not state.previous
+            or entry.lambdas != state.lambdas
+            or entry.last_order != state.last_order
+            or entry.order != order
+        ):
+            # Not the state the plan was made for: build this step's entry now.
+            entry = self._entry(table, pos, state.previous, state.lambdas, state.last_order, order, x.dtype)
+
+        if _is_zero(entry.one_minus_l):
+            f = -denoised  # l = 1: f = (1 - l) x - D
+        else:
+            f = (x * entry.one_minus_l).sub_(denoised)
+        x_here = x
+        if entry.corrector is not None and state.x is not None:
+            x_here = entry.corrector(state.x, (f, *state.g))
+        if entry.move is None:
+            moved = state.g[: self.solver_order - 1]
+        else:
+            gain, offset = entry.move
+            moved = tuple(torch.addcmul(offset, gain, g) for g in state.g[: self.solver_order - 1])  # type: ignore[arg-type]
+        history = (f, *moved)
+        x_next = entry.predictor(x_here, history)
+        lambdas = (table.lambdas[pos], *state.lambdas[: self.solver_order - 1])
+        return x_next, V3State(
+            state.ems, table, pos + 1, x_here, table.steps[pos], history, lambdas, entry.order, plan
+        )

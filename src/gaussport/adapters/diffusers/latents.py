@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -42,7 +42,7 @@ def encode_latents(
 
 def fit_latent_gaussian(
     vae: Any,
-    images: Tensor | Iterable[Tensor],
+    images: Any,
     *,
     latents: str = "sample",
     generator: torch.Generator | None = None,
@@ -50,27 +50,70 @@ def fit_latent_gaussian(
     representation: str = "dense",
     rank: int | None = None,
     source: str | None = None,
+    image_scale: str | None = None,
+    flip: bool = False,
+    limit: int | None = None,
+    disable: bool | None = None,
 ) -> Gaussian:
     """Fit the warm-start Gaussian in a latent model's space: statistics of scaled VAE latents.
+
+    Every batch is encoded and scaled exactly as diffusers' pipelines and training scripts scale
+    latents, ``(z - shift_factor) * scaling_factor`` (:func:`encode_latents`), and streamed into
+    :meth:`gaussport.analytic.Gaussian.fit`. The images come from any source of
+    :func:`gaussport.analytic.sources.as_batches`; each pass over them re-encodes, and with
+    ``latents="sample"`` the generator is rewound at the start of every pass, so a fit that takes
+    several passes (low rank) sees the same latents each time.
 
     Args:
         vae: a diffusers ``AutoencoderKL`` (anything with ``encode(x).latent_dist`` and
             ``config.scaling_factor``; ``config.shift_factor`` is honoured when present, SD3/Flux).
-        images: ``[N, C, H, W]`` images in [-1, 1] (diffusers' VAE convention), or an iterable of such
-            batches (streamed: any dataset size).
+        images: ``[N, C, H, W]`` images in [-1, 1] (diffusers' VAE convention) as a tensor, a list,
+            iterable or DataLoader of such batches, a ``.npy``/``.npz`` file, or a folder of PNG/JPEG
+            images at the model's resolution (scaled from uint8 to [-1, 1] by default).
         latents: ``"sample"`` (default; the latents the model was trained on) or ``"mean"``.
         generator: randomness for ``"sample"``.
-        batch_size: encoding batch size when ``images`` is one tensor.
-        representation: as in :meth:`gaussport.analytic.Gaussian.fit` (``"dense"`` forms a
-            ``d x d`` matrix: 4x64x64 SD latents are d = 16,384, ~2 GiB in float64; use
-            ``"diagonal"`` or fit ``"lowrank"`` at lower resolution for larger latents).
+        batch_size: encoding batch size for tensors, files and folders.
+        representation: as in :meth:`gaussport.analytic.Gaussian.fit`. Memory: ``"dense"`` peaks at
+            about 3 ``d x d`` float64 matrices while fitting (4x64x64 SD latents: d = 16,384, about
+            6.4 GB) and keeps one (2.1 GB); ``"lowrank"`` needs O(d r), ``"diagonal"`` O(d).
         rank: the number of eigenpairs ``"lowrank"`` keeps, as in :meth:`gaussport.analytic.Gaussian.fit`.
-        source: provenance stored with the statistics.
+        source: provenance stored with the statistics (default: a description of ``images``).
+        image_scale: the value scaling of ``images`` (``as_batches``'s ``scale``: ``"uint8_to_pm1"``
+            is the default for folders, ``"none"`` for everything else).
+        flip: add horizontal mirror images (EDM-style augmentation; doubles N).
+        limit: encode the first ``limit`` images (before the flip).
+        disable: disables the progress bar (``None``: only on a terminal, as tqdm does).
 
     Returns:
         A Gaussian in the scaled latent space, i.e. the VE data coordinates of the latent model.
     """
-    batches = images.split(batch_size) if isinstance(images, Tensor) else images
-    encoded = (encode_latents(vae, b, latents=latents, generator=generator) for b in batches)
+    from ...analytic.sources import as_batches
+
+    pixels = as_batches(
+        images, batch_size=batch_size, scale=image_scale, flip=flip, limit=limit, disable=disable
+    )
+    start = generator.get_state() if generator is not None and latents == "sample" else None
+
+    def encoded() -> Iterator[Tensor]:
+        if start is not None:
+            generator.set_state(start)  # every pass draws the same latents
+        for batch in pixels():
+            yield encode_latents(vae, batch, latents=latents, generator=generator)
+
     scale = f"latents * scaling_factor ({latents})"
-    return Gaussian.fit(encoded, representation=representation, rank=rank, scale=scale, source=source)
+    source = source if source is not None else f"VAE latents ({latents}) of {pixels.description}"
+    stream = _Passes(encoded)
+    return Gaussian.fit(stream, representation=representation, rank=rank, scale=scale, source=source)
+
+
+class _Passes:
+    """A zero-argument callable that is also an iterable: each call or ``iter`` is a fresh pass."""
+
+    def __init__(self, passes: Callable[[], Iterator[Tensor]]) -> None:
+        self._passes = passes
+
+    def __call__(self) -> Iterator[Tensor]:
+        return self._passes()
+
+    def __iter__(self) -> Iterator[Tensor]:
+        return self._passes()

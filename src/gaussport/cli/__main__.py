@@ -1,0 +1,5 @@
+"""``python -m gaussport.cli``: the ``gaussport`` command."""
+
+from . import main
+
+raise SystemExit(main())
