@@ -9,7 +9,6 @@ run before any work. :func:`build_parser` registers them; :func:`main` is the co
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import sys
 from collections.abc import Sequence
@@ -49,15 +48,9 @@ documentation: docs/ in the repository (mkdocs serve), or README.md
 
 def _command_modules() -> list[ModuleType]:
     """The command modules, in the order ``gaussport --help`` lists them."""
-    from . import demo, fit, info, solvers, train_demo
+    from . import demo, fit, info, sample, solvers, train_demo
 
-    modules = [demo, train_demo, solvers, fit, info]
-    # `gaussport sample` lives in its own module, registered when it is there.
-    if importlib.util.find_spec(f"{__name__}.sample") is not None:
-        from . import sample
-
-        modules.append(sample)
-    return modules
+    return [demo, train_demo, solvers, fit, info, sample]
 
 
 def build_parser() -> argparse.ArgumentParser:
