@@ -191,18 +191,9 @@ def read_npz(
             or not what was declared.
         FileNotFoundError: the file does not exist.
     """
-    name = repr(os.fspath(path))
-    not_ours = f"{name} is not a gaussport {what} file{hint}"
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{name} does not exist; check the path.")
-    if os.path.isdir(path):
-        raise ValueError(f"{name} is a directory; give the path of a gaussport {what} file.")
-    try:
+    name = _existing_file(path, what)
+    with _failures_named(name, f"{name} is not a gaussport {what} file{hint}"):
         contents = _read_members(path, fmt)
-    except _NotOurs as exc:
-        raise ValueError(not_ours) from exc.__cause__
-    except Exception as exc:  # noqa: BLE001 - every low-level failure of a damaged file is one error
-        raise ValueError(f"{name} is damaged or truncated ({type(exc).__name__}: {exc}); {_REWRITE}") from exc
     try:
         raw = contents.pop(_META)
         if raw.dtype.kind != "U" or raw.ndim != 0:
@@ -210,6 +201,30 @@ def read_npz(
     except (KeyError, ValueError) as exc:
         raise ValueError(f"{name} has damaged metadata: {exc}; {_REWRITE}") from exc
     return _checked(name, str(raw), contents, version, arrays, fields)
+
+
+def _existing_file(path: str | os.PathLike[str], what: str) -> str:
+    """``repr`` of ``path`` for messages, once it is known to be an existing file (both readers)."""
+    name = repr(os.fspath(path))
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{name} does not exist; check the path.")
+    if os.path.isdir(path):
+        raise ValueError(f"{name} is a directory; give the path of a gaussport {what} file.")
+    return name
+
+
+@contextlib.contextmanager
+def _failures_named(name: str, not_ours: str | None) -> Iterator[None]:
+    """Every low-level failure of reading a damaged file as one ``ValueError`` naming the file.
+
+    ``_NotOurs`` (a foreign file) becomes ``not_ours``; anything else "damaged or truncated".
+    """
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - every low-level failure of a damaged file is one error
+        if isinstance(exc, _NotOurs) and not_ours is not None:
+            raise ValueError(not_ours) from exc.__cause__
+        raise ValueError(f"{name} is damaged or truncated ({type(exc).__name__}: {exc}); {_REWRITE}") from exc
 
 
 def _checked(
@@ -406,22 +421,13 @@ def read_safetensors(
             is missing or not what was declared.
         FileNotFoundError: the file does not exist.
     """
-    name = repr(os.fspath(path))
-    not_ours = f"{name} is not a gaussport {what} file{hint}"
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{name} does not exist; check the path.")
-    if os.path.isdir(path):
-        raise ValueError(f"{name} is a directory; give the path of a gaussport {what} file.")
+    name = _existing_file(path, what)
     from safetensors import safe_open
 
-    try:
+    with _failures_named(name, f"{name} is not a gaussport {what} file{hint}"):
         header = _safetensors_header(path, fmt)
-    except _NotOurs as exc:
-        raise ValueError(not_ours) from exc.__cause__
-    except Exception as exc:  # noqa: BLE001 - every failure of a damaged header is one error
-        raise ValueError(f"{name} is damaged or truncated ({type(exc).__name__}: {exc}); {_REWRITE}") from exc
-    try:
-        # safetensors raises SafetensorError, OSError, ValueError, TypeError...: all mean damaged.
+    # safetensors raises SafetensorError, OSError, ValueError, TypeError...: all mean damaged.
+    with _failures_named(name, None):
         with safe_open(os.fspath(path), framework="np") as f:
             stored = f.metadata() or {}
             contents = {key: f.get_tensor(key) for key in f.keys()}
@@ -430,8 +436,6 @@ def read_safetensors(
             raise ValueError("its header has no SHA-256 of the contents")
         if stored != header:
             raise ValueError("the header changed while it was read")
-    except Exception as exc:  # noqa: BLE001
-        raise ValueError(f"{name} is damaged or truncated ({type(exc).__name__}: {exc}); {_REWRITE}") from exc
     if not isinstance(text, str) or _safetensors_digest(text, contents) != digest:
         raise ValueError(
             f"{name} is damaged: its contents do not match the SHA-256 they were saved with; {_REWRITE}"
