@@ -6,6 +6,11 @@ Usage::
     python benchmarks/scale.py accuracy    # float32 batch scatter vs float64: digits and synthetic
     python benchmarks/scale.py distributed # 1 vs 2 processes (gloo, file:// rendezvous), d = 1,024
     flock /tmp/gaussport-heavy.lock python benchmarks/scale.py dense --dims 12288 --eigh-dims --repeats 1
+    OMP_NUM_THREADS=2 flock /tmp/gaussport-heavy.lock python benchmarks/scale.py whole --dims 12288 16384
+
+``whole`` runs one whole dense fit per ``d`` (no peer: numpy's ``eigh`` alone would take as long
+again), on ``n = 2 d`` samples with a power-law spectrum plus 64 shared factors, built in
+4,096-row blocks: that the fit completes, its time and its peak memory in ``d x d`` float64 units.
 
 ``dense`` times, interleaved round by round on one thread, on ``n = 2 d`` float64 samples:
 
@@ -288,6 +293,27 @@ def _markdown_dense(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def whole(dims: list[int]) -> dict[str, Any]:
+    env = _environment()
+    rows = []
+    for d in dims:
+        n = 2 * d
+        gen = torch.Generator().manual_seed(0)
+        x = torch.empty(n, d, dtype=torch.float64)
+        scales = (1.0 + torch.arange(d, dtype=torch.float64)) ** -0.5
+        factors = torch.randn(64, d, generator=gen, dtype=torch.float64)
+        for i in range(0, n, BATCH):
+            b = min(BATCH, n - i)
+            noise = torch.randn(b, d, generator=gen, dtype=torch.float64) * scales
+            x[i : i + b] = noise + torch.randn(b, 64, generator=gen, dtype=torch.float64) @ factors * 0.1
+        seconds, peak = measure(lambda x=x: Gaussian.fit(x, representation="dense", disable=True))
+        units = peak / (8 * d * d)
+        rows.append({"d": d, "n": n, "seconds": seconds, "peak_in_d2": units, "load": os.getloadavg()})
+        del x
+    env["load_after"] = os.getloadavg()
+    return {"environment": env, "rows": rows}
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_rank":  # a worker of the distributed part
         torch.set_num_threads(1)
@@ -295,7 +321,7 @@ def main() -> None:
         _distributed_worker(int(rank), int(world), init, out, int(d), int(n))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("part", choices=["dense", "accuracy", "distributed"])
+    parser.add_argument("part", choices=["dense", "accuracy", "distributed", "whole"])
     parser.add_argument("--dims", type=int, nargs="+", default=[1024, 4096])
     parser.add_argument("--eigh-dims", type=int, nargs="*", default=[1024])
     parser.add_argument("--repeats", type=int, default=3)
@@ -312,6 +338,9 @@ def main() -> None:
     if args.part == "dense":
         result = dense(args.dims, args.eigh_dims, args.repeats)
         stem.with_suffix(".md").write_text(_markdown_dense(result))
+    elif args.part == "whole":
+        result = whole(args.dims)
+        stem.with_suffix(".md").write_text(json.dumps(result["rows"], indent=1) + "\n")
     elif args.part == "distributed":
         result = distributed()
         stem.with_suffix(".md").write_text(
