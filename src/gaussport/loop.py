@@ -14,6 +14,7 @@ resolve solver names, apply the warm start and call :func:`integrate`.
 
 from __future__ import annotations
 
+import typing
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -172,6 +173,22 @@ class StepInfo:
 Callback = Callable[[StepInfo], None]
 
 
+def declared_state(cls: type) -> type | None:
+    """The state type a solver class declares as ``Solver[S]`` (through any base), or ``None`` if unknown.
+
+    Read from the generic bases, so checking a continued ``state=`` costs no ``init``.
+    """
+    for klass in cls.__mro__:
+        for base in klass.__dict__.get("__orig_bases__", ()):
+            origin = typing.get_origin(base)
+            if isinstance(origin, type) and issubclass(origin, Solver) and typing.get_args(base):
+                declared = typing.get_args(base)[0]
+                if declared is None:
+                    return type(None)
+                return declared if isinstance(declared, type) else None  # a TypeVar: not declared
+    return None
+
+
 def integrate(
     call: DenoiserCall,
     solver: Solver,
@@ -200,12 +217,11 @@ def integrate(
     Returns:
         ``(x, state)`` at ``grid[-1]``.
     """
-    fresh = solver.init(x, grid, teleport)
     if state is None:
-        state = fresh
-    elif type(state) is not type(fresh):
+        state = solver.init(x, grid, teleport)
+    elif (declared := declared_state(type(solver))) is not None and not isinstance(state, declared):
         # A state of another solver (or none at all) fails deep inside a step, or is ignored.
-        carried = "no state" if fresh is None else f"a {type(fresh).__name__}"
+        carried = "no state" if declared is type(None) else f"a {declared.__name__}"
         raise TypeError(
             f"state is a {type(state).__name__}, but {type(solver).__name__} carries {carried} between "
             "steps; pass the Solution.state of a run of the same solver (or state=None to start fresh)."
