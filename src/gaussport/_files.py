@@ -100,22 +100,39 @@ def write_npz(
         TypeError: metadata JSON cannot encode, or an object array.
         FileNotFoundError: the directory of ``path`` does not exist.
     """
-    meta = {"version": version, **metadata}
+    text = _metadata_json(path, version, metadata, arrays, kinds="biufcUS")
+    with atomic_writer(path) as f:
+        np.savez(f, **{_TAG: np.array(fmt), _META: np.array(text)}, **arrays)
+
+
+def _metadata_json(
+    path: str | os.PathLike[str],
+    version: int,
+    metadata: Mapping[str, Any],
+    arrays: Mapping[str, np.ndarray],
+    *,
+    kinds: str,
+) -> str:
+    """The metadata (with ``version``) as JSON, after checking it and every array (both writers).
+
+    Raises:
+        TypeError: metadata JSON cannot encode, or an array that is not a NumPy array whose dtype
+            kind is in ``kinds`` (object arrays would need pickling to read back).
+    """
     try:
-        text = json.dumps(meta)
+        text = json.dumps({"version": version, **metadata})
     except (TypeError, ValueError) as exc:
         raise TypeError(
             f"cannot write {os.fspath(path)!r}: its metadata is not plain JSON ({exc}); pass Python "
             "int/float/str values (e.g. int(n) for a NumPy integer, t.item() for a tensor)."
         ) from exc
     for key, value in arrays.items():
-        if not isinstance(value, np.ndarray) or value.dtype.hasobject:
+        if not isinstance(value, np.ndarray) or value.dtype.kind not in kinds:
+            what = f"of dtype {value.dtype}" if isinstance(value, np.ndarray) else f"a {type(value).__name__}"
             raise TypeError(
-                f"cannot write {os.fspath(path)!r}: {key!r} is {type(value).__name__}"
-                f"{' of dtype object' if isinstance(value, np.ndarray) else ''}; pass a numeric NumPy array."
+                f"cannot write {os.fspath(path)!r}: {key!r} is {what}; pass a numeric NumPy array."
             )
-    with atomic_writer(path) as f:
-        np.savez(f, **{_TAG: np.array(fmt), _META: np.array(text)}, **arrays)
+    return text
 
 
 @dataclass(frozen=True)
@@ -373,22 +390,7 @@ def write_safetensors(
     """
     from safetensors.numpy import save
 
-    meta = {"version": version, **metadata}
-    try:
-        text = json.dumps(meta)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(
-            f"cannot write {os.fspath(path)!r}: its metadata is not plain JSON ({exc}); pass Python "
-            "int/float/str values (e.g. int(n) for a NumPy integer, t.item() for a tensor)."
-        ) from exc
-    for key, value in arrays.items():
-        if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
-            what = (
-                f"an array of dtype {value.dtype}" if isinstance(value, np.ndarray) else type(value).__name__
-            )
-            raise TypeError(
-                f"cannot write {os.fspath(path)!r}: {key!r} is {what}; pass a numeric NumPy array."
-            )
+    text = _metadata_json(path, version, metadata, arrays, kinds="biuf")
     contiguous = {key: _c_order(value) for key, value in arrays.items()}
     header = {_TAG: fmt, _META: text, _DIGEST: _safetensors_digest(text, contiguous)}
     payload = save(contiguous, metadata=header)
