@@ -48,9 +48,9 @@ documentation: docs/ in the repository (mkdocs serve), or README.md
 
 def _command_modules() -> list[ModuleType]:
     """The command modules, in the order ``gaussport --help`` lists them."""
-    from . import demo, fit, info, sample, solvers, train_demo
+    from . import demo, fit, info, probe, sample, solvers, train, train_demo, tune
 
-    return [demo, train_demo, solvers, fit, info, sample]
+    return [demo, train_demo, solvers, fit, info, sample, probe, tune, train]
 
 
 def build_parser() -> argparse.ArgumentParser:
