@@ -292,7 +292,7 @@ def test_train_demo_help_states_time_and_outputs(capsys: pytest.CaptureFixture[s
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--device", "cuda"], "training runs on the CPU only"),
+        (["--device", "bogus"], "argument --device: 'bogus' is not a torch device"),
         (["--steps", "0"], "argument --steps: must be a positive integer; got 0."),
         (["--batch-size", "-1"], "argument --batch-size: must be a positive integer; got -1."),
         (["--held-out-images", "0"], "argument --held-out-images: must be a positive integer; got 0."),

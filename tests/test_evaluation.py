@@ -185,6 +185,30 @@ def test_evaluate_sampler_counts_calls_and_matches_evaluate() -> None:
     assert ev.evaluate_sampler("two calls", twice, b.grid).nfe == 2
 
 
+def test_evaluate_recipe_is_the_truncated_run_on_the_entry_grid(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from gaussport.tuning import Recipe, RecipeEntry
+
+    ev = gaussian_evaluator(denoiser=anisotropic_gaussian(16, seed=3))  # a model other than the warm start
+    entry = RecipeEntry("dpmpp_2m", 4, 3.0, (3.0, 0.8, 0.1, 0.01, 0.0), {}, None)
+    path = tmp_path / "recipe.json"
+    Recipe(ev.sigma_max, (entry,), {}).save(path)
+    got = ev.evaluate_recipe(path, "dpmpp_2m", 4)
+    # the same run spelled out: the caller's grid is sigma_max then the entry's levels, truncated there
+    by_hand = ev.evaluate_sampler(
+        "by hand",
+        lambda d, x, g: (
+            gaussport.sample(
+                d, x, g, "dpmpp_2m", warm_start=ev.gaussian, sigma_skip=3.0, teleport="truncate", disable=True
+            ).x
+        ),
+        (ev.sigma_max, *entry.sigmas),
+    )
+    assert got.nfe == by_hand.nfe == 4 and got.teleport == "recipe" and got.sigma_skip == 3.0
+    assert got.error == by_hand.error and got.grid == entry.sigmas
+    with pytest.raises(ValueError, match="dpmpp_2m"):
+        ev.evaluate_recipe(path, "dpmpp_2m", 6)
+
+
 @pytest.mark.reference
 def test_evaluate_sampler_with_k_diffusion_euler() -> None:
     sampling = pytest.importorskip("k_diffusion.sampling")

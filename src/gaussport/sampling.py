@@ -179,10 +179,11 @@ def with_warm_start_statistics(
     A statistics-based solver (:class:`gaussport.solvers.StatisticsSolver`, i.e. DPM-Solver-v3)
     whose ``ems`` is ``None`` gets the analytic EMS of the warm-start Gaussian
     (:func:`gaussport.ems.analytic_ems`) over the positive levels of ``sigmas`` with the solver's
-    ``ems_intervals``; every other solver, and a warm start that is not a
-    :class:`~gaussport.analytic.Gaussian`, leave it unchanged (the solver then uses the degenerate
-    EMS). :func:`sample` applies it whenever a Gaussian warm start is given -- also when the
-    teleport is a no-op -- and so do the adapters and the evaluation harness.
+    ``ems_intervals`` (for a warm start that is not a :class:`~gaussport.analytic.Gaussian` but
+    carries one as ``statistics``, e.g. :class:`gaussport.analytic.MixtureFlow`, the EMS of that
+    Gaussian); every other solver, and a warm start without a Gaussian, leave it unchanged (the
+    solver then uses the degenerate EMS). :func:`sample` applies it whenever a warm start is given
+    -- also when the teleport is a no-op -- and so do the adapters and the evaluation harness.
 
     Building the EMS costs 0.01 s for the shipped 8x8-digits Gaussian (d = 64, 1200 intervals),
     about 5% of sampling 32 digits at 10 NFE; nothing is cached unless the caller passes ``cache``,
@@ -190,13 +191,17 @@ def with_warm_start_statistics(
     """
     if not isinstance(solver, StatisticsSolver) or solver.ems is not None:
         return solver
-    if not isinstance(warm_start, Gaussian):
+    # A warm start that is not itself a Gaussian (a mixture's flow) may carry the Gaussian of its
+    # moments as ``statistics``: the EMS are built from that.
+    statistics = warm_start if isinstance(warm_start, Gaussian) else getattr(warm_start, "statistics", None)
+    if not isinstance(statistics, Gaussian):
         logger.info(
-            "%s: warm start %s is not a Gaussian; using degenerate EMS",
+            "%s: warm start %s is not a Gaussian and carries none; using degenerate EMS",
             type(solver).__name__,
             type(warm_start).__name__,
         )
         return solver
+    warm_start = statistics
     positive = [float(s) for s in sigmas if s > 0.0]
     if len(positive) < 2:
         return solver
@@ -207,6 +212,10 @@ def with_warm_start_statistics(
         logger.debug("%s: analytic EMS for sigma in [%g, %g], %d intervals", type(solver).__name__, *key)
         if cache is not None:
             cache[key] = ems
+    # The solver's guard (DPM-Solver-v3: docs/ems.md#the-guard) may revise warm-start statistics.
+    revise = getattr(solver, "warm_start_statistics", None)
+    if revise is not None:
+        ems = revise(ems, positive)
     return dataclasses.replace(solver, ems=ems)  # type: ignore[type-var]
 
 
@@ -305,7 +314,7 @@ def sample(
     solver: Solver | str = "heun",
     *,
     warm_start: Any = None,
-    sigma_skip: float | None = None,
+    sigma_skip: float | str | None = None,
     teleport: str | _grids.GridFamily = "truncate",
     callback: Callback | None = None,
     disable: bool | None = None,
@@ -314,6 +323,9 @@ def sample(
     check_finite: bool = True,
     enable_grad: bool = False,
     schedule: str | _grids.GridFamily | None = None,
+    probes: Any = None,
+    recipe: Any = None,
+    nfe: int | None = None,
     **options: Any,
 ) -> Solution:
     """Sample with an analytic warm start: exact Gaussian flow to ``sigma_skip``, then a solver.
@@ -334,7 +346,9 @@ def sample(
             (:func:`load_warm_start`; read on every call: to sample repeatedly, load it once with
             :func:`load_statistics` and pass the Gaussian). Required (``None`` runs
             :func:`solve` with a deprecation warning).
-        sigma_skip: the teleport level, in ``[sigmas[-1], sigmas[0]]``.
+        sigma_skip: the teleport level, in ``[sigmas[-1], sigmas[0]]``, or ``"auto"``: the level
+            :func:`gaussport.tuning.auto.auto_sigma_skip` picks for this solver, grid and ``teleport``
+            (docs/auto-level.md; it probes the model once per model and statistics, cached on disk).
         teleport: what the solver integrates below ``sigma_skip``:
 
             * ``"truncate"``: ``sigma_skip`` followed by the grid's levels below it (fewer
@@ -352,11 +366,19 @@ def sample(
         check_finite: raise ``FloatingPointError`` if the result is not finite.
         enable_grad: track gradients (as in :func:`solve`; off by default).
         schedule: deprecated name of ``teleport``.
+        probes: with ``sigma_skip="auto"``: a :class:`gaussport.tuning.probes.ProbeRecord`, the path
+            of one, or a data tensor to probe from (default: probes of the warm start's marginal).
+        recipe: a tuned :class:`gaussport.tuning.Recipe` or the path of its JSON file: its entry
+            for ``(solver, nfe)`` sets the teleport level and the solver's grid and options;
+            ``sigmas`` only gives the start (``sigmas[0]`` must be the recipe's ``sigma_max``)
+            and, without ``nfe``, the budget (``solver.evaluations(sigmas)``).
+        nfe: with ``recipe``: the entry's budget, instead of the one ``sigmas`` costs.
         **options: solver options, when ``solver`` is a name.
 
     Returns:
         A :class:`Solution`; ``sigmas`` is the grid the solver integrated and ``teleport`` the
-        ``(sigma_from, sigma_to)`` pair of the teleport.
+        ``(sigma_from, sigma_to)`` pair of the teleport (``sigma_to`` is the level chosen by
+        ``"auto"`` or the recipe).
 
     Raises:
         ValueError: if ``sigma_skip`` is missing or outside the grid, or the mode is unknown.
@@ -365,8 +387,9 @@ def sample(
         "gaussport.sample", "schedule", "teleport", schedule, teleport, "truncate"
     )
     if warm_start is None:
-        if sigma_skip is not None:
-            raise ValueError("sigma_skip was given without warm_start; pass the Gaussian to teleport with.")
+        if sigma_skip is not None or recipe is not None:
+            what = "recipe" if recipe is not None else "sigma_skip"
+            raise ValueError(f"{what} was given without warm_start; pass the Gaussian to teleport with.")
         _deprecation.warn("gaussport.sample(..., warm_start=None)", "gaussport.solve(...)")
         return solve(
             denoiser,
@@ -381,12 +404,38 @@ def sample(
             enable_grad=enable_grad,
             **options,
         )
-    warm_start = checked_warm_start(warm_start, sigma_skip)
-    grid = as_grid(sigmas)
-    check_state(x)
-    skip = checked_skip(grid, sigma_skip)
-    below = solver_grid(grid, skip, teleport)
-    solver_obj = with_warm_start_statistics(resolve_solver(solver, options), warm_start, below)
+    if recipe is not None:
+        if sigma_skip is not None or probes is not None:
+            raise ValueError(
+                "recipe= was given with sigma_skip= or probes=; the recipe's entry sets the teleport "
+                "level: drop sigma_skip (or drop the recipe to choose the level yourself)."
+            )
+        warm_start = checked_warm_start(warm_start, 0.0)
+        grid = as_grid(sigmas)
+        check_state(x)
+        entry = _recipe_entry(recipe, solver, grid, nfe, options)
+        below = as_grid(entry.sigmas)
+        solver_obj = with_warm_start_statistics(
+            get_solver(entry.solver, **dict(entry.options)), warm_start, below
+        )
+        teleport = "respace"
+    else:
+        if nfe is not None:
+            raise ValueError("nfe= selects a recipe entry; pass recipe=... too, or drop nfe.")
+        warm_start = checked_warm_start(warm_start, sigma_skip)
+        grid = as_grid(sigmas)
+        check_state(x)
+        if isinstance(sigma_skip, str):
+            if sigma_skip != "auto":
+                raise ValueError(f"sigma_skip must be a noise level or 'auto'; got {sigma_skip!r}.")
+            sigma_skip = _auto_level(denoiser, warm_start, grid, solver, teleport, probes, options)
+        elif probes is not None:
+            raise ValueError(
+                "probes= is only used with sigma_skip='auto'; drop it or pass sigma_skip='auto'."
+            )
+        skip = checked_skip(grid, sigma_skip)
+        below = solver_grid(grid, skip, teleport)
+        solver_obj = with_warm_start_statistics(resolve_solver(solver, options), warm_start, below)
     work = state_dtype(x.dtype, dtype)
     call = DenoiserCall(denoiser, model_dtype=model_dtype or x.dtype, state_dtype=work)
     with torch.set_grad_enabled(enable_grad):
@@ -404,7 +453,68 @@ def sample(
         )
 
 
-def checked_warm_start(warm_start: Any, sigma_skip: float | None) -> Any:
+def _auto_level(
+    denoiser: Any,
+    warm_start: Any,
+    grid: Grid,
+    solver: Any,
+    teleport: Any,
+    probes: Any,
+    options: dict[str, Any],
+) -> float:
+    """``sigma_skip="auto"``: :func:`gaussport.tuning.auto.auto_sigma_skip` for this call."""
+    from .tuning.auto import auto_sigma_skip
+    from .tuning.probes import ProbeRecord
+
+    if not isinstance(warm_start, Gaussian):
+        raise ValueError(
+            "sigma_skip='auto' needs a gaussport.analytic.Gaussian warm start (or its statistics file); "
+            f"got {type(warm_start).__name__}. Pass a numeric sigma_skip instead."
+        )
+    data = None
+    if isinstance(probes, Tensor):
+        data, probes = probes, None
+    elif probes is not None and not isinstance(probes, (ProbeRecord, str, os.PathLike)):
+        raise TypeError(
+            "probes must be a gaussport.tuning.probes.ProbeRecord, the path of one, or a data tensor to "
+            f"probe from; got {type(probes).__name__}."
+        )
+    return auto_sigma_skip(
+        denoiser, warm_start, grid, solver, teleport=teleport, probes=probes, data=data, **options
+    )
+
+
+def _recipe_entry(recipe: Any, solver: Any, grid: Grid, nfe: int | None, options: dict[str, Any]) -> Any:
+    """The recipe's entry for ``(solver, nfe)``, checked against the caller's grid."""
+    if isinstance(recipe, (str, os.PathLike)):
+        from .tuning.recipe import load_recipe
+
+        recipe = load_recipe(recipe)
+    if not callable(getattr(recipe, "entry", None)) or not hasattr(recipe, "sigma_max"):
+        raise TypeError(f"recipe must be a gaussport.tuning.Recipe; got {type(recipe).__name__}.")
+    if not isinstance(solver, str):
+        raise ValueError(
+            "recipe= needs the solver by its registered name (e.g. 'dpmpp_2m'), not an instance."
+        )
+    if options:
+        raise ValueError(
+            f"solver options {sorted(options)} were given with recipe=; the entry carries its "
+            "options: drop them."
+        )
+    if nfe is None:
+        nfe = get_solver(solver).evaluations(grid)
+    elif isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
+        raise ValueError(f"nfe must be a positive integer; got {nfe!r}.")
+    sigma_max = float(recipe.sigma_max)
+    if abs(grid[0] - sigma_max) > 1e-6 * sigma_max:
+        raise ValueError(
+            f"the grid starts at sigma={grid[0]}, but the recipe was tuned from sigma_max={sigma_max}; "
+            f"start the grid at {sigma_max}."
+        )
+    return recipe.entry(solver, int(nfe))
+
+
+def checked_warm_start(warm_start: Any, sigma_skip: float | str | None) -> Any:
     """The warm start (a path read from its file), checked to teleport with.
 
     Shared by :func:`sample` and :func:`gaussport.inversion.invert` (not part of the public API).

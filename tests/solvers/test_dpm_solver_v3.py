@@ -19,10 +19,10 @@ import torch
 import gaussport
 from gaussport import grids
 from gaussport.analytic import Dense, Gaussian
-from gaussport.ems import EMS, analytic_ems
+from gaussport.ems import EMS, analytic_ems, revert_above
 from gaussport.sampling import with_warm_start_statistics
 from gaussport.solvers import get
-from gaussport.solvers.dpm_solver_v3 import taylor_weights
+from gaussport.solvers.dpm_solver_v3 import GUARD_LEVEL, GUARD_WIDTH, taylor_weights
 from gaussport.testing import CountingDenoiser, anisotropic_gaussian, gaussian_of_shape, random_gaussian
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "dpm_solver_v3_official.npz"
@@ -386,7 +386,7 @@ def test_sample_builds_analytic_ems_from_the_warm_start() -> None:
         warm_start=g,
         sigma_skip=10.0,
         teleport="respace",
-        ems=explicit,
+        ems=revert_above(explicit, GUARD_LEVEL, width=GUARD_WIDTH),  # the default guard (docs/ems.md)
         disable=True,
     )
     assert torch.equal(auto.x, manual.x)
@@ -433,7 +433,11 @@ def test_a_no_op_teleport_still_uses_the_analytic_ems() -> None:
     exact = g(at_min, torch.full((4,), sig[-2], dtype=torch.float64))
 
     def error(skip: float) -> float:
-        sol = gaussport.sample(g, x, sig, "dpm_solver_v3", warm_start=g, sigma_skip=skip, disable=True)
+        # The warm start IS the model here: the guard (which reverts the EMS to degenerate above
+        # GUARD_LEVEL for a model the Gaussian only approximates, docs/ems.md#the-guard) is off.
+        sol = gaussport.sample(
+            g, x, sig, "dpm_solver_v3", warm_start=g, sigma_skip=skip, guard=False, disable=True
+        )
         assert sol.state.ems.source == "analytic"
         return _rel(sol.x, exact)
 
@@ -524,7 +528,10 @@ def test_sample_runs_below_and_above_the_usual_range(grid: tuple[float, ...], sk
     """The analytic EMS of the warm start are built over the levels the solver integrates."""
     g = anisotropic_gaussian(dim=6)
     x = g.sample(3, grid[0], torch.Generator().manual_seed(0), dtype=torch.float64)
-    sol = gaussport.sample(g, x, grid, "dpm_solver_v3", warm_start=g, sigma_skip=skip, disable=True)
+    # The warm start is the model: no guard (docs/ems.md#the-guard), so the EMS are exact.
+    sol = gaussport.sample(
+        g, x, grid, "dpm_solver_v3", warm_start=g, sigma_skip=skip, guard=False, disable=True
+    )
     assert bool(torch.isfinite(sol.x).all()) and sol.state.ems.covers(sol.sigmas)
     last = sol.sigmas[-2]  # the last step is x = D there
     exact = g(g.flow(x, grid[0], last), torch.full((3,), last, dtype=torch.float64))

@@ -195,13 +195,16 @@ def edm_sample(
     sigmas: Tensor | Sequence[float] | None = None,
     solver: Solver | str = "heun",
     warm_start: Any = None,
-    sigma_skip: float | None = None,
+    sigma_skip: float | str | None = None,
     teleport: str = "truncate",
     callback: Callback | None = None,
     disable: bool | None = None,
     dtype: torch.dtype = torch.float64,
     model_dtype: torch.dtype = torch.float32,
     schedule: str | None = None,
+    probes: Any = None,
+    recipe: Any = None,
+    nfe: int | None = None,
     **options: Any,
 ) -> Solution:
     """Sample an EDM net as EDM's ``edm_sampler`` does (without churn), with any solver and a warm start.
@@ -225,13 +228,18 @@ def edm_sample(
             ``2 num_steps - 1`` evaluations).
         warm_start: a Gaussian fitted to the data in the net's units (EDM images in [-1, 1]), a
             statistics path, or a :class:`ClassConditionalGaussian`.
-        sigma_skip: the teleport level (rounded with ``round_sigma``).
+        sigma_skip: the teleport level (rounded with ``round_sigma``), or ``"auto"`` (as in
+            :func:`gaussport.sample`; not rounded).
         teleport: ``"truncate"`` or ``"respace"``, as in :func:`gaussport.sample`.
         callback: as in :func:`gaussport.solve`.
         disable: as in :func:`gaussport.solve`.
         dtype: solver-state dtype (float64 like EDM).
         model_dtype: the dtype the net receives (EDM nets compute in float32).
         schedule: deprecated name of ``teleport``.
+        probes: with ``sigma_skip="auto"``, as in :func:`gaussport.sample`.
+        recipe: a tuned :class:`~gaussport.tuning.Recipe` or its file, as in :func:`gaussport.sample`
+            (its grid is used as written, not rounded).
+        nfe: with ``recipe``, the entry's budget (default: what the grid costs).
         **options: solver options.
 
     Returns:
@@ -259,6 +267,7 @@ def edm_sample(
             dtype,
             model_dtype,
             options,
+            tuning={"probes": probes, "recipe": recipe, "nfe": nfe},
         )
 
 
@@ -280,7 +289,10 @@ def _edm_sample(
     dtype: torch.dtype,
     model_dtype: torch.dtype,
     options: dict[str, Any],
+    *,
+    tuning: dict[str, Any] | None = None,
 ) -> Solution:
+    tuning = {k: v for k, v in (tuning or {}).items() if v is not None}
     denoiser = net if isinstance(net, EDMDenoiser) else EDMDenoiser(net, class_labels)
     if isinstance(net, EDMDenoiser) and class_labels is not None:
         denoiser = EDMDenoiser(net.net, class_labels, **net.model_kwargs)
@@ -296,8 +308,11 @@ def _edm_sample(
         warm = resolve_warm_start(warm_start)
     x = latents.to(dtype) * grid[0]
     if warm is None:
-        if sigma_skip is not None:
-            raise ValueError("sigma_skip was given without warm_start; pass the statistics to teleport with.")
+        if sigma_skip is not None or tuning:
+            raise ValueError(
+                "sigma_skip, probes, recipe or nfe was given without warm_start; pass the statistics to "
+                "teleport with."
+            )
         return solve(
             denoiser,
             x,
@@ -309,21 +324,28 @@ def _edm_sample(
             model_dtype=model_dtype,
             **options,
         )
-    if sigma_skip is None:
-        raise ValueError("warm_start needs sigma_skip, the noise level to teleport to.")
+    if sigma_skip is None and "recipe" not in tuning:
+        raise ValueError(
+            "warm_start needs sigma_skip, the noise level to teleport to (or sigma_skip='auto')."
+        )
     check_sample_shape(warm, latents.shape[1:])
-    skip = denoiser.round_sigma([float(sigma_skip)])[0] if float(sigma_skip) > 0 else 0.0
+    if sigma_skip is None or isinstance(sigma_skip, str):
+        skip: Any = sigma_skip
+    else:
+        skip = denoiser.round_sigma([float(sigma_skip)])[0] if float(sigma_skip) > 0 else 0.0
+        skip = min(skip, grid[0])
     return sample(
         denoiser,
         x,
         grid,
         solver,
         warm_start=warm,
-        sigma_skip=min(skip, grid[0]),
+        sigma_skip=skip,
         teleport=teleport,
         callback=callback,
         disable=disable,
         dtype=dtype,
         model_dtype=model_dtype,
+        **tuning,
         **options,
     )

@@ -4,7 +4,7 @@ For every registered solver there is a plain function ::
 
     sample_<name>(model, x, sigmas, extra_args=None, callback=None, disable=None, *,
                   <solver options>, warm_start=None, sigma_skip=None, teleport="truncate",
-                  parameterization="ve")
+                  parameterization="ve", probes=None, recipe=None, nfe=None)
 
 that behaves like k-diffusion's own ``sample_euler`` & co.
 (docs/peer-conventions.md#the-sampler-calling-convention): ``model`` is a
@@ -74,6 +74,9 @@ _ADAPTER_OPTIONS: dict[str, Any] = {
     "teleport": "truncate",
     "parameterization": "ve",
     "schedule": None,  # deprecated name of teleport
+    "probes": None,  # with sigma_skip="auto": a ProbeRecord, its file, or data to probe from
+    "recipe": None,  # a tuned gaussport.tuning.Recipe or its JSON file
+    "nfe": None,  # with recipe: the entry's budget (default: what sigmas cost)
 }
 _PARAMETERIZATIONS = ("ve", "flow")
 
@@ -253,7 +256,13 @@ def _run(
     parameterization: str,
     files: StatisticsCache,
     name: str,
+    tuning: dict[str, Any] | None = None,
 ) -> Tensor:
+    """One sampler call; ``tuning`` holds ``probes``, ``recipe``, ``nfe`` and, for a recipe, the solver's
+    registered name (``"registered"``) and the options the caller changed (``"changed"``)."""
+    tuning = dict(tuning or {})
+    registered, changed = tuning.pop("registered", None), tuning.pop("changed", ())
+    tuning = {k: v for k, v in tuning.items() if v is not None}
     if parameterization not in _PARAMETERIZATIONS:
         raise ValueError(
             "parameterization must be 've' (x = x0 + sigma eps: k-diffusion, A1111, EDM, ComfyUI eps/v "
@@ -278,24 +287,78 @@ def _run(
             )
         check_inversion(solver, name)
     warm = resolve_warm_start(warm_start, extra, cache=files)
-    if warm is None and sigma_skip is not None:
+    if warm is None and (sigma_skip is not None or tuning):
+        what = "sigma_skip" if sigma_skip is not None else "/".join(sorted(tuning))
         raise ValueError(
-            "sigma_skip was given without warm_start; pass the statistics (a Gaussian or a file path)."
+            f"{what} was given without warm_start; pass the statistics (a Gaussian or a file path)."
         )
     if warm is not None:
-        if sigma_skip is None:
+        if sigma_skip is None and "recipe" not in tuning:
             raise ValueError(
                 "warm_start needs sigma_skip, the noise level to teleport to (e.g. as_k_diffusion_sampler("
-                "'euler', warm_start=path, sigma_skip=10.0)); docs/adapters.md explains how to choose it."
+                "'euler', warm_start=path, sigma_skip=10.0)), sigma_skip='auto' or recipe=...; "
+                "docs/adapters.md explains how to choose it."
             )
         check_sample_shape(warm, x.shape[1:])
+    auto = _checked_tuning(sigma_skip, tuning, increasing, parameterization)
     denoiser = KDiffusionDenoiser(model, extra)
+    if "recipe" in tuning:
+        if registered is None:
+            raise ValueError(
+                "recipe= needs a sampler built from a registered solver name "
+                "(as_k_diffusion_sampler('dpmpp_2m')), not a solver instance: the recipe's entries are "
+                "looked up by name."
+            )
+        if changed:
+            raise ValueError(
+                f"solver options {sorted(changed)} were given with recipe=; the entry carries its "
+                "options: drop them (or drop the recipe)."
+            )
+        from ..tuning.recipe import load_recipe  # on first use: the recipe module is not needed otherwise
+
+        recipe = load_recipe(tuning["recipe"])
+        if grid[0] < float(recipe.sigma_max) * (1 - 1e-6):
+            # img2img and second passes (hires fix) start below the recipe's sigma_max: the recipe's
+            # teleport does not apply there, as a numeric sigma_skip above the grid does not.
+            logger.info(
+                "recipe tuned from sigma_max=%g, grid starts at %g: solving the grid without teleport",
+                float(recipe.sigma_max),
+                grid[0],
+            )
+        else:
+            return _sample_recipe(
+                denoiser,
+                x,
+                sigmas,
+                grid,
+                warm,
+                recipe,
+                tuning.get("nfe"),
+                registered,
+                callback,
+                disable,
+            )
     reports = None if callback is None else _Callbacks(callback, sigmas, values, where, x.dtype)
-    skip = None if warm is None or len(grid) == 1 else _effective_skip(grid, sigma_skip)
+    if warm is None or len(grid) == 1 or "recipe" in tuning:
+        skip: Any = None
+    else:
+        skip = "auto" if auto else _effective_skip(grid, sigma_skip)
     out = (
         x
         if len(grid) == 1
-        else _integrate(denoiser, x, grid, solver, warm, skip, teleport, parameterization, reports, disable)
+        else _integrate(
+            denoiser,
+            x,
+            grid,
+            solver,
+            warm,
+            skip,
+            teleport,
+            parameterization,
+            reports,
+            disable,
+            tuning.get("probes"),
+        )
     )
     if reports is not None:
         reports.finish(out)
@@ -313,8 +376,12 @@ def _integrate(
     parameterization: str,
     cb: _Callbacks | None,
     disable: bool | None,
+    probes: Any = None,
 ) -> Tensor:
-    """Run the merged grid: a solve, a teleport then a solve, or (increasing grid) an inversion."""
+    """Run the merged grid: a solve, a teleport then a solve, or (increasing grid) an inversion.
+
+    ``skip`` is a level, ``None`` (no teleport) or ``"auto"`` (:func:`gaussport.sample` chooses it,
+    from ``probes``)."""
     if parameterization == "flow":
         from .flow import RectifiedFlowDenoiser, sample_rectified_flow
 
@@ -339,6 +406,19 @@ def _integrate(
         return solve(denoiser, x, grid, solver, callback=cb, disable=disable).x
     # The lowest positive level the solver integrates: nothing is left to respace at or below it.
     lowest = grid[0] if upward else (grid[-2] if grid[-1] == 0.0 else grid[-1])
+    if skip == "auto":  # a level above the grid's lowest positive one (auto_sigma_skip's range)
+        return sample(
+            denoiser,
+            x,
+            grid,
+            solver,
+            warm_start=warm,
+            sigma_skip="auto",
+            teleport=teleport,
+            probes=probes,
+            callback=cb,
+            disable=disable,
+        ).x
     if teleport == "respace" and skip <= lowest:
         teleport = "truncate"  # the teleport covers every positive level
     run = invert if upward else sample
@@ -351,6 +431,74 @@ def _integrate(
         sigma_skip=skip,
         teleport=teleport,
         callback=cb,
+        disable=disable,
+    ).x
+
+
+def _checked_tuning(sigma_skip: Any, tuning: dict[str, Any], increasing: bool, parameterization: str) -> bool:
+    """Whether the level is ``"auto"``; refuses the combinations :func:`gaussport.sample` refuses, and
+    automatic levels and recipes where the adapter cannot use them (inversions, rectified-flow times)."""
+    auto = isinstance(sigma_skip, str) and sigma_skip == "auto"
+    if isinstance(sigma_skip, str) and not auto:
+        raise ValueError(f"sigma_skip must be a noise level or 'auto'; got {sigma_skip!r}.")
+    if "recipe" in tuning and (sigma_skip is not None or "probes" in tuning):
+        raise ValueError(
+            "recipe= was given with sigma_skip= or probes=; the recipe's entry sets the teleport level: "
+            "drop sigma_skip (or drop the recipe to choose the level yourself)."
+        )
+    if "nfe" in tuning and "recipe" not in tuning:
+        raise ValueError("nfe= selects a recipe entry; pass recipe=... too, or drop nfe.")
+    if "probes" in tuning and not auto:
+        raise ValueError("probes= is only used with sigma_skip='auto'; drop it or pass sigma_skip='auto'.")
+    if (auto or "recipe" in tuning) and (increasing or parameterization != "ve"):
+        what = "sigma_skip='auto'" if auto else "recipe="
+        raise ValueError(
+            f"{what} is supported for sampling (decreasing sigmas) with parameterization='ve'; for "
+            f"{'an inversion' if increasing else 'rectified-flow times'} pass a numeric sigma_skip instead."
+        )
+    return auto
+
+
+def _sample_recipe(
+    denoiser: KDiffusionDenoiser,
+    x: Tensor,
+    sigmas: Any,
+    grid: Grid,
+    warm: Any,
+    recipe: Any,
+    nfe: Any,
+    registered: str,
+    callback: Callable[[dict[str, Any]], Any] | None,
+    disable: bool | None,
+) -> Tensor:
+    """The recipe's entry for this solver and budget, run by :func:`gaussport.sample`.
+
+    The solver integrates the entry's grid, not the caller's: ``callback`` gets one call per interval
+    of that grid (``i`` counts them), with the entry's levels as ``sigma``.
+    """
+    like = sigmas if isinstance(sigmas, Tensor) else torch.tensor(0.0, dtype=torch.float64)
+
+    def report(info: StepInfo) -> None:
+        level = torch.full((), info.sigma, dtype=like.dtype, device=like.device)
+        callback(  # type: ignore[misc]
+            {
+                "x": info.x.to(x.dtype),
+                "i": info.i,
+                "sigma": level,
+                "sigma_hat": level,
+                "denoised": info.denoised.to(x.dtype),
+            }
+        )
+
+    return sample(
+        denoiser,
+        x,
+        grid,
+        registered,
+        warm_start=warm,
+        recipe=recipe,
+        nfe=nfe,
+        callback=None if callback is None else report,
         disable=disable,
     ).x
 
@@ -374,7 +522,17 @@ def as_k_diffusion_sampler(solver: str | Solver = "euler", /, **options: Any) ->
               (``schedule`` is its deprecated name);
             * ``parameterization``: ``"ve"`` (default) or ``"flow"`` for models whose sigma is the
               rectified-flow time (``x = (1 - sigma) x0 + sigma eps``, ComfyUI ``CONST`` models);
-              the sigmas may then start at 1 (pure noise).
+              the sigmas may then start at 1 (pure noise);
+            * ``sigma_skip="auto"`` with ``probes``: the level :func:`gaussport.sample` chooses for
+              this solver, grid and ``teleport`` (``probes``: a
+              :class:`~gaussport.tuning.ProbeRecord`, its file or data; ``None`` probes the model
+              once, cached on disk);
+            * ``recipe`` (with ``nfe``): a tuned :class:`~gaussport.tuning.Recipe` or its file, as in
+              :func:`gaussport.sample`: the entry for this solver and the budget the sigmas cost
+              (or ``nfe``) sets the teleport level, the grid and the solver options (leave those at
+              their defaults). Grids starting below the recipe's ``sigma_max`` (img2img) are solved
+              without teleport. ``sigma_skip="auto"`` and ``recipe`` work for decreasing sigmas with
+              ``parameterization="ve"``.
 
     Returns:
         ``f(model, x, sigmas, extra_args=None, callback=None, disable=None, *, <options>)`` with a
@@ -386,6 +544,7 @@ def as_k_diffusion_sampler(solver: str | Solver = "euler", /, **options: Any) ->
         TypeError: for an option neither the solver nor the adapter has.
     """
     name, solver_defaults, build = _solver_options(solver)
+    registered_defaults = dict(solver_defaults)
     clash = set(solver_defaults) & set(_ADAPTER_OPTIONS)
     if clash:
         raise TypeError(f"solver {name!r} has options named like adapter options: {sorted(clash)}.")
@@ -430,6 +589,13 @@ def as_k_diffusion_sampler(solver: str | Solver = "euler", /, **options: Any) ->
                 a["parameterization"],
                 files,
                 name,
+                {
+                    "probes": a["probes"],
+                    "recipe": a["recipe"],
+                    "nfe": a["nfe"],
+                    "registered": name if isinstance(solver, str) else None,
+                    "changed": [k for k in solver_defaults if not _same(a[k], registered_defaults[k])],
+                },
             )
 
     sampler.__signature__ = signature  # type: ignore[attr-defined]
@@ -449,6 +615,16 @@ def as_k_diffusion_sampler(solver: str | Solver = "euler", /, **options: Any) ->
         "gaussport.adapters.k_diffusion).\n\n" + solver_doc.split("\n\n")[0]
     )
     return sampler
+
+
+def _same(value: Any, default: Any) -> bool:
+    """Whether a solver option is left at its registered default (a recipe's entry sets the options)."""
+    if value is default:
+        return True
+    try:
+        return bool(value == default)
+    except Exception:  # an array-like option: compared as given, never equal to a scalar default
+        return False
 
 
 def samplers() -> dict[str, Callable[..., Tensor]]:

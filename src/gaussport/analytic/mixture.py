@@ -35,7 +35,7 @@ from .gaussian import Gaussian
 FORMAT = "gaussport.gaussian_mixture"
 FORMAT_VERSION = 1
 
-__all__ = ["GaussianMixture", "anisotropic_mixture"]
+__all__ = ["GaussianMixture", "anisotropic_mixture", "fit_class_mixture", "fit_kmeans_mixture", "kmeans"]
 
 
 def same_shape_gaussians(gaussians: Sequence[Gaussian], what: str) -> tuple[Gaussian, ...]:
@@ -100,6 +100,16 @@ class GaussianMixture:
         log_w = self.weights.to(device=x.device).log()
         logits = torch.stack([c.log_prob(x, sigma).to(log_w.dtype) for c in self.components], dim=-1)
         return torch.softmax(logits + log_w, dim=-1)  # [B, K], float64 on x's device
+
+    def responsibilities(self, x: Tensor, sigma: Tensor | float) -> Tensor:
+        """``P(component k | x)`` at noise level ``sigma``, ``[B, K]`` float64.
+
+        ``exp(log pi_k + log N_k - logsumexp_j(log pi_j + log N_j))``: the log-sum-exp keeps it exact
+        where every component's density underflows (far from all of them, or at small ``sigma``).
+        """
+        log_w = self.weights.to(device=x.device).log()
+        logits = torch.stack([c.log_prob(x, sigma).double() for c in self.components], dim=-1) + log_w
+        return torch.exp(logits - torch.logsumexp(logits, dim=-1, keepdim=True))
 
     def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
         """The exact posterior mean ``sum_k w_k(x, sigma) D_k(x, sigma)``."""
@@ -357,3 +367,210 @@ def anisotropic_mixture(
             comps.append(Gaussian(mean, LowRankPlusIsotropic(lam, basis, residual=lo)))
     weights = 1.0 + 0.5 * torch.rand(n_components, generator=gen, dtype=torch.float64)
     return GaussianMixture(comps, weights)
+
+
+# ---------------------------------------------------------------------- fitting from data
+def _samples_cpu64(data: Tensor | np.ndarray, what: str) -> tuple[Tensor, tuple[int, ...]]:
+    """``data`` as float64 ``[N, d]`` on the CPU (a copy) and its sample shape; checked."""
+    if isinstance(data, np.ndarray):
+        data = torch.from_numpy(data)
+    if not isinstance(data, Tensor) or data.dtype == torch.bool or data.is_complex():
+        raise TypeError(
+            f"{what} takes real samples as a tensor or array [N, ...]; got {type(data).__name__}."
+        )
+    if data.ndim < 2 or data.shape[0] == 0 or math.prod(data.shape[1:]) == 0:
+        raise ValueError(
+            f"{what} needs samples of shape [N, *sample_shape] with N >= 1; got {tuple(data.shape)}."
+        )
+    flat = data.detach().reshape(data.shape[0], -1).to("cpu", torch.float64, copy=True)
+    if not bool(torch.isfinite(flat).all()):
+        raise ValueError(f"{what}: the samples contain NaN or infinite values.")
+    return flat, tuple(int(s) for s in data.shape[1:])
+
+
+def _squared_distances(v: Tensor, centres: Tensor) -> Tensor:
+    """``|v_n - c_k|^2``, ``[N, K]``, by one matmul (clamped: the expansion can round 0 below 0)."""
+    d2 = (v * v).sum(-1, keepdim=True) - 2.0 * v @ centres.T + (centres * centres).sum(-1)
+    return d2.clamp_min(0.0)
+
+
+def kmeans(
+    data: Tensor | np.ndarray,
+    k: int,
+    *,
+    generator: torch.Generator | None = None,
+    iterations: int = 300,
+    restarts: int = 1,
+) -> tuple[Tensor, Tensor]:
+    """k-means (Lloyd's algorithm from a k-means++ start), float64 on the CPU.
+
+    Order: ``O(N K d)`` per iteration (one matmul for the distances). k-means++ draws each new
+    centre with probability proportional to the squared distance to the nearest chosen one; Lloyd's
+    iterations run until no assignment changes (or ``iterations``). An empty cluster is re-seeded
+    with the point farthest from its centre. Of ``restarts`` runs the one with the smallest
+    within-cluster sum of squares is kept. Reference: Arthur & Vassilvitskii, "k-means++" (2007).
+
+    Args:
+        data: ``[N, *sample_shape]`` samples.
+        k: number of clusters, ``1 <= k <= N``.
+        generator: the only source of randomness (default: a fresh one seeded 0, so the result is
+            reproducible and the global RNG is untouched).
+        iterations: maximum Lloyd iterations per run.
+        restarts: independent k-means++ starts.
+
+    Returns:
+        ``(centres [k, d] float64, labels [N] int64)``.
+    """
+    v, _ = _samples_cpu64(data, "kmeans")
+    k = as_int(k, "k", minimum=1)
+    iterations = as_int(iterations, "iterations", minimum=1)
+    restarts = as_int(restarts, "restarts", minimum=1)
+    if k > v.shape[0]:
+        raise ValueError(f"kmeans: k = {k} clusters need at least k samples; got {v.shape[0]}.")
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    best: tuple[float, Tensor, Tensor] | None = None
+    for _ in range(restarts):
+        centres = _kmeans_plus_plus(v, k, gen)
+        labels = torch.full((v.shape[0],), -1, dtype=torch.long)
+        for _ in range(iterations):
+            d2 = _squared_distances(v, centres)
+            new = d2.argmin(-1)
+            if torch.equal(new, labels):
+                break
+            labels = new
+            counts = torch.bincount(labels, minlength=k)
+            sums = torch.zeros_like(centres).index_add_(0, labels, v)
+            own = d2.gather(1, labels[:, None]).squeeze(1)
+            for j in (counts == 0).nonzero().flatten().tolist():  # empty: take the worst-fitted point
+                movable = torch.where(counts[labels] > 1, own, -1.0)  # never empty another cluster
+                far = int(movable.argmax())
+                if float(movable[far]) < 0.0:
+                    break
+                old = int(labels[far])
+                sums[old] -= v[far]
+                counts[old] -= 1
+                sums[j], counts[j] = v[far], 1
+                labels[far], own[far] = j, -1.0  # never moved twice
+            filled = (counts > 0)[:, None]  # a cluster still empty keeps its centre
+            centres = torch.where(filled, sums / counts.clamp_min(1)[:, None].to(sums.dtype), centres)
+        inertia = float(_squared_distances(v, centres).gather(1, labels[:, None]).sum())
+        if best is None or inertia < best[0]:
+            best = (inertia, centres, labels)
+    assert best is not None
+    return best[1], best[2]
+
+
+def _kmeans_plus_plus(v: Tensor, k: int, gen: torch.Generator) -> Tensor:
+    n = v.shape[0]
+    first = int(torch.randint(n, (1,), generator=gen))
+    centres = [v[first]]
+    closest = _squared_distances(v, v[first][None]).squeeze(1)
+    for _ in range(1, k):
+        total = float(closest.sum())
+        if total > 0.0:
+            pick = int(torch.multinomial(closest / total, 1, generator=gen))
+        else:  # every point coincides with a centre: any point will do
+            pick = int(torch.randint(n, (1,), generator=gen))
+        centres.append(v[pick])
+        closest = torch.minimum(closest, _squared_distances(v, v[pick][None]).squeeze(1))
+    return torch.stack(centres)
+
+
+def _clustered_mixture(
+    v: Tensor,
+    shape: tuple[int, ...],
+    labels: Tensor,
+    k: int,
+    prior_count: float,
+    floor: float,
+    source: str,
+) -> GaussianMixture:
+    """One Gaussian per cluster label ``0..k-1``, weights = cluster frequencies (empty clusters dropped).
+
+    Covariance of cluster ``j`` with ``n_j`` members and scatter ``S_j = sum (x - mu_j)(x - mu_j)^T``:
+    ``(S_j + c P) / (n_j - 1 + c) + f (tr P / d) I`` with ``P`` the pooled within-cluster
+    covariance ``sum_j S_j / (N - K)``, ``c = prior_count`` and ``f = floor``
+    (docs/mixture-teleport.md#fitting-a-mixture).
+    """
+    prior_count = float(prior_count)
+    floor = float(floor)
+    if not (math.isfinite(prior_count) and prior_count >= 0.0):
+        raise ValueError(f"prior_count must be a finite number >= 0; got {prior_count}.")
+    if not (math.isfinite(floor) and floor >= 0.0):
+        raise ValueError(f"floor must be a finite number >= 0; got {floor}.")
+    n, d = v.shape
+    means, scatters, counts = [], [], []
+    for j in range(k):
+        members = v[labels == j]
+        if members.shape[0] == 0:
+            continue
+        mu = members.mean(0)
+        diff = members - mu
+        means.append(mu)
+        scatters.append(diff.T @ diff)
+        counts.append(members.shape[0])
+    kept = len(counts)
+    if n > kept:
+        pooled = sum(scatters) / (n - kept)
+    else:  # every cluster a singleton: no within-cluster spread to pool; use the data's covariance
+        diff = v - v.mean(0)
+        pooled = diff.T @ diff / max(n - 1, 1)
+    isotropic = floor * float(torch.trace(pooled)) / d * torch.eye(d, dtype=torch.float64)
+    comps = []
+    for mu, scatter, count in zip(means, scatters, counts, strict=True):
+        denom = count - 1 + prior_count
+        cov = (scatter + prior_count * pooled) / denom if denom > 0 else pooled.clone()
+        cov = (cov + cov.T) / 2 + isotropic
+        comps.append(Gaussian(mu.reshape(shape), Dense.from_matrix(cov), n_samples=count, source=source))
+    return GaussianMixture(comps, torch.tensor(counts, dtype=torch.float64))
+
+
+def fit_class_mixture(
+    data: Tensor | np.ndarray,
+    labels: Tensor | np.ndarray | Sequence[int],
+    *,
+    prior_count: float = 0.0,
+    floor: float = 0.0,
+) -> GaussianMixture:
+    """One Gaussian per class label, weighted by the class frequencies.
+
+    Component order follows the sorted labels (component ``j`` is the ``j``-th smallest label).
+    With the defaults each covariance is the class's unbiased sample covariance (as
+    :func:`gaussport.digits.load_digits_class_gaussians`); ``prior_count`` and ``floor`` shrink it
+    as in :func:`fit_kmeans_mixture`. Order: ``O(N d^2 + K d^3)``.
+
+    Raises:
+        ValueError: labels that are not one integer per sample.
+    """
+    v, shape = _samples_cpu64(data, "fit_class_mixture")
+    y = torch.as_tensor(np.asarray(labels) if not isinstance(labels, Tensor) else labels).reshape(-1)
+    if y.dtype.is_floating_point or y.dtype == torch.bool or y.is_complex() or y.shape[0] != v.shape[0]:
+        raise ValueError(
+            f"fit_class_mixture needs one integer label per sample ({v.shape[0]}); "
+            f"got dtype {y.dtype}, {y.shape[0]} labels."
+        )
+    classes, index = torch.unique(y.cpu(), sorted=True, return_inverse=True)
+    return _clustered_mixture(v, shape, index, len(classes), prior_count, floor, "fit_class_mixture")
+
+
+def fit_kmeans_mixture(
+    data: Tensor | np.ndarray,
+    k: int,
+    *,
+    generator: torch.Generator | None = None,
+    restarts: int = 1,
+    iterations: int = 300,
+    prior_count: float = 1.0,
+    floor: float = 1e-4,
+) -> GaussianMixture:
+    """A Gaussian per k-means cluster (:func:`kmeans`), weighted by the cluster sizes.
+
+    A cluster's covariance is shrunk towards the pooled within-cluster covariance ``P`` with
+    ``prior_count`` pseudo-samples, and ``floor * tr(P) / d`` is added to every eigenvalue: a
+    cluster of one sample gets ``P`` (plus the floor) instead of a zero covariance, and no component
+    is so narrow that its responsibilities jump from 0 to 1 across a sliver of space.
+    Order: ``O(iterations N K d + N d^2 + K d^3)``.
+    """
+    v, shape = _samples_cpu64(data, "fit_kmeans_mixture")
+    _, labels = kmeans(v, k, generator=generator, iterations=iterations, restarts=restarts)
+    return _clustered_mixture(v, shape, labels, int(k), prior_count, floor, f"fit_kmeans_mixture(k={k})")

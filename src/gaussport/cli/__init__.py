@@ -37,10 +37,17 @@ examples:
   gaussport train-demo --out my-model retrain the digits model (3000 steps: about 10-20 min on 2 cores)
   gaussport demo --model my-model     the demo on that model
   gaussport solvers                   list the registered solvers with order and cost
+  gaussport tune --model my-model --out my-model/digits_recipe.json
+                                      tune the teleport level and grid per solver and NFE (the demo's recipe)
   gaussport fit images/ -o stats.safetensors
                                       fit the warm-start Gaussian to a folder of images (or .npy/.npz)
   gaussport info stats.safetensors --plot spectrum.png
                                       shape, N, representation, spectrum summary and plot
+  gaussport probe --plot probe.png    1 - explained variance of the Gaussian, the class mixture and the
+                                      training set against the digits model per sigma; safe/auto level
+  gaussport train images/ --statistics stats.safetensors --out run/
+                                      train a small denoiser that learns what the Gaussian misses
+                                      (EMA weights, safetensors checkpoints, --resume)
 
 documentation: docs/ in the repository (mkdocs serve), or README.md
 """

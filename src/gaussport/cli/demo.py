@@ -20,6 +20,7 @@ DIGITS_ONLY = (
     "model",
     "cache_dir",
     "device",
+    "recipe",
 )
 
 
@@ -107,7 +108,18 @@ def _digits_options(args: argparse.Namespace) -> dict[str, Any]:
         "device": args.device,
         "directory": args.model,
         "cache_dir": args.cache_dir,
+        "recipe": _recipe(args),
     }
+
+
+def _recipe(args: argparse.Namespace) -> Any:
+    """``--recipe``: left out, the model's own recipe; ``none``, no recipe; else the file."""
+    from ..demo.digits_demo import DEFAULT_RECIPE
+
+    recipe = getattr(args, "recipe", None)
+    if recipe is None:
+        return DEFAULT_RECIPE
+    return None if recipe == "none" else recipe
 
 
 def _mixture_solvers(args: argparse.Namespace) -> list[str]:
@@ -138,6 +150,10 @@ def _digits_demo(args: argparse.Namespace) -> int:
         f"Karras grid {demo.SIGMA_MAX:g} -> {demo.SIGMA_MIN:g}, device {s['device']}, "
         f"{_threads_label()}"
     )
+    if s.get("recipe"):
+        print(
+            f"tuned recipe: {s['recipe']} (used where it has the solver and NFE; --recipe none: fixed level)"
+        )
     print(demo.digits_table(result))
     for path in demo.write_digits_outputs(result, args.out, plots=not args.no_plot):
         print(f"wrote {path}")
@@ -171,7 +187,7 @@ def _mixture_demo(args: argparse.Namespace) -> int:
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """``gaussport demo`` and its flags, each declaring what it accepts (its type or choices)."""
     from ..demo import FRECHET_NOISE, SIGMA_MAX, SIGMA_MIN
-    from ..demo._arguments import Device, Directory, Integer, Number, SolverName
+    from ..demo._arguments import Device, Directory, Integer, Number, RecipeFile, SolverName
 
     count, natural = Integer(1), Integer(0)
     demo = subparsers.add_parser(
@@ -255,6 +271,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="keep the exact endpoints on disk between runs",
     )
     demo.add_argument("--device", type=Device(), help="where the model runs, e.g. cpu or cuda (default cpu)")
+    demo.add_argument(
+        "--recipe",
+        type=RecipeFile(),
+        metavar="FILE|none",
+        help="a tuned recipe (`gaussport tune`): the teleported run of each solver and NFE it has uses its "
+        "level and grid. Default: the model's own (the shipped digits recipe; DIR/digits_recipe.json "
+        "with --model DIR, if present); none: the fixed --sigma-skip everywhere",
+    )
     demo.add_argument(
         "--steps",
         type=count,

@@ -374,3 +374,32 @@ class OutputFile(_ArgumentType):
         if path.exists() and not os.access(path, os.W_OK):
             raise ValueError(f"{text} is not writable; give a file you can write.")
         return path
+
+
+class RecipeFile(InputFile):
+    """A sampling recipe: an existing ``.json`` file (read by the command's check), or ``none``."""
+
+    def __init__(self) -> None:
+        super().__init__((".json",), "recipe")
+
+    def convert(self, text: str) -> Path | str:
+        return "none" if text == "none" else super().convert(text)
+
+
+class Fraction(Number):
+    """A finite number in ``(low, high]`` that is no noise level: a rate, a fraction (``what`` names it)."""
+
+    def __init__(self, low: float, high: float, what: str) -> None:
+        super().__init__(low, high)
+        self.what = what
+
+    def convert(self, text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(
+                f"{text!r} is not a number; give {self.what} in ({self.low:g}, {self.high:g}]."
+            ) from None
+        if not self.low < value <= self.high:  # NaN fails too
+            raise ValueError(f"{value:g} is outside ({self.low:g}, {self.high:g}]; give {self.what} inside.")
+        return value

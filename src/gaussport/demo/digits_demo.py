@@ -21,6 +21,11 @@ Teleporting lower replaces more of the network's own trajectory by the Gaussian'
 error, about 0.075 RMS at ``sigma_skip = 2``, which more solver steps do not remove); teleporting
 higher leaves the solver more of the trajectory to cover with the same evaluations.
 
+With a tuned recipe (:func:`gaussport.digits.load_digits_recipe`, the default: ``recipe="default"``)
+the teleported run of every solver and budget the recipe has uses the recipe's level and grid
+instead (docs/recipes.md); ``recipe=None`` (``gaussport demo --recipe none``) keeps the fixed level
+for all.
+
 :func:`gaussport.digits.train_demo_model` (``gaussport train-demo``, ``benchmarks/train_demo.py``)
 retrains the digits model into a directory that the loaders and ``gaussport demo --model`` accept.
 """
@@ -57,9 +62,11 @@ from ..evaluation import (
     save_sample_panels,
 )
 from ..solvers import get as get_solver
+from ..tuning.recipe import Recipe, load_recipe
 from . import _arguments
 
 __all__ = [
+    "DEFAULT_RECIPE",
     "DIGITS_DEFAULTS",
     "FRECHET_NOISE",
     "DigitsDemo",
@@ -89,6 +96,12 @@ trajectory error of Heun and DPM-Solver++(2M) at every NFE in 6..10, with and wi
 ``reference_steps = 8`` RK4 steps per unit of ``lambda`` put the exact endpoints within 1.4e-5 RMS
 of a solve with twice the steps, far below the errors measured (0.07 and up).
 """
+
+DEFAULT_RECIPE = "default"
+"""``recipe=DEFAULT_RECIPE``: the model's own tuned recipe -- the shipped one for the shipped model,
+``DIR/digits_recipe.json`` for ``directory=DIR`` if there is one (else none)."""
+
+RECIPE_MODE = "recipe"  # the ``teleport`` of a run that used a recipe entry
 
 FRECHET_SEED_OFFSET = 10_000  # Frechet draws use their own generators, apart from the sample seeds
 
@@ -135,11 +148,20 @@ class DigitsDemo:
         return sorted({e.nfe_budget for e in self.evaluations if e.solver == solver})
 
     def find(self, solver: str, nfe: int, teleport: str) -> Evaluation:
-        """The evaluation of ``solver`` at budget ``nfe`` with ``teleport`` (``"none"`` or the run's)."""
+        """The evaluation of ``solver`` at budget ``nfe`` with ``teleport`` (``"none"``, the run's
+        mode, or ``"recipe"`` where the recipe's entry ran)."""
         for e in self.evaluations:
             if e.solver == solver and e.nfe_budget == nfe and e.teleport == teleport:
                 return e
         raise KeyError(f"no evaluation of {solver!r} at NFE {nfe} with teleport {teleport!r}.")
+
+    def warm(self, solver: str, nfe: int) -> Evaluation:
+        """The teleported evaluation of ``solver`` at budget ``nfe``: the recipe's entry where it has
+        one, else the fixed level."""
+        for e in self.evaluations:
+            if e.solver == solver and e.nfe_budget == nfe and e.teleport != "none":
+                return e
+        raise KeyError(f"no teleported evaluation of {solver!r} at NFE {nfe}.")
 
     def reach(self) -> dict[str, float]:
         """Per solver: the NFE at which the teleport reaches the no-teleport error at the largest NFE.
@@ -147,12 +169,11 @@ class DigitsDemo:
         Log-log interpolation (:func:`~gaussport.evaluation.nfe_to_reach`); the smallest measured NFE
         when already there, ``inf`` when never.
         """
-        teleport = self.settings["teleport"]
         out = {}
         for solver in self.settings["solvers"]:
             nfes = self.budgets(solver)
             target = self.find(solver, nfes[-1], "none").error
-            warm = [self.find(solver, n, teleport) for n in nfes]
+            warm = [self.warm(solver, n) for n in nfes]
             out[solver] = nfe_to_reach([e.nfe for e in warm], [e.error for e in warm], target)
         return out
 
@@ -171,6 +192,7 @@ def check_digits_demo(
     device: torch.device | str | None = None,
     directory: str | os.PathLike[str] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
+    recipe: Recipe | str | os.PathLike[str] | None = DEFAULT_RECIPE,
     names: Mapping[str, str] | None = None,
 ) -> tuple[str, ...]:
     """Check the arguments of :func:`run_digits_demo` without loading, computing or writing anything.
@@ -207,6 +229,7 @@ def _checked(
     device: torch.device | str | None,
     directory: str | os.PathLike[str] | None,
     cache_dir: str | os.PathLike[str] | None,
+    recipe: Recipe | str | os.PathLike[str] | None = DEFAULT_RECIPE,
     names: Mapping[str, str] | None = None,
 ) -> tuple[list[tuple[str, int, str]], tuple[str, ...]]:
     """The planned runs and budget notes of valid arguments (:func:`check_digits_demo`)."""
@@ -243,10 +266,43 @@ def _checked(
         _arguments.model_directory(label("directory", "directory"), directory, frechet=with_fd)
     if cache_dir is not None:
         _arguments.writable_directory(label("cache_dir", "cache_dir"), cache_dir)
+    resolve_recipe(recipe, directory, name=label("recipe", "recipe"))
     # Every budget is checked (and adjusted) on the grids alone, before a model is loaded.
     planner = Evaluator(_no_model, None, shape=(1,), seeds=(0,), sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX)
     jobs, notes = _plan(planner, tuple(solvers), tuple(sorted(set(nfes))), teleport, sigma_skip)
     return jobs, tuple(notes)
+
+
+def resolve_recipe(
+    recipe: Recipe | str | os.PathLike[str] | None,
+    directory: str | os.PathLike[str] | None = None,
+    *,
+    name: str = "recipe",
+) -> Recipe | None:
+    """The recipe the demo uses: ``None`` for none; :data:`DEFAULT_RECIPE` for the model's own (the
+    shipped recipe for the shipped model, ``DIR/digits_recipe.json`` if ``directory`` has one);
+    otherwise a :class:`~gaussport.tuning.Recipe` or the path of one (read and validated here).
+
+    Raises:
+        ValueError: the file is not a valid recipe, or it starts from another ``sigma_max``.
+        FileNotFoundError: no such recipe file.
+        TypeError: neither a recipe, a path nor ``None``.
+    """
+    if recipe is None:
+        return None
+    if isinstance(recipe, str) and recipe == DEFAULT_RECIPE:
+        try:
+            loaded = digits.load_digits_recipe(directory=directory)
+        except FileNotFoundError:  # a model directory without a recipe: the fixed level
+            return None
+    else:
+        loaded = load_recipe(recipe)
+    if loaded.sigma_max != SIGMA_MAX:
+        raise ValueError(
+            f"{name}: the recipe starts sampling at sigma_max = {loaded.sigma_max:g}, the demo at "
+            f"{SIGMA_MAX:g}; give a recipe tuned from {SIGMA_MAX:g} (gaussport tune), or none."
+        )
+    return loaded
 
 
 def _no_model(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -267,6 +323,7 @@ def run_digits_demo(
     device: torch.device | str | None = None,
     directory: str | os.PathLike[str] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
+    recipe: Recipe | str | os.PathLike[str] | None = DEFAULT_RECIPE,
     disable: bool | None = None,
 ) -> DigitsDemo:
     """Sample the digits model with each solver at each NFE, with and without a teleport.
@@ -286,6 +343,10 @@ def run_digits_demo(
         directory: a model trained with :func:`gaussport.digits.train_demo_model` (default: the
             shipped one).
         cache_dir: keep the exact endpoints on disk between runs.
+        recipe: a tuned recipe (a :class:`~gaussport.tuning.Recipe` or its file): the teleported
+            run of each solver and budget it has uses its level and grid (teleport ``"recipe"``);
+            the others, the fixed ``sigma_skip``. Default: the model's own (:func:`resolve_recipe`);
+            ``None``: the fixed level everywhere.
         disable: hides the progress bars (``None``: only on a terminal, as tqdm does).
 
     Returns:
@@ -313,7 +374,9 @@ def run_digits_demo(
         device=device,
         directory=directory,
         cache_dir=cache_dir,
+        recipe=recipe,
     )
+    tuned = resolve_recipe(recipe, directory)
     solvers, nfes = tuple(solvers), tuple(sorted(set(nfes)))
     with_fd = frechet_samples > 0
     start = time.perf_counter()
@@ -336,18 +399,23 @@ def run_digits_demo(
     )
     for note in notes:
         logger.warning("%s", note)
+    if tuned is not None:
+        _check_fingerprint(tuned, ev.denoiser)
     exact = ev.reference()
     ev.disable = True  # one bar over the configurations below, not one per solve
     evaluations = []
     for solver, nfe, mode in tqdm(jobs, disable=disable, desc="gaussport demo", unit="run"):
         skip = None if mode == "none" else sigma_skip
-        e = ev.evaluate(solver, nfe, teleport=mode, sigma_skip=skip, frechet=with_fd)
+        if mode != "none" and tuned is not None and tuned.has(solver, nfe):
+            e = _evaluate_entry(ev, tuned, solver, nfe, frechet=with_fd)
+        else:
+            e = ev.evaluate(solver, nfe, teleport=mode, sigma_skip=skip, frechet=with_fd)
         logger.info(
             "%s NFE %d (%d used) %s: trajectory error %.4g%s",
             solver,
             nfe,
             e.nfe,
-            "no teleport" if mode == "none" else f"teleport to {sigma_skip:g}",
+            "no teleport" if mode == "none" else f"teleport to {e.sigma_skip:.3g} ({e.teleport})",
             e.error,
             "" if e.frechet is None else f", Frechet {e.frechet.mean:.3g}",
         )
@@ -364,6 +432,10 @@ def run_digits_demo(
         "frechet_seeds": list(ev.frechet_seeds),
         "reference_steps": reference_steps,
         "grid": f"Karras rho=7, sigma {SIGMA_MAX:g} -> {SIGMA_MIN:g}, then 0",
+        "recipe": None if tuned is None else _recipe_label(recipe, directory),
+        "recipe_cells": []
+        if tuned is None
+        else [[e.solver, e.nfe_budget] for e in evaluations if e.teleport == RECIPE_MODE],
         "device": str(ev.device),
     }
     seconds = time.perf_counter() - start
@@ -414,18 +486,59 @@ def _plan(
     return jobs, notes
 
 
+def _recipe_label(recipe: Any, directory: Any) -> str:
+    if isinstance(recipe, Recipe):
+        return "given"
+    if isinstance(recipe, str) and recipe == DEFAULT_RECIPE:
+        return "shipped" if directory is None else os.fspath(Path(directory) / digits.files.RECIPE_FILE)
+    return os.fspath(recipe)
+
+
+def _check_fingerprint(recipe: Recipe, denoiser: Any) -> None:
+    """Warn when the recipe was tuned for another model (its grids then need not be good here)."""
+    from ..tuning.probes import fingerprint_model
+
+    tuned_for = recipe.provenance.get("model")
+    if isinstance(tuned_for, str) and tuned_for != fingerprint_model(denoiser):
+        logger.warning(
+            "the recipe was tuned for another model (fingerprint %s...); its levels and grids may not suit "
+            "this one: tune one with `gaussport tune --model DIR`",
+            tuned_for[:12],
+        )
+
+
+def _evaluate_entry(ev: Evaluator, recipe: Recipe, solver: str, nfe: int, *, frechet: bool) -> Evaluation:
+    """The recipe's entry for ``solver`` at ``nfe`` measured like the harness's runs
+    (:meth:`~gaussport.evaluation.Evaluator.evaluate_recipe`)."""
+    e = ev.evaluate_recipe(recipe, solver, nfe, frechet=frechet)
+    if e.nfe != nfe:  # pragma: no cover - Recipe.load checked the cost
+        raise RuntimeError(f"{solver}: the recipe's grid made {e.nfe} evaluations, not {nfe}.")
+    assert e.teleport == RECIPE_MODE
+    return e
+
+
 def _mode_label(teleport: str, sigma_skip: float) -> str:
     return f"teleport to {sigma_skip:g} ({teleport})"
+
+
+def _warm_label(e: Evaluation, settings: Mapping[str, Any]) -> str:
+    if e.teleport == RECIPE_MODE:
+        return f"recipe {e.sigma_skip:.3g}" if e.sigma_skip < SIGMA_MAX else "recipe (none)"
+    return f"{settings['sigma_skip']:g} ({settings['teleport']})"
 
 
 def digits_table(result: DigitsDemo) -> str:
     """The demo's results as a markdown table, with a line per solver on the NFE the teleport saves."""
     s = result.settings
     with_fd = s["frechet_samples"] > 0
+    tuned = bool(s.get("recipe_cells"))
+    # With recipe cells the teleport differs by row: a column says which; else the fixed level.
+    warm_name = "teleport" if tuned else f"teleport to {s['sigma_skip']:g}"
     header = ["solver", "NFE", "error, no teleport"]
     header += ["Frechet, no teleport"] if with_fd else []
-    header += [f"error, teleport to {s['sigma_skip']:g}"]
-    header += [f"Frechet, teleport to {s['sigma_skip']:g}"] if with_fd else []
+    header += ["teleport"] if tuned else []
+    header += [f"error, {warm_name}"]
+    header += [f"Frechet, {warm_name}"] if with_fd else []
     header += ["error ratio"]
 
     def fd(e: Evaluation) -> str:
@@ -435,10 +548,12 @@ def digits_table(result: DigitsDemo) -> str:
     rows = []
     for solver in s["solvers"]:
         for n in result.budgets(solver):
-            plain, warm = result.find(solver, n, "none"), result.find(solver, n, s["teleport"])
+            plain, warm = result.find(solver, n, "none"), result.warm(solver, n)
             nfe = f"{plain.nfe}" if plain.nfe == warm.nfe else f"{plain.nfe} / {warm.nfe}"
             row: list[Any] = [solver, nfe, plain.error]
             row += [fd(plain)] if with_fd else []
+            if tuned:
+                row += [_warm_label(warm, s)]
             row += [warm.error]
             row += [fd(warm)] if with_fd else []
             row += [plain.error / warm.error]
@@ -447,7 +562,7 @@ def digits_table(result: DigitsDemo) -> str:
     for solver, nfe in result.reach().items():
         budgets = result.budgets(solver)
         level = result.find(solver, budgets[-1], "none")
-        smallest = result.find(solver, budgets[0], s["teleport"]).nfe
+        smallest = result.warm(solver, budgets[0]).nfe
         if len(budgets) == 1:
             lines.append(
                 f"{solver}: one NFE measured ({level.nfe}); give several budgets to see the NFE the "
@@ -465,6 +580,12 @@ def digits_table(result: DigitsDemo) -> str:
         f"error: RMS over {s['seeds'][1] - s['seeds'][0] + 1} seeds and pixels of the distance to the exact "
         f"ODE endpoint of the same seed (RK4, {s['reference_steps']} steps per unit of lambda)."
     )
+    if tuned:
+        lines.append(
+            f"teleport: 'recipe L' = the tuned recipe's level L and grid ({s['recipe']}; docs/recipes.md), "
+            f"else the fixed level {s['sigma_skip']:g} ({s['teleport']}); `--recipe none` uses the fixed "
+            "level everywhere."
+        )
     if with_fd:
         lines.append(
             f"Frechet: classifier-feature Frechet distance to the held-out digits, mean over "
@@ -521,16 +642,18 @@ def write_digits_outputs(
     mode = _mode_label(s["teleport"], s["sigma_skip"])
     for n in s["nfes"]:
         runs = [
-            result.find(solver, n, t)
+            e
             for solver in s["solvers"]
             if n in result.budgets(solver)
-            for t in ("none", s["teleport"])
+            for e in (result.find(solver, n, "none"), result.warm(solver, n))
         ]
         if not runs:  # every solver ran this budget's grids under a smaller budget
             continue
         panels = [("exact ODE endpoints", result.exact)]
         for e in runs:
             what = "no teleport" if e.teleport == "none" else mode
+            if e.teleport == RECIPE_MODE:
+                what = _warm_label(e, s)
             panels.append((f"{e.solver}, {what}\nNFE {e.nfe}, error {e.error:.3g}", e.samples))
         # Named by the NFE the runs used; by the budget only where the solvers used different NFEs.
         used = sorted({e.nfe for e in runs})
@@ -542,8 +665,15 @@ def write_digits_outputs(
     series = []
     for solver in s["solvers"]:
         for t, style in (("none", "o-"), (s["teleport"], "s--")):
-            es = [result.find(solver, n, t) for n in result.budgets(solver)]
+            if t == "none":
+                es = [result.find(solver, n, t) for n in result.budgets(solver)]
+            else:
+                es = [result.warm(solver, n) for n in result.budgets(solver)]
             label = f"{solver}, no teleport" if t == "none" else f"{solver}, {mode}"
+            if t != "none" and any(e.teleport == RECIPE_MODE for e in es):
+                label = f"{solver}, tuned recipe" + (
+                    "" if all(e.teleport == RECIPE_MODE for e in es) else f" / {mode}"
+                )
             # Means without error bars, as in the table: the noise is the measured FRECHET_NOISE.
             fds = [None if e.frechet is None else replace(e.frechet, std=math.nan) for e in es]
             series.append(Series(label, [e.nfe for e in es], [e.error for e in es], fds, style))

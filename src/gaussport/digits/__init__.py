@@ -3,7 +3,8 @@
 * :class:`DigitsUNet` -- a compact EDM-preconditioned, class-conditional U-Net for 8x8 images with
   EDM's ``EDMPrecond`` interface; :func:`load_digits_denoiser` loads the trained weights.
 * :func:`load_digits_gaussian`, :func:`load_digits_class_gaussians` -- the Gaussian statistics of
-  the training split (the warm starts); :func:`load_digits_test_set` -- the held-out split.
+  the training split (the warm starts); :func:`load_digits_test_set` -- the held-out split;
+  :func:`load_digits_recipe` -- the tuned sampling recipe (teleport level and grid per solver and NFE).
 * :class:`DigitsClassifier` and the digits Frechet distance (:func:`digits_frechet_distance`,
   :class:`DigitsFrechet`, :func:`digits_features`): an FID analogue in the shipped classifier's
   features, reference = the held-out split.
@@ -25,6 +26,7 @@ from .files import (
     load_digits_classifier,
     load_digits_denoiser,
     load_digits_gaussian,
+    load_digits_recipe,
     load_digits_test_set,
     model_to_pixels,
     pixels_to_model,
@@ -47,6 +49,7 @@ __all__ = [
     "load_digits_classifier",
     "load_digits_denoiser",
     "load_digits_gaussian",
+    "load_digits_recipe",
     "load_digits_test_set",
     "model_to_pixels",
     "pixels_to_model",

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from .._files import Array, atomic_writer, read_npz, write_npz
 from ..analytic import Gaussian, GaussianMixture
+from ..tuning.recipe import Recipe
 from .classifier import DigitsClassifier
 from .unet import DigitsUNet
 
@@ -47,6 +48,7 @@ __all__ = [
     "load_digits_classifier",
     "load_digits_gaussian",
     "load_digits_class_gaussians",
+    "load_digits_recipe",
     "load_digits_test_set",
     "pixels_to_model",
     "model_to_pixels",
@@ -58,6 +60,7 @@ CLASSIFIER_FILE = "digits_classifier.safetensors"
 GAUSSIAN_FILE = "digits_gaussian.npz"
 CLASS_GAUSSIANS_FILE = "digits_class_gaussians.npz"
 TEST_SET_FILE = "digits_test.npz"
+RECIPE_FILE = "digits_recipe.json"
 
 DENOISER_FORMAT = "gaussport.digits_denoiser"
 CLASSIFIER_FORMAT = "gaussport.digits_classifier"
@@ -248,6 +251,28 @@ def load_digits_gaussian(*, directory: str | os.PathLike[str] | None = None) -> 
     """
     with data_path(GAUSSIAN_FILE, directory) as path:
         return Gaussian.load(path)
+
+
+def load_digits_recipe(*, directory: str | os.PathLike[str] | None = None) -> Recipe:
+    """The tuned sampling recipe of the digits model (teleport level and grid per solver and NFE).
+
+    The shipped one was made by ``gaussport tune`` on seeds 10000.. (tuning) and 20000.. (validation),
+    apart from the seeds results are reported on; its provenance says how (docs/recipes.md). With
+    ``directory``, the ``digits_recipe.json`` there (``gaussport tune --model DIR --out
+    DIR/digits_recipe.json`` writes one). Use it with ``gaussport.sample(..., recipe=...)`` or
+    ``gaussport demo``, which uses it by default.
+
+    Raises:
+        FileNotFoundError: ``directory`` holds no recipe.
+        ValueError: the file is not a valid recipe (:meth:`gaussport.tuning.Recipe.load`).
+    """
+    with data_path(RECIPE_FILE, directory) as path:
+        if directory is not None and not path.is_file():
+            raise FileNotFoundError(
+                f"{os.fspath(directory)!r} holds no {RECIPE_FILE}; make one with `gaussport tune --model "
+                f"{os.fspath(directory)} --out {os.fspath(path)}`."
+            )
+        return Recipe.load(path)
 
 
 def load_digits_class_gaussians(*, directory: str | os.PathLike[str] | None = None) -> GaussianMixture:

@@ -48,6 +48,7 @@ def train_demo_model(
     num_threads: int | None = 2,
     disable: bool | None = None,
     command: str | None = None,
+    device: torch.device | str | None = None,
 ) -> dict[str, Any]:
     """Train the digits model into ``out``: weights, statistics, test split, provenance and model card.
 
@@ -71,6 +72,8 @@ def train_demo_model(
         num_threads: ``torch.set_num_threads`` during the run (restored afterwards).
         disable: hides the progress bars.
         command: the command line recorded in the provenance.
+        device: where the denoiser trains (default: the CPU); e.g. ``"cuda"``. The classifier and
+            the Frechet reference points run on the CPU.
 
     Returns:
         The provenance record (also in ``out/digits_provenance.json``).
@@ -88,6 +91,7 @@ def train_demo_model(
         num_threads=num_threads,
         disable=disable,
         command=command,
+        device=device,
     )
     previous = torch.get_num_threads()
     if num_threads is not None:

@@ -25,15 +25,15 @@ the global RNG, so training runs inside ``torch.random.fork_rng`` with the globa
 
 from __future__ import annotations
 
-import copy
+import functools
 import json
 import logging
 import math
 import os
 import platform
-import statistics
 import time
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,12 +41,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .._checks import as_int
 from .._files import atomic_writer
 from ..analytic import Gaussian, GaussianMixture
+from ..training.trainer import TrainerConfig
 from . import files
 from .classifier import DigitsClassifier
 from .unet import SIGMA_DATA, DigitsUNet
@@ -56,6 +57,9 @@ __all__ = [
     "load_sklearn_digits",
     "stratified_split",
     "edm_loss",
+    "held_out_loss",
+    "residual_digits_denoiser",
+    "trainer_config",
     "train_denoiser",
     "train_classifier",
     "train_digits",
@@ -135,7 +139,7 @@ class DenoiserConfig:
 
 
 def edm_loss(
-    net: DigitsUNet,
+    net: nn.Module,
     x0: Tensor,
     labels: Tensor | None,
     generator: torch.Generator,
@@ -155,7 +159,7 @@ def edm_loss(
     sigma = torch.exp(p_mean + p_std * n)
     eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
     weight = ((sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2).reshape(-1, 1, 1, 1)
-    denoised = net(x0 + sigma.reshape(-1, 1, 1, 1) * eps, sigma, labels)
+    denoised = net(x0 + sigma.reshape(-1, 1, 1, 1) * eps, sigma, class_labels=labels)
     return weight * (denoised - x0) ** 2
 
 
@@ -180,7 +184,7 @@ def _batches(n: int, batch_size: int, generator: torch.Generator):
 
 @torch.no_grad()
 def held_out_loss(
-    net: DigitsUNet,
+    net: nn.Module,
     x0: Tensor,
     labels: Tensor | None,
     *,
@@ -200,6 +204,89 @@ def held_out_loss(
     return total / repeats
 
 
+class _RawUNet(nn.Module):
+    """The raw network ``F(x_in, c_noise, class_labels=None)`` of a :class:`DigitsUNet` (no preconditioning):
+    the ``network`` of a :class:`gaussport.training.GaussianResidualDenoiser`."""
+
+    def __init__(self, unet: DigitsUNet) -> None:
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x_in: Tensor, c_noise: Tensor, class_labels: Tensor | None = None) -> Tensor:
+        unet = self.unet
+        dtype = unet.dtype
+        labels = None
+        if unet.label_dim:
+            labels = unet.one_hot(class_labels, x_in.shape[0], x_in.device, dtype)
+        return unet.raw(x_in.to(dtype), c_noise.reshape(-1).to(dtype), labels).to(x_in.dtype)
+
+
+def residual_digits_denoiser(unet: DigitsUNet, gaussian: Gaussian) -> nn.Module:
+    """The Gaussian-residual denoiser ``D = D_G + c_out F`` whose ``F`` is ``unet``'s raw output.
+
+    ``unet``'s own EDM preconditioning is bypassed (its :meth:`DigitsUNet.raw` is the ``F``); with its
+    zero-initialised output layer the untrained model is exactly the Gaussian denoiser of ``gaussian``.
+    The EMA weights of such a model are ``model.network.unet``'s state dict.
+    """
+    from ..training import GaussianResidualDenoiser
+
+    return GaussianResidualDenoiser(_RawUNet(unet), gaussian)
+
+
+def _digits_loss(
+    model: nn.Module,
+    batch: tuple[Tensor, Tensor],
+    generator: torch.Generator,
+    *,
+    cfg: DenoiserConfig,
+    weighting: str,
+) -> Tensor:
+    """EDM loss of a batch ``(images, one-hot labels)`` after label dropout (drawn from ``generator``)."""
+    from ..training import edm_loss as training_edm_loss
+
+    x0, one_hot = batch
+    # Drawn on the generator's device (the CPU in the recipe), so a run draws the same on any device.
+    draw = torch.rand(x0.shape[0], generator=generator, device=generator.device)
+    keep = (draw >= cfg.label_dropout).to(device=x0.device, dtype=one_hot.dtype)
+    return training_edm_loss(
+        model,
+        x0,
+        generator=generator,
+        p_mean=cfg.p_mean,
+        p_std=cfg.p_std,
+        sigma_data=SIGMA_DATA,
+        weighting=weighting,
+        class_labels=one_hot * keep[:, None],
+    )
+
+
+def trainer_config(
+    cfg: DenoiserConfig,
+    seed: int,
+    *,
+    eval_every: int | None = None,
+    checkpoint_every: int | None = None,
+) -> TrainerConfig:
+    """The :class:`~gaussport.training.TrainerConfig` of the recipe: ``cfg``'s optimiser and EMA
+    settings; one generator (``seed + 1``) draws batches, label dropout, noise levels and noise, the
+    global RNG (dropout) is seeded with ``seed + 2`` (the shipped run's streams)."""
+    return TrainerConfig(
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        warmup_steps=cfg.warmup_steps,
+        decay="cosine",
+        final_lr_fraction=cfg.final_lr_fraction,
+        ema_fraction=cfg.ema_fraction,
+        batch_seed=seed + 1,
+        noise_seed=None,
+        global_seed=seed + 2,
+        eval_every=eval_every,
+        checkpoint_every=checkpoint_every,
+        grad_nan_to_num=True,
+    )
+
+
 def train_denoiser(
     x: Tensor,
     labels: Tensor,
@@ -207,8 +294,16 @@ def train_denoiser(
     seed: int = 0,
     config: DenoiserConfig | None = None,
     disable: bool | None = None,
-) -> tuple[DigitsUNet, dict[str, Any]]:
-    """Train a :class:`DigitsUNet` with the EDM loss; return its EMA copy and a training record.
+    gaussian: Gaussian | None = None,
+    device: torch.device | str | None = None,
+    evaluate: Callable[[nn.Module, int], Mapping[str, float]] | None = None,
+    eval_every: int | None = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    checkpoint_every: int | None = None,
+    resume: str | os.PathLike[str] | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train a :class:`DigitsUNet` with the EDM loss (:class:`gaussport.training.Trainer`); return its
+    EMA copy and a training record.
 
     Args:
         x: training images ``[N, 1, 8, 8]`` in [-1, 1].
@@ -217,64 +312,47 @@ def train_denoiser(
             dropout (``seed + 1``) and the global RNG inside the run for ``nn.Dropout`` (``seed + 2``).
         config: hyper-parameters (:class:`DenoiserConfig`).
         disable: disables the progress bar (``None``: only on a terminal, as tqdm does).
+        gaussian: train the Gaussian-residual form ``D = D_G + c_out F`` (:func:`residual_digits_denoiser`,
+            loss weight ``1 / c_out^2``: F's error unit-weighted, as EDM's weighting does for its
+            ``c_out``) instead of EDM's preconditioning; ``None``: the shipped recipe.
+        device: where to train (default: the CPU).
+        evaluate: a hook ``evaluate(ema_model, step) -> {name: float}``
+            (see :class:`~gaussport.training.Trainer`).
+        eval_every: steps between evaluations (``None``: after the last step only).
+        checkpoint_dir: write ``checkpoint.safetensors`` here every ``checkpoint_every`` steps.
+        checkpoint_every: steps between checkpoints.
+        resume: a checkpoint of the same run to continue from (the result is bitwise that of an
+            uninterrupted run on the CPU).
 
     Returns:
-        ``(ema_net, record)``; ``record`` holds the loss curve (mean loss per 100 steps), the final
-        training loss (mean of the last 10% of steps), step time and the load average during training.
+        ``(ema_model, record)``: a :class:`DigitsUNet`, or with ``gaussian`` the residual denoiser;
+        ``record`` holds the loss curve (mean loss per 100 steps), the final training loss (mean of the
+        last 10% of steps), evaluations, step time and the load average during training.
     """
+    from ..training import Trainer
+
     cfg = config or DenoiserConfig()
-    net = DigitsUNet(generator=torch.Generator().manual_seed(seed), **cfg.network)
-    ema = copy.deepcopy(net).eval().requires_grad_(False)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
-    gen = torch.Generator().manual_seed(seed + 1)
-    one_hot = F.one_hot(labels.long(), net.label_dim).to(torch.float32)
-    batches = _batches(x.shape[0], cfg.batch_size, gen)
-    losses: list[float] = []
-    loads: list[float] = []
-    curve: list[tuple[int, float]] = []
-    start = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed + 2)
-        net.train()
-        bar = tqdm(range(cfg.steps), disable=disable, desc="train denoiser", unit="step")
-        for step in bar:
-            idx = next(batches)
-            keep = (torch.rand(idx.shape[0], generator=gen) >= cfg.label_dropout).to(torch.float32)
-            batch_labels = one_hot[idx] * keep[:, None]
-            for group in opt.param_groups:
-                group["lr"] = _lr_at(step, cfg)
-            loss = edm_loss(net, x[idx], batch_labels, gen, p_mean=cfg.p_mean, p_std=cfg.p_std).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            for p in net.parameters():
-                if p.grad is not None:
-                    torch.nan_to_num(p.grad, nan=0.0, posinf=1e5, neginf=-1e5, out=p.grad)
-            opt.step()
-            images_seen = (step + 1) * cfg.batch_size
-            beta = 0.5 ** (cfg.batch_size / max(cfg.ema_fraction * images_seen, 1e-8))
-            with torch.no_grad():
-                for p_ema, p in zip(ema.parameters(), net.parameters(), strict=True):
-                    p_ema.lerp_(p, 1.0 - beta)
-            losses.append(float(loss.detach()))
-            if (step + 1) % 100 == 0:
-                curve.append((step + 1, statistics.fmean(losses[-100:])))
-                bar.set_postfix(loss=f"{curve[-1][1]:.4f}")
-                if hasattr(os, "getloadavg"):
-                    loads.append(os.getloadavg()[0])
-    elapsed = time.perf_counter() - start
-    tail = losses[-max(1, cfg.steps // 10) :]
-    record = {
-        "steps": cfg.steps,
-        "final_loss": statistics.fmean(tail),
-        "loss_curve": curve,
-        "train_seconds": elapsed,
-        "seconds_per_step": elapsed / max(1, cfg.steps),
-        "load_average_1min": (
-            {"min": min(loads), "mean": statistics.fmean(loads), "max": max(loads)} if loads else None
-        ),
-        "parameters": sum(p.numel() for p in ema.parameters()),
-    }
-    return ema, record
+    unet = DigitsUNet(generator=torch.Generator().manual_seed(seed), **cfg.network)
+    model: nn.Module = unet if gaussian is None else residual_digits_denoiser(unet, gaussian)
+    one_hot = F.one_hot(labels.long(), unet.label_dim).to(torch.float32)
+    weighting = "edm" if gaussian is None else "denoiser"
+    trainer = Trainer(
+        model,
+        functools.partial(_digits_loss, cfg=cfg, weighting=weighting),
+        (x, one_hot),
+        config=trainer_config(cfg, seed, eval_every=eval_every, checkpoint_every=checkpoint_every),
+        device=device if device is not None else "cpu",
+        evaluate=evaluate,
+        checkpoint_dir=checkpoint_dir,
+        disable=disable,
+    )
+    if resume is not None:
+        trainer.load(resume)
+    record = trainer.train()
+    record["trainer_config"] = record.pop("config")  # "config" is the DenoiserConfig in the provenance
+    record["steps"] = cfg.steps
+    record["residual"] = gaussian is not None
+    return trainer.ema, record
 
 
 # ---------------------------------------------------------------------- classifier
@@ -353,6 +431,7 @@ def train_digits(
     num_threads: int | None = 2,
     disable: bool | None = None,
     command: str | None = None,
+    device: torch.device | str | None = None,
 ) -> dict[str, Any]:
     """Train and write every file of the shipped digits model into ``out_dir`` (see module docstring).
 
@@ -369,6 +448,7 @@ def train_digits(
         num_threads: ``torch.set_num_threads`` for the run (restored afterwards); ``None`` leaves it.
         disable: disables the progress bars.
         command: the command line to record in the provenance (e.g. from ``benchmarks/train_demo.py``).
+        device: where the denoiser trains (default: the CPU); the classifier trains on the CPU.
 
     Returns:
         The provenance record (also written to ``digits_provenance.json`` and ``DIGITS_MODEL.md``).
@@ -433,7 +513,8 @@ def train_digits(
         logger.info("classifier test accuracy %.4f", clf_record["test_accuracy"])
 
         cfg = DenoiserConfig(steps=steps, batch_size=batch_size)
-        ema, record = train_denoiser(x_train, y_train, seed=seed, config=cfg, disable=disable)
+        ema, record = train_denoiser(x_train, y_train, seed=seed, config=cfg, disable=disable, device=device)
+        ema = ema.to("cpu")
         held = slice(held_out_images)  # slice(None): every image
         record["held_out_images"] = held_out_images
         record["held_out_loss"] = held_out_loss(ema, x_test[held], None, cfg=cfg)

@@ -8,6 +8,8 @@ Split by concern:
   the exact endpoints' memory and disk cache is :mod:`~gaussport.evaluation.endpoints`;
 * :mod:`~gaussport.evaluation.analysis` -- :func:`nfe_to_reach`, :func:`velocity_error`,
   :func:`safe_level`;
+* :mod:`~gaussport.evaluation.explained` -- :func:`explained_variance` (``1 - EV`` and the relative
+  velocity error of analytic models against the model per noise level) and its plot;
 * :mod:`~gaussport.evaluation.reporting` -- :func:`markdown_table` and the plots
   (:func:`plot_quality`, :func:`plot_heatmap`, :func:`save_sample_panels`).
 
@@ -17,6 +19,7 @@ own factory, :func:`gaussport.digits.evaluator`.
 """
 
 from .analysis import nfe_to_reach, safe_level, velocity_error
+from .explained import ExplainedVariance, explained_variance, plot_explained_variance
 from .harness import SIGMA_MAX, SIGMA_MIN, TELEPORTS, Evaluator
 from .reporting import Series, markdown_table, plot_heatmap, plot_quality, save_sample_panels
 from .results import Budget, Calibration, Evaluation
@@ -32,6 +35,9 @@ __all__ = [
     "nfe_to_reach",
     "velocity_error",
     "safe_level",
+    "ExplainedVariance",
+    "explained_variance",
+    "plot_explained_variance",
     "markdown_table",
     "Series",
     "plot_quality",

@@ -10,7 +10,6 @@ are read with ``np.load(allow_pickle=False)``.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 from torch import Tensor
 
 from .._files import atomic_writer
+from ..tuning.probes import fingerprint_model
 
 __all__ = ["CACHE_FORMAT", "EndpointStore", "fingerprint"]
 
@@ -30,16 +30,12 @@ CACHE_FORMAT = "gaussport.reference_endpoints"
 
 
 def fingerprint(module: Any) -> str | None:
-    """A SHA-256 of a module's state dict (names, shapes, dtypes, values), or ``None`` without one."""
-    state = getattr(module, "state_dict", None)
-    if not callable(state):
-        return None
-    digest = hashlib.sha256()
-    for name, tensor in sorted(state().items()):
-        t = tensor.detach().to("cpu").contiguous()
-        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-        digest.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
-    return digest.hexdigest()
+    """A SHA-256 of a module's state dict (names, shapes, dtypes, values), or ``None`` without one.
+
+    The one rule of the package (:func:`gaussport.tuning.probes.fingerprint_model`): endpoint caches,
+    probe records and recipes name a model the same way.
+    """
+    return fingerprint_model(module)
 
 
 class EndpointStore:

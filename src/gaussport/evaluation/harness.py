@@ -42,6 +42,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -460,6 +461,57 @@ class Evaluator:
             fd,
             out.detach().to("cpu", torch.float32),
             seconds,
+        )
+
+    def evaluate_recipe(
+        self,
+        recipe: Any,
+        solver: str,
+        nfe: int,
+        *,
+        seeds: Iterable[int] | None = None,
+        frechet: bool = False,
+    ) -> Evaluation:
+        """A tuned recipe's entry for ``solver`` at ``nfe``, measured like :meth:`evaluate`'s runs.
+
+        ``recipe`` is a :class:`gaussport.tuning.Recipe` or the path of its file. The run is
+        ``gaussport.sample(..., recipe=recipe, nfe=nfe)`` from ``sigma_max`` (the recipe's
+        ``sigma_max`` must be the harness's): the teleport to the entry's level, then the solver on
+        the entry's grid; same seeds, exact endpoints and Frechet seeds as :meth:`evaluate`. The
+        result reports ``teleport="recipe"``, the entry's level and the grid the solver integrated.
+
+        Raises:
+            ValueError: for a recipe without that entry, or one tuned from another ``sigma_max``.
+        """
+        from ..tuning.recipe import load_recipe
+
+        recipe = load_recipe(recipe)
+        entry = recipe.entry(solver, nfe)
+        start = (self.sigma_max, 0.0)
+
+        def sampler(denoiser: Callable[[Tensor, Tensor], Tensor], x: Tensor, grid: Grid) -> Tensor:
+            return sample(
+                denoiser,
+                x,
+                grid,
+                solver,
+                warm_start=self.gaussian,
+                recipe=recipe,
+                nfe=nfe,
+                model_dtype=self.model_dtype,
+                disable=True,
+            ).x
+
+        e = self.evaluate_sampler(
+            f"{solver} recipe", sampler, start, nfe_budget=nfe, seeds=seeds, frechet=frechet
+        )
+        return dataclasses.replace(
+            e,
+            solver=solver,
+            options=dict(entry.options),
+            teleport="recipe",
+            sigma_skip=entry.sigma_skip,
+            grid=entry.sigmas,
         )
 
     def calibrate(

@@ -36,7 +36,8 @@ class Evaluation:
         label: a display name (the solver name unless given).
         solver: the registered solver name, or ``None`` for an external sampler.
         options: the solver options used.
-        teleport: ``"none"``, ``"respace"`` or ``"truncate"``.
+        teleport: ``"none"``, ``"respace"``, ``"truncate"`` or ``"recipe"`` (a tuned recipe's
+            entry: :meth:`~gaussport.evaluation.Evaluator.evaluate_recipe`).
         sigma_skip: the teleport level (``None`` without a teleport).
         nfe_budget: the requested budget (the NFE used, for a run on a given number of ``steps``).
         nfe: the evaluations actually made per sample.

@@ -7,4 +7,15 @@
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from .losses import bootstrapped_dsm_loss, edm_loss, gated_bootstrap_target
+from .residual import GaussianResidualDenoiser
+from .trainer import Trainer, TrainerConfig
+
+__all__: list[str] = [
+    "GaussianResidualDenoiser",
+    "bootstrapped_dsm_loss",
+    "edm_loss",
+    "gated_bootstrap_target",
+    "Trainer",
+    "TrainerConfig",
+]

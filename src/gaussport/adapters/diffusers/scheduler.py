@@ -17,6 +17,7 @@ from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, Sch
 from diffusers.utils import BaseOutput
 from torch import Tensor
 
+from ..._checks import Grid
 from ...loop import Teleport
 from ...sampling import with_warm_start_statistics
 from ...schedules import NoiseSchedule, RectifiedFlow, VPDiscrete, to_denoised
@@ -68,6 +69,25 @@ class _Run:
     offset: int = 0
 
 
+def _check_tuning(
+    sigma_skip: Any, probes_path: Any, recipe_path: Any, recipe_nfe: Any, solver_options: Any
+) -> None:
+    """The combinations of the automatic level and recipes :func:`gaussport.sample` refuses."""
+    if isinstance(sigma_skip, str) and sigma_skip != "auto":
+        raise ValueError(f"sigma_skip must be a noise level or 'auto'; got {sigma_skip!r}.")
+    if probes_path is not None and sigma_skip != "auto":
+        raise ValueError("probes_path is used with sigma_skip='auto'; drop it or set sigma_skip='auto'.")
+    if recipe_path is not None and (sigma_skip is not None or solver_options):
+        raise ValueError(
+            "recipe_path was given with sigma_skip or solver_options; the recipe's entry sets the teleport "
+            "level and the solver options: drop them (or drop the recipe)."
+        )
+    if recipe_nfe is not None and (
+        isinstance(recipe_nfe, bool) or not isinstance(recipe_nfe, int) or recipe_nfe < 1
+    ):
+        raise ValueError(f"recipe_nfe must be a positive integer; got {recipe_nfe!r}.")
+
+
 class GaussportScheduler(SchedulerMixin, ConfigMixin):
     """A diffusers scheduler running a gaussport solver, with the analytic teleport.
 
@@ -98,7 +118,20 @@ class GaussportScheduler(SchedulerMixin, ConfigMixin):
             ``sigma_min``, ``sigma_max`` (VE units) bound Karras/exponential grids.
         statistics_path: a gaussport statistics file (``Gaussian.save``) in the model's VE data
             coordinates (scaled latents for latent models).
-        sigma_skip: the teleport level, in VE units (flow matching: ``t / (1 - t)``).
+        sigma_skip: the teleport level, in VE units (flow matching: ``t / (1 - t)``), or ``"auto"``:
+            the level :func:`gaussport.tuning.auto_sigma_skip` chooses for the solver and the run's
+            grid (``teleport="truncate"``: the grid's levels below it, as this scheduler runs), from
+            the probe record ``probes_path`` (or :meth:`set_probes`). The scheduler never calls the
+            model, so the record must be built beforehand: ``gaussport.tuning.probe(DiffusersDenoiser(
+            unet, scheduler), gaussian).save(path)``.
+        probes_path: with ``sigma_skip="auto"``: a probe record file (``ProbeRecord.save``).
+        recipe_path: a tuned recipe (``Recipe.save``; or attach one with :meth:`set_recipe`): its
+            entry for ``solver`` at ``recipe_nfe`` (default: the evaluations the run's own grid
+            costs, i.e. ``num_inference_steps``) sets the teleport level, the grid and the solver
+            options, as ``gaussport.sample(..., recipe=...)``; the run's first level must be the
+            recipe's ``sigma_max`` (set ``sigma_max`` in the config). Without ``sigma_skip`` and
+            ``solver_options``.
+        recipe_nfe: with a recipe, the entry's budget.
         teleport_at: where the teleport is paid; ``None`` (default) is ``"scale_model_input"``
             for VP models and ``"step"`` for flow matching. ``"scale_model_input"``: the first
             timestep is already ``sigma_skip``'s and the teleport is made inside the first
@@ -128,7 +161,7 @@ class GaussportScheduler(SchedulerMixin, ConfigMixin):
         sigma_min: float | None = None,
         sigma_max: float | None = None,
         statistics_path: str | None = None,
-        sigma_skip: float | None = None,
+        sigma_skip: float | str | None = None,
         teleport_at: str | None = None,
         shift: float = 1.0,
         use_dynamic_shifting: bool = False,
@@ -138,6 +171,9 @@ class GaussportScheduler(SchedulerMixin, ConfigMixin):
         max_image_seq_len: int = 4096,
         time_shift_type: str = "exponential",
         rescale_betas_zero_snr: bool = False,
+        probes_path: str | None = None,
+        recipe_path: str | None = None,
+        recipe_nfe: int | None = None,
     ) -> None:
         if rescale_betas_zero_snr:
             raise ValueError(
@@ -184,7 +220,11 @@ class GaussportScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(
                 f"sigma_schedule must be 'karras', 'exponential' or 'linspace'; got {sigma_schedule!r}."
             )
+        _check_tuning(sigma_skip, probes_path, recipe_path, recipe_nfe, solver_options)
         self._warm: Any = None
+        self._probes: Any = None  # a ProbeRecord attached with set_probes
+        self._recipe: Any = None  # a Recipe attached with set_recipe (or read from recipe_path)
+        self._run_solver: Solver = self._solver  # the solver of the planned run (a recipe's entry's)
         # Analytic EMS of the warm start by range, for statistics-based solvers (this scheduler's own).
         self._statistics: dict[tuple[float, float, int], Any] = {}
         self.timesteps = torch.empty(0)
@@ -247,6 +287,31 @@ class GaussportScheduler(SchedulerMixin, ConfigMixin):
         self._warm = gaussian
         self._statistics.clear()
 
+    def set_probes(self, record: Any) -> None:
+        """Attach the probe record of ``sigma_skip="auto"`` directly (not saved; prefer ``probes_path``)."""
+        from ...tuning.probes import ProbeRecord
+
+        if not isinstance(record, ProbeRecord):
+            raise TypeError(
+                f"set_probes takes a gaussport.tuning.ProbeRecord (gaussport.tuning.probe(...)); got "
+                f"{type(record).__name__}. For a file, pass probes_path= in the config."
+            )
+        if self.config.sigma_skip != "auto":
+            raise ValueError("probes are used with sigma_skip='auto'; set it in the config (from_config).")
+        self._probes = record
+
+    def set_recipe(self, recipe: Any) -> None:
+        """Attach a tuned :class:`~gaussport.tuning.Recipe` (or read one from a path) directly (not
+        saved in the config; prefer ``recipe_path``). The entry is chosen by ``set_timesteps``."""
+        from ...tuning.recipe import load_recipe
+
+        if self.config.sigma_skip is not None or self.config.solver_options:
+            raise ValueError(
+                "a recipe sets the teleport level and the solver options; build the scheduler without "
+                "sigma_skip and solver_options to use one."
+            )
+        self._recipe = load_recipe(recipe)
+
     def set_timesteps(
         self,
         num_inference_steps: int | None = None,
@@ -263,13 +328,22 @@ class GaussportScheduler(SchedulerMixin, ConfigMixin):
         """
         full = full_grid(self.config, self._schedule, num_inference_steps, sigmas, timesteps, mu)
         warm, skip = self.warm_start, self.config.sigma_skip
-        if skip is not None and not float(skip) > 0:
-            raise ValueError(f"sigma_skip must be a noise level > 0 (VE units); got {skip}.")
-        if warm is None and skip is not None and self.config.statistics_path is None:
-            logger.warning(
-                "GaussportScheduler: sigma_skip is set but no statistics are attached; not teleporting."
-            )
-        teleport_to = float(skip) if skip is not None and warm is not None else None
+        self._run_solver = self._solver
+        recipe = self._active_recipe()
+        if recipe is not None:
+            full, teleport_to = self._recipe_run(full, recipe)
+        elif self.config.recipe_nfe is not None:
+            raise ValueError("recipe_nfe selects a recipe entry; pass recipe_path= too, or drop recipe_nfe.")
+        elif skip == "auto":
+            teleport_to = self._auto_level(full)
+        else:
+            if skip is not None and not float(skip) > 0:
+                raise ValueError(f"sigma_skip must be a noise level > 0 (VE units); got {skip}.")
+            if warm is None and skip is not None and self.config.statistics_path is None:
+                logger.warning(
+                    "GaussportScheduler: sigma_skip is set but no statistics are attached; not teleporting."
+                )
+            teleport_to = float(skip) if skip is not None and warm is not None else None
         plan = plan_run(full, teleport_to, self._schedule, teleport_first=self._teleport_first)
         self._plan = plan
         self.num_inference_steps = len(plan.kinds)
@@ -287,6 +361,73 @@ class GaussportScheduler(SchedulerMixin, ConfigMixin):
             plan.grid,
             (full[0], plan.grid[0]) if plan.teleport else None,
         )
+
+    # ---------------------------------------------------------------- automatic level and recipes
+    def _active_recipe(self) -> Any:
+        """The attached recipe, or the one ``recipe_path`` names (read once)."""
+        if self._recipe is None and self.config.recipe_path is not None:
+            from ...tuning.recipe import load_recipe
+
+            self._recipe = load_recipe(self.config.recipe_path)
+        return self._recipe
+
+    def _tuned_warm_start(self, what: str) -> Any:
+        warm = self.warm_start
+        if warm is None:
+            raise ValueError(
+                f"{what} needs the warm-start statistics; pass statistics_path= in the config (or call "
+                "set_warm_start(gaussian))."
+            )
+        return warm
+
+    def _auto_level(self, full: Grid) -> float:
+        """``sigma_skip="auto"``: the level :func:`gaussport.sample` chooses for this solver and grid
+        (``teleport="truncate"``, as :func:`plan_run` teleports), from the attached probe record."""
+        from ...tuning.auto import auto_sigma_skip
+
+        warm = self._tuned_warm_start("sigma_skip='auto'")
+        if math.isinf(full[0]):
+            raise ValueError(
+                "sigma_skip='auto' needs a run that starts at a finite level; flow-matching runs from pure "
+                "noise start at t = 1: set sigma_schedule='karras' with a finite sigma_max, or pass a "
+                "numeric sigma_skip."
+            )
+        probes = self._probes if self._probes is not None else self.config.probes_path
+        if probes is None:
+            raise ValueError(
+                "sigma_skip='auto' in a scheduler needs a probe record (the scheduler never calls the "
+                "model): build it once with gaussport.tuning.probe(DiffusersDenoiser(unet, scheduler), "
+                "gaussian).save(path) and pass probes_path=path (or call set_probes(record))."
+            )
+        return auto_sigma_skip(None, warm, full, self._solver, teleport="truncate", probes=probes)
+
+    def _recipe_run(self, full: Grid, recipe: Any) -> tuple[Grid, float | None]:
+        """The recipe's entry for this solver and budget as the levels :func:`plan_run` takes: the run's
+        start, then the entry's grid; its solver (with the entry's options) runs them."""
+        self._tuned_warm_start("a recipe")
+        solver = self.config.solver
+        nfe = self.config.recipe_nfe
+        if nfe is None:
+            nfe = self._solver.evaluations(full[1:] if math.isinf(full[0]) else full)
+        sigma_max = float(recipe.sigma_max)
+        if not abs(full[0] - sigma_max) <= 1e-6 * sigma_max:
+            raise ValueError(
+                f"the run starts at sigma={full[0]}, but the recipe was tuned from sigma_max={sigma_max}; "
+                f"set sigma_max={sigma_max} in the scheduler's config (from_config(..., sigma_max="
+                f"{sigma_max}), with sigma_schedule='karras' or 'exponential')."
+            )
+        entry = recipe.entry(solver, int(nfe))
+        run_solver = get_solver(entry.solver, **dict(entry.options))
+        if not isinstance(run_solver, SingleEvaluationSolver):
+            raise ValueError(
+                f"the recipe's entry runs {type(run_solver).__name__}, which evaluates the model several "
+                "times per step; a pipeline's one-call-per-timestep loop cannot run it."
+            )
+        self._run_solver = run_solver
+        below = tuple(float(v) for v in entry.sigmas)
+        if entry.sigma_skip >= full[0]:  # the entry does not teleport
+            return below, None
+        return (full[0],) + below, float(entry.sigma_skip)
 
     # ---------------------------------------------------------------- per-call maths
     @property
@@ -440,7 +581,7 @@ class GaussportScheduler(SchedulerMixin, ConfigMixin):
         denoised = to_denoised(self._schedule, out, x, t, self._prediction).to(x.dtype)
         grid, i = plan.grid[run.offset :], j - run.offset
         if not run.solver_started:
-            solver = self._solver
+            solver = self._run_solver
             if self.warm_start is not None:
                 solver = with_warm_start_statistics(solver, self.warm_start, grid, cache=self._statistics)
             run.solver = solver

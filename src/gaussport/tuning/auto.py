@@ -1,0 +1,348 @@
+"""``sigma_skip="auto"``: the teleport level for a solver, grid and budget, without a reference solve.
+
+The level minimises an error model ``E(s) = T(s) + S(s)`` (derived in docs/auto-level.md):
+
+* with a probe record that carries a data-fitted :class:`~gaussport.tuning.probes.Surrogate`
+  (probed from data): the sweep itself, run on the surrogate denoiser
+  ``D_s = D_G + beta(sigma) (D_M - D_G)`` (``D_M`` the data mixture, ``beta = min(1, |D - D_G| /
+  |D_M - D_G|)`` per probe level): ``S(s)`` is the teleported solver's distance to the surrogate's
+  own reference solve from the same draws, ``T(s)`` the model's first-order teleport error (below);
+* without one, on the warm-start Gaussian alone: ``T(s)``, the teleport's error at the end of the
+  grid, ``integral_s^{sigma_max} |D - D_G|(sigma) k(sigma) dsigma / sigma`` with ``k`` the Gaussian
+  flow's exact gain (first order in the velocity error, exact when model and warm start differ only
+  in their mean), and ``S(s)``, the solver's discretisation error on the Gaussian against its exact
+  flow.
+
+Cost: the probe record (:func:`gaussport.tuning.probes.probe`, model calls, cached on disk) and zero
+model calls here: about 25 solver runs on 16 draws (plus one RK4 reference solve of the surrogate);
+0.1-3 s for the 8x8 digits. Choices are kept in memory per (solver, options, grid, teleport, probe
+record).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .. import grids as _grids
+from .._checks import as_grid
+from ..analytic import Gaussian
+from ..denoiser import DenoiserCall
+from ..ems import analytic_ems
+from ..loop import integrate
+from ..reference import reference_solve
+from ..solvers import Solver, StatisticsSolver
+from ..solvers import get as get_solver
+from .probes import PROBE_BUDGET_PER_NFE, ProbeRecord, probe
+
+__all__ = ["auto_sigma_skip", "error_model"]
+
+logger = logging.getLogger("gaussport")
+
+_CHOICES: dict[Any, float] = {}
+_CANDIDATES = 24
+_DRAWS = 16
+_SEED = 10_001  # the draws inside the error model: disjoint from the reported seeds 0..127
+PROBE_SEED = 10_000  # the probes auto makes itself (probes=None)
+_REFERENCE_STEPS_PER_UNIT = 20  # RK4 on the surrogate: ~1e-6 relative, far below the errors compared
+
+
+def _interpolate(record: ProbeRecord, sigma: float, values: Sequence[float] | None = None) -> float:
+    """``|D - D_G|`` RMS at ``sigma`` (or ``values`` per record level): log-log interpolation in the
+    record, constant outside it."""
+    levels = record.levels[::-1]  # increasing
+    values = (record.absolute_rms if values is None else tuple(values))[::-1]
+    if sigma <= levels[0]:
+        return values[0]
+    if sigma >= levels[-1]:
+        return values[-1]
+    for k in range(1, len(levels)):
+        if sigma <= levels[k]:
+            lo, hi = levels[k - 1], levels[k]
+            a, b = max(values[k - 1], 1e-300), max(values[k], 1e-300)
+            f = math.log(sigma / lo) / math.log(hi / lo)
+            return math.exp(math.log(a) + f * (math.log(b) - math.log(a)))
+    return values[-1]
+
+
+def _teleport_error(
+    record: ProbeRecord,
+    warm_start: Gaussian,
+    s: float,
+    sigma_max: float,
+    end: float,
+    points: int = 48,
+    values: Sequence[float] | None = None,
+) -> float:
+    """``T(s) = integral_s^{sigma_max} a(sigma) k(sigma) dsigma / sigma`` (trapezoid in log sigma).
+
+    ``a`` is the probes' ``|D - D_G|`` RMS and ``k(sigma)`` the gain of the Gaussian flow map from
+    ``sigma`` to ``end`` on a perturbation (its linear part; exact, the map is affine): the velocity
+    error ``a / sigma`` made at ``sigma`` moves the state by ``a dsigma / sigma`` and reaches the end
+    of the grid scaled by ``k`` (docs/auto-level.md#the-teleport-error).
+    """
+    if s >= sigma_max:
+        return 0.0
+    logs = torch.linspace(math.log(s), math.log(sigma_max), points, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(1)
+    e = torch.randn((_DRAWS, *warm_start.shape), generator=gen, dtype=torch.float64)
+    zero = torch.zeros_like(e)
+    terms = []
+    for v in logs.tolist():
+        sigma = math.exp(v)
+        gain = _rms(warm_start.flow(e, sigma, end) - warm_start.flow(zero, sigma, end)) / _rms(e)
+        terms.append(_interpolate(record, sigma, values) * gain)
+    return float(torch.trapezoid(torch.tensor(terms, dtype=torch.float64), logs))
+
+
+def _below(grid: Sequence[float], s: float, teleport: Any) -> tuple[float, ...]:
+    if teleport == "truncate":
+        return tuple(_grids.truncate(grid, s))
+    if teleport == "respace":
+        return tuple(_grids.respace(grid, s))
+    if isinstance(teleport, _grids.GridFamily):
+        return tuple(_grids.respace(grid, s, teleport))
+    raise ValueError(f"teleport must be 'truncate', 'respace' or a grids.GridFamily; got {teleport!r}.")
+
+
+def _with_statistics(solver: Solver, gaussian: Gaussian, below: Sequence[float]) -> Solver:
+    """The EMS rule of :func:`gaussport.sampling.with_warm_start_statistics` (which this layer cannot
+    import without a cycle): analytic EMS of the warm start for a statistics solver left at ``None``."""
+    if not isinstance(solver, StatisticsSolver) or solver.ems is not None:
+        return solver
+    positive = [float(v) for v in below if v > 0.0]
+    if len(positive) < 2:
+        return solver
+    ems = analytic_ems(
+        gaussian, sigma_min=positive[-1], sigma_max=positive[0], intervals=solver.ems_intervals
+    )
+    return dataclasses.replace(solver, ems=ems)  # type: ignore[type-var]
+
+
+def _rms(x: Tensor) -> float:
+    return float(x.flatten(1).norm(dim=1).square().mean().sqrt())
+
+
+class _SurrogateDenoiser:
+    """``D_s = D_G + beta(sigma) (D_M - D_G)``: the data mixture ``D_M`` pulled towards the warm start
+    where the model is closer to it than the mixture is (docs/auto-level.md#the-surrogate).
+
+    ``beta = min(1, |D - D_G| / |D_M - D_G|)`` per probe level (both RMS on the same probes),
+    interpolated linearly in ``log sigma`` and constant outside the probed levels. One ``sigma`` per
+    call (the solvers and the reference solve call with a single level per batch).
+    """
+
+    def __init__(self, warm_start: Gaussian, record: ProbeRecord) -> None:
+        assert record.surrogate is not None
+        self.gaussian = warm_start
+        self.mixture = record.surrogate.mixture()
+        ratios = [
+            min(1.0, a / b) if b > 0 else 1.0
+            for a, b in zip(record.absolute_rms, record.surrogate.rms, strict=True)
+        ]
+        self.logs = [math.log(v) for v in record.levels[::-1]]  # increasing
+        self.betas = ratios[::-1]
+
+    def beta(self, sigma: float) -> float:
+        t = math.log(sigma) if sigma > 0 else -math.inf
+        if t <= self.logs[0]:
+            return self.betas[0]
+        if t >= self.logs[-1]:
+            return self.betas[-1]
+        for k in range(1, len(self.logs)):
+            if t <= self.logs[k]:
+                f = (t - self.logs[k - 1]) / (self.logs[k] - self.logs[k - 1])
+                return self.betas[k - 1] + f * (self.betas[k] - self.betas[k - 1])
+        return self.betas[-1]
+
+    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
+        d_g = self.gaussian(x, sigma)
+        beta = self.beta(float(sigma.reshape(-1)[0]))
+        if beta == 0.0:
+            return d_g
+        return d_g + beta * (self.mixture(x, sigma) - d_g)
+
+
+def _surrogate_model(
+    warm_start: Gaussian,
+    grid: Sequence[float],
+    solver: Solver,
+    record: ProbeRecord,
+    teleport: Any,
+    levels: Sequence[float],
+    draws: int,
+    seed: int,
+) -> dict[float, tuple[float, float]]:
+    """``{s: (T(s), S_s(s))}``: the sweep run on the surrogate (zero model calls).
+
+    ``S_s(s)``: the solver teleported to ``s`` on the surrogate vs the surrogate's own reference solve
+    from the same states at ``sigmas[0]`` (teleport and discretisation error of the surrogate);
+    ``T(s)``: the first-order teleport error of the model's ``|D - D_G|`` (the Gaussian-only term).
+    """
+    assert record.surrogate is not None
+    top = grid[0]
+    surrogate = _SurrogateDenoiser(warm_start, record)
+    gen = torch.Generator().manual_seed(int(seed))
+    x_top = warm_start.sample(draws, top, gen, dtype=torch.float64).to(torch.float64)
+    reference = reference_solve(surrogate, x_top, grid, steps_per_unit=_REFERENCE_STEPS_PER_UNIT)
+    # The model's whole first-order teleport error, not only the part the surrogate misses: the
+    # surrogate's own teleport error is the mixture's, not the model's, and counting both teleport
+    # errors biases towards shorter teleports (measured: 10 of 24 digits cells within 10% of the
+    # sweep's best vs 8 with the remainder max(0, a - b) only; docs/auto-level.md#measured).
+    rest = list(record.absolute_rms)
+    call = DenoiserCall(surrogate, model_dtype=torch.float64, state_dtype=torch.float64)
+    end = grid[-1]
+    out: dict[float, tuple[float, float]] = {}
+    for s in levels:
+        below = _below(grid, s, teleport) if s < top else tuple(grid)
+        run = _with_statistics(solver, warm_start, below)
+        x_s = warm_start.flow(x_top, top, s) if s < top else x_top
+        x_end, _ = integrate(call, run, x_s, as_grid(below), disable=True)
+        t_rest = _teleport_error(record, warm_start, s, top, end, values=rest)
+        out[s] = (t_rest, _rms(x_end - reference))
+    return out
+
+
+def error_model(
+    warm_start: Gaussian,
+    sigmas: Sequence[float],
+    solver: Solver,
+    record: ProbeRecord,
+    *,
+    teleport: Any = "respace",
+    candidates: Sequence[float] | None = None,
+    draws: int = _DRAWS,
+    seed: int = _SEED,
+    surrogate: bool = True,
+) -> dict[float, tuple[float, float]]:
+    """``{s: (T(s), S(s))}`` over candidate levels (default: 24 geometric levels above the grid's smallest
+    positive level up to ``sigmas[0]``). Zero model calls; docs/auto-level.md derives both terms.
+
+    With a record that carries a :class:`~gaussport.tuning.probes.Surrogate` (probed from data) and
+    ``surrogate=True``, ``S`` comes from the sweep on the surrogate; otherwise from the Gaussian
+    alone."""
+    grid = [float(v) for v in as_grid(sigmas)]
+    top, end = grid[0], grid[-1]
+    low = min(v for v in grid if v > 0.0)
+    if candidates is None:
+        ratio = top / low
+        candidates = [low * ratio ** (k / _CANDIDATES) for k in range(1, _CANDIDATES + 1)]
+    levels = sorted({float(v) for v in candidates if low < v <= top} | {top}, reverse=True)
+    if surrogate and record.surrogate is not None:
+        if tuple(record.surrogate.sample_shape) == tuple(warm_start.shape):
+            return _surrogate_model(warm_start, grid, solver, record, teleport, levels, draws, seed)
+        logger.warning(
+            "the probe record's surrogate has sample shape %s, the warm start %s: using the Gaussian "
+            "error model",
+            record.surrogate.sample_shape,
+            warm_start.shape,
+        )
+    gen = torch.Generator().manual_seed(int(seed))
+    out: dict[float, tuple[float, float]] = {}
+    for s in levels:
+        below = _below(grid, s, teleport) if s < top else tuple(grid)
+        run = _with_statistics(solver, warm_start, below)
+        x_s = warm_start.sample(draws, s, gen, dtype=torch.float64).to(torch.float64)
+        exact = warm_start.flow(x_s, s, end)
+        call = DenoiserCall(warm_start, model_dtype=torch.float64, state_dtype=torch.float64)
+        x_end, _ = integrate(call, run, x_s, as_grid(below), disable=True)
+        out[s] = (_teleport_error(record, warm_start, s, top, end), _rms(x_end - exact))
+    return out
+
+
+def _options_key(options: dict[str, Any]) -> str:
+    try:
+        return json.dumps(options, sort_keys=True, default=repr)
+    except TypeError:
+        return repr(sorted(options.items()))
+
+
+def auto_sigma_skip(
+    denoiser: Any,
+    warm_start: Any,
+    sigmas: Sequence[float] | Tensor,
+    solver: Solver | str,
+    *,
+    teleport: Any = "respace",
+    probes: ProbeRecord | str | os.PathLike[str] | None = None,
+    data: Tensor | None = None,
+    cache: bool | str | os.PathLike[str] | None = None,
+    **options: Any,
+) -> float:
+    """The teleport level for ``solver`` on ``sigmas``: the argmin of the error model ``T(s) + S(s)``.
+
+    Args:
+        denoiser: the model (probed unless ``probes`` is given).
+        warm_start: the :class:`~gaussport.analytic.Gaussian` that teleports.
+        sigmas: the caller's grid (decreasing).
+        solver: a registered name (with ``**options``) or a solver instance.
+        teleport: ``"respace"``, ``"truncate"`` or a grid family, as in :func:`gaussport.sample`.
+        probes: a :class:`~gaussport.tuning.probes.ProbeRecord` or the path of one; ``None`` probes
+            ``denoiser`` (from ``data`` if given) through the cache ``cache``.
+        data: training data to probe from.
+        cache: the probe cache (see :func:`~gaussport.tuning.probes.probe`).
+
+    Returns:
+        A level in ``[min positive level, sigmas[0]]``; ``sigmas[0]`` (no teleport) whenever the model
+        does not predict a teleport to beat it.
+
+    Raises:
+        ValueError: a warm start that is not a Gaussian, a grid with fewer than two levels.
+        TypeError: options with a solver instance.
+    """
+    if not isinstance(warm_start, Gaussian):
+        raise ValueError(
+            "sigma_skip='auto' needs a gaussport.analytic.Gaussian warm start; got "
+            f"{type(warm_start).__name__}. "
+            "Pass a numeric sigma_skip instead."
+        )
+    grid = tuple(float(v) for v in as_grid(sigmas))
+    if isinstance(solver, str):
+        solver_obj = get_solver(solver, **options)
+    elif options:
+        raise TypeError("solver options were given with a solver instance; configure the instance instead.")
+    else:
+        solver_obj = solver
+    if isinstance(probes, ProbeRecord):
+        record = probes
+    elif probes is not None:
+        record = ProbeRecord.load(probes)
+    else:
+        record = probe(denoiser, warm_start, data, seed=PROBE_SEED, cache=cache)
+    nfe = solver_obj.evaluations(grid)
+    if record.evaluations > PROBE_BUDGET_PER_NFE * nfe:
+        logger.warning(
+            "the probe record cost %d evaluations, over the budget of %d (%d per NFE at NFE %d)",
+            record.evaluations,
+            PROBE_BUDGET_PER_NFE * nfe,
+            PROBE_BUDGET_PER_NFE,
+            nfe,
+        )
+    key = (repr(solver_obj), grid, repr(teleport), record, id(warm_start))
+    if key in _CHOICES:
+        return _CHOICES[key]
+    model = error_model(warm_start, grid, solver_obj, record, teleport=teleport)
+    totals = {s: t + d for s, (t, d) in model.items()}
+    best = min(totals, key=lambda s: (totals[s], -s))
+    if not totals[best] < totals[grid[0]]:
+        best = grid[0]
+    logger.info(
+        "sigma_skip='auto': %g for %s at NFE %d (predicted error %.3g, no teleport %.3g)",
+        best,
+        type(solver_obj).__name__,
+        nfe,
+        totals[best],
+        totals[grid[0]],
+    )
+    if len(_CHOICES) > 256:
+        _CHOICES.clear()
+    _CHOICES[key] = best
+    return best

@@ -1,0 +1,105 @@
+"""``auto_sigma_skip`` on exact targets whose best level is known by construction."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import gaussport
+from gaussport import grids
+from gaussport.analytic import Diagonal, Gaussian
+from gaussport.tuning import auto_sigma_skip, probe
+from gaussport.tuning.auto import error_model
+
+
+def isotropic(mean: torch.Tensor, variance: float) -> Gaussian:
+    return Gaussian(mean, Diagonal(torch.full((mean.numel(),), variance, dtype=torch.float64)))
+
+
+D, C = 8, 0.25
+SIGMAS = grids.karras(6, 0.002, 80.0)
+
+
+def _record(shift: float):
+    mean = torch.zeros(D, dtype=torch.float64)
+    model, warm = isotropic(mean, C), isotropic(mean + shift, C)
+    return model, warm, probe(model, warm, probes=8, cache=False, model_dtype=torch.float64)
+
+
+def test_exact_warm_start_teleports_as_far_as_the_candidates_go() -> None:
+    # The model is the warm start: the teleport is exact (T = 0) and the solver's error shrinks with
+    # the interval it has to cover, so the best level is the lowest candidate.
+    model, warm, record = _record(0.0)
+    assert max(record.absolute_rms) == 0.0
+    level = auto_sigma_skip(model, warm, SIGMAS, "dpmpp_2m", probes=record)
+    low = min(v for v in SIGMAS if v > 0)
+    assert math.isclose(level, low * (SIGMAS[0] / low) ** (1 / 24), rel_tol=1e-12)
+    # ... and the sample teleported there is closer to the exact endpoint than no teleport.
+    x = 80.0 * torch.randn(4, D, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    exact = warm.flow(x, 80.0, SIGMAS[-1])
+    auto = gaussport.sample(
+        model, x, SIGMAS, "dpmpp_2m", warm_start=warm, sigma_skip="auto", probes=record, teleport="respace"
+    )
+    plain = gaussport.solve(model, x, SIGMAS, "dpmpp_2m")
+    assert auto.teleport == (80.0, level)
+    assert (auto.x - exact).norm() < (plain.x - exact).norm()
+
+
+def test_a_far_warm_start_is_never_used() -> None:
+    # A warm start 100 data standard deviations off: any teleport is worse than none.
+    model, warm, record = _record(50.0)
+    assert auto_sigma_skip(model, warm, SIGMAS, "dpmpp_2m", probes=record) == SIGMAS[0]
+
+
+def test_teleport_term_matches_the_closed_form_of_a_mean_shift() -> None:
+    # N(0, cI) vs N(delta, cI): |D - D_G| = |delta| sigma^2 / (c + sigma^2) and the flow's gain from
+    # sigma to the end is sqrt(c + end^2) / sqrt(c + sigma^2), so
+    # T(s) = |delta| sqrt(c + end^2) (1 / sqrt(c + s^2) - 1 / sqrt(c + sigma_max^2)).
+    mean = torch.zeros(D, dtype=torch.float64)
+    model, warm = isotropic(mean, C), isotropic(mean + 0.3, C)
+    levels = [0.001 * (100_000.0 ** (k / 59)) for k in range(60)]
+    record = probe(model, warm, levels=levels, probes=2, cache=False, model_dtype=torch.float64)
+    terms = error_model(warm, SIGMAS, gaussport.solvers.get("dpmpp_2m"), record, candidates=[0.05, 0.5, 5.0])
+    norm, end = 0.3 * math.sqrt(D), SIGMAS[-1]
+    for s in (0.05, 0.5, 5.0):
+        expected = norm * math.sqrt(C + end**2) * (1 / math.sqrt(C + s**2) - 1 / math.sqrt(C + 80.0**2))
+        assert terms[s][0] == pytest.approx(expected, rel=0.01)
+    assert terms[80.0][0] == 0.0
+
+
+@pytest.mark.slow
+def test_surrogate_sweep_is_the_sweep_when_the_model_is_the_surrogate() -> None:
+    # The model IS the mixture the probe fits to the data (same data, same seed): then
+    # |D - D_G| = |D_M - D_G| on every probe, beta = 1 and the surrogate is the model, so S(s) must
+    # equal the teleported solve on the model against the model's reference
+    # solve from the same draws (computed here through gaussport.sample and reference_solve).
+    from gaussport.reference import reference_solve
+    from gaussport.tuning.probes import fit_surrogate
+
+    gen = torch.Generator().manual_seed(3)
+    data = torch.cat([torch.randn(20, D, generator=gen, dtype=torch.float64) * 0.3 + c for c in (-1.0, 1.0)])
+    model = fit_surrogate(data, seed=5).mixture()
+    warm = isotropic(data.mean(0), float(data.var(0).mean()))
+    record = probe(model, warm, data, probes=4, seed=5, cache=False, model_dtype=torch.float64)
+    assert record.surrogate is not None
+    assert record.absolute_rms == pytest.approx(record.surrogate.rms, rel=1e-12)
+    grid = grids.karras(5, 0.002, 80.0)
+    terms = error_model(
+        warm, grid, gaussport.solvers.get("dpmpp_2m"), record, candidates=[1.0], draws=4, seed=7
+    )
+    x_top = warm.sample(4, 80.0, torch.Generator().manual_seed(7), dtype=torch.float64).to(torch.float64)
+    reference = reference_solve(model, x_top, grid, steps_per_unit=20)
+    teleported = gaussport.sample(
+        model, x_top, grid, "dpmpp_2m", warm_start=warm, sigma_skip=1.0, teleport="respace"
+    )
+    plain = gaussport.solve(model, x_top, grid, "dpmpp_2m")
+    rms = lambda v: float(v.norm(dim=1).square().mean().sqrt())  # noqa: E731
+    assert terms[80.0][0] == 0.0  # T: the Gaussian-only teleport term (tested in closed form above)
+    gaussian_only = error_model(
+        warm, grid, gaussport.solvers.get("dpmpp_2m"), record, candidates=[1.0], surrogate=False
+    )
+    assert terms[1.0][0] == gaussian_only[1.0][0]
+    assert terms[1.0][1] == pytest.approx(rms(teleported.x - reference), rel=1e-6)
+    assert terms[80.0][1] == pytest.approx(rms(plain.x - reference), rel=1e-6)
