@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import NoReturn
 
-__all__ = ["Parser", "UsageError", "check_nothing", "flags", "one_line"]
+__all__ = ["Parser", "UsageError", "add_model_run_flags", "check_nothing", "flags", "one_line"]
 
 
 class UsageError(Exception):
@@ -44,3 +44,19 @@ def flags(args: argparse.Namespace) -> dict[str, str]:
 def one_line(exc: BaseException) -> str:
     """The exception's message on one line (its type name where it has none)."""
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def add_model_run_flags(parser: argparse.ArgumentParser, *, threads: bool = True) -> None:
+    """``--device``, ``--threads`` (one by default: the commands that run a small model many times are
+    fastest on one thread of a busy machine) and ``--quiet``: the flags every command that runs a
+    model shares."""
+    from ..demo._arguments import Device, Integer
+
+    parser.add_argument(
+        "--device", type=Device(), help="where the model runs, e.g. cpu or cuda (default cpu)"
+    )
+    if threads:
+        parser.add_argument(
+            "--threads", type=Integer(1, 256), default=1, metavar="N", help="torch CPU threads (default 1)"
+        )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -237,7 +237,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """``gaussport probe`` and its flags, each declaring what it accepts (its type or choices)."""
     from ..demo._arguments import (
         DataPath,
-        Device,
         Directory,
         InputFile,
         Integer,
@@ -246,6 +245,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         SolverName,
     )
     from ..evaluation.explained import DEFAULT_LEVELS as LEVELS
+    from ._common import add_model_run_flags
 
     probe = subparsers.add_parser(
         "probe",
@@ -355,10 +355,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     probe.add_argument(
         "--json", type=OutputFile((".json",), "result"), metavar="FILE", help="write every statistic as JSON"
     )
-    probe.add_argument("--device", type=Device(), help="where the model runs, e.g. cpu or cuda (default cpu)")
-    probe.add_argument(
-        "--threads", type=Integer(1, 256), default=1, metavar="N", help="torch CPU threads (default 1)"
-    )
-    probe.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_run_flags(probe)
     probe.set_defaults(func=run, check=check)
     return probe

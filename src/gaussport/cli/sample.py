@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..demo._arguments import Device, Directory, InputFile, Integer, Number, SolverName
+from ..demo._arguments import Directory, InputFile, Integer, Number, SolverName
+from ._common import add_model_run_flags
 
 __all__ = ["ModelSource", "add_parser", "check", "run"]
 
@@ -283,9 +284,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="{png,npz|png|npz}",
         help="png (a flat folder of PNGs), npz (shards of float32 samples) or both (default png,npz)",
     )
-    parser.add_argument(
-        "--device", type=Device(), help="where the model runs, e.g. cpu or cuda (default cpu)"
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_run_flags(parser, threads=False)
     parser.set_defaults(func=run, check=check)
     return parser

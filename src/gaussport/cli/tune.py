@@ -98,8 +98,9 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """``gaussport tune`` and its flags, each declaring what it accepts (its type or choices)."""
-    from ..demo._arguments import Device, Directory, InputFile, Integer, OutputFile, SolverName
+    from ..demo._arguments import Directory, InputFile, Integer, OutputFile, SolverName
     from ..tuning.tune import METHODS
+    from ._common import add_model_run_flags
 
     tune = subparsers.add_parser(
         "tune",
@@ -184,10 +185,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="FILE",
         help="the recipe to write (default recipe.json); replaced atomically if it exists",
     )
-    tune.add_argument("--device", type=Device(), help="where the model runs, e.g. cpu or cuda (default cpu)")
-    tune.add_argument(
-        "--threads", type=Integer(1, 256), default=1, metavar="N", help="torch CPU threads (default 1)"
-    )
-    tune.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_run_flags(tune)
     tune.set_defaults(func=run, check=check)
     return tune
