@@ -31,7 +31,8 @@ the exact ODE solution for a Gaussian fitted to the data.
 EPILOG = """\
 examples:
   gaussport demo                      the shipped digits model, DPM-Solver++(2M) at NFE 6, 8, 10 with and
-                                      without a teleport to sigma 2 (about 30 s): table, PNGs, JSON, CSV
+                                      without the teleport of the shipped tuned recipe (about 30 s):
+                                      table, PNGs, JSON, CSV (--recipe none: a fixed teleport to sigma 2)
   gaussport demo --solver heun dpmpp_2m --nfe 5 7 9 --out out/
   gaussport demo --target mixture     the analytic Gaussian-mixture demo (no model needed, ~5 s)
   gaussport train-demo --out my-model retrain the digits model (3000 steps: about 10-20 min on 2 cores)

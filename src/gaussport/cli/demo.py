@@ -194,7 +194,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "demo",
         help="sample the shipped digits model with and without the analytic warm start",
         description="Sample the shipped 8x8-digits model (or --model DIR) from a fixed set of seeds with "
-        "each --solver at each --nfe budget, without and with a teleport to --sigma-skip; measure the "
+        "each --solver at each --nfe budget, without and with a teleport (the shipped tuned --recipe's level "
+        "and grid where it has the solver and NFE, else --sigma-skip); measure the "
         "trajectory error (RMS distance to the exact ODE endpoint of the same seed) and a Frechet "
         "distance to held-out digits; print the table and write sample grids (samples_nfe<N>.png), a "
         "quality-vs-NFE plot (quality_vs_nfe.png), results.json and results.csv into --out. About 30 s "
@@ -227,7 +228,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     demo.add_argument(
         "--sigma-skip",
         type=Number(SIGMA_MIN, SIGMA_MAX),
-        help="noise level to teleport to; default 2 (digits: the best level at 6-10 NFE lies in 1-3), "
+        help="noise level to teleport to where the recipe has no entry (or --recipe none); default 2 "
+        "(digits: the best level at 6-10 NFE lies in 1-3), "
         "10 (mixture)",
     )
     demo.add_argument(
