@@ -29,10 +29,32 @@ from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["Array", "atomic_writer", "write_npz", "read_npz", "write_safetensors", "read_safetensors"]
+__all__ = [
+    "Array",
+    "atomic_writer",
+    "finite_json",
+    "write_npz",
+    "read_npz",
+    "write_safetensors",
+    "read_safetensors",
+]
 
 _TAG = "gaussport_format"
 _META = "metadata"
+
+
+def finite_json(text: str) -> Any:
+    """``json.loads`` as the package's JSON files are read: ``NaN`` and ``Infinity``, which Python's
+    json accepts, are refused, so every number a loader sees is finite.
+
+    Raises:
+        ValueError: not JSON (a :class:`json.JSONDecodeError`), or a non-finite constant.
+    """
+    return json.loads(text, parse_constant=_refuse_constant)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"it holds {name}, not a finite number")
 
 
 @contextlib.contextmanager

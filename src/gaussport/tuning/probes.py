@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._files import atomic_writer
+from .._files import atomic_writer, finite_json
 
 __all__ = [
     "ProbeRecord",
@@ -377,14 +377,10 @@ class ProbeRecord:
         """
         text = Path(path).read_text(encoding="utf-8")
         try:
-            data = json.loads(text, parse_constant=_refuse_constant)
+            data = finite_json(text)
         except (ValueError, TypeError) as err:
             raise ValueError(f"{os.fspath(path)}: not a probe record (invalid JSON: {err}).") from None
         return cls.from_json(data, source=os.fspath(path))
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a finite number")
 
 
 def _record_problem(record: ProbeRecord) -> str | None:

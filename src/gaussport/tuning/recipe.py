@@ -19,7 +19,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .._files import atomic_writer
+from .._files import atomic_writer, finite_json
 
 __all__ = [
     "RECIPE_FORMAT",
@@ -367,22 +367,12 @@ class Recipe:
             raise FileNotFoundError(f"no recipe file {name!r}; make one with gaussport tune --out {name}.")
         try:
             text = p.read_text(encoding="utf-8")
-            data = json.loads(text, parse_constant=_refuse_constant)
+            data = finite_json(text)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ValueError(f"{name!r} is not a gaussport recipe (not JSON text: {exc}).") from None
-        except _NonFinite as exc:
-            raise ValueError(
-                f"{name!r} is not a valid gaussport recipe: it holds {exc}, not a number."
-            ) from None
+        except ValueError as exc:  # a non-finite constant
+            raise ValueError(f"{name!r} is not a valid gaussport recipe: {exc}.") from None
         return cls.from_json(data, source=repr(name))
-
-
-class _NonFinite(Exception):
-    pass
-
-
-def _refuse_constant(name: str) -> Any:
-    raise _NonFinite(name)
 
 
 def load_recipe(recipe: Recipe | str | os.PathLike[str]) -> Recipe:
