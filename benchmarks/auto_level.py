@@ -12,9 +12,10 @@ uses the Gaussian-only error model. Acceptance
 Usage::
 
     PYTHONPATH=src python benchmarks/auto_level.py --quick     # 16 seeds, 2 solvers, 2 NFEs
-    PYTHONPATH=src python benchmarks/auto_level.py             # 64 seeds, all cells
+    PYTHONPATH=src python benchmarks/auto_level.py             # 1024 seeds, all cells
 
-Writes ``<out>/auto_level[_quick].md`` and ``.json``.
+Writes ``<out>/auto_level[_quick].md``, ``.json`` and the per-seed squared errors
+``_per_seed.npz`` (not committed).
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from _common import endpoint_cache_dir
 
@@ -39,6 +42,20 @@ logger = logging.getLogger("gaussport.benchmarks")
 SKIPS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 20.0, 40.0, 80.0)
 SOLVERS = ("dpmpp_2m", "unipc_bh2", "ipndm", "dpm_solver_v3")
 NFES = (4, 6, 8, 10, 15, 20)
+# The analytic targets of benchmarks/solvers.py (same constructors and seeds).
+MIXTURES = {
+    "mixture": lambda: anisotropic_mixture(
+        dim=32, n_components=6, spread=2.0, eigenvalue_range=(1e-3, 0.1), seed=0
+    ),
+    "hard-mixture": lambda: anisotropic_mixture(
+        dim=1024, n_components=10, rank=16, spread=2.0, eigenvalue_range=(1e-4, 0.3), seed=1
+    ),
+}
+DESCRIPTIONS = {
+    "digits": "Digits",
+    "mixture": "Analytic 32-d 6-component mixture (exact denoiser)",
+    "hard-mixture": "Analytic 1024-d 10-component mixture, rank 16 + isotropic 1e-4 (exact denoiser)",
+}
 
 
 def training_split() -> torch.Tensor:
@@ -51,10 +68,64 @@ def training_split() -> torch.Tensor:
     return pixels_to_model(pixels[train_idx]).unsqueeze(1).to(torch.float64)
 
 
-def error_of(ev, solver: str, nfe: int, skip: float) -> float:
+def per_seed_squares(ev, reference: torch.Tensor, solver: str, nfe: int, skip: float) -> np.ndarray:
+    """Per seed, the mean squared coordinate error of the endpoint (the trajectory error is the
+    square root of their mean)."""
     if skip >= ev.sigma_max:
-        return ev.evaluate(solver, nfe, frechet=False).error
-    return ev.evaluate(solver, nfe, teleport="respace", sigma_skip=skip, frechet=False).error
+        samples = ev.evaluate(solver, nfe, frechet=False).samples
+    else:
+        samples = ev.evaluate(solver, nfe, teleport="respace", sigma_skip=skip, frechet=False).samples
+    diff = samples.to(torch.float64) - reference.to(torch.float64)
+    return diff.flatten(1).square().mean(dim=1).numpy()
+
+
+def bootstrap(squares: dict[float, np.ndarray], auto: np.ndarray, resamples: int = 2000) -> dict[str, float]:
+    """Paired bootstrap over seeds of the acceptance: the sweep's best and the auto level's error are
+    recomputed on each resample of the seeds (seed 0 of numpy's PCG64).
+
+    Returns the 5th/50th/95th percentiles of auto/best and the fraction of resamples in which the auto
+    level is accepted (within 10% of the resample's best level and not worse than no teleport)."""
+    rng = np.random.default_rng(0)
+    n = len(auto)
+    levels = sorted(squares)
+    table = np.stack([squares[level] for level in levels])  # [levels, seeds]
+    plain = table[levels.index(max(levels))]
+    ratios, accepted = [], 0
+    for _ in range(resamples):
+        idx = rng.integers(0, n, n)
+        errors = np.sqrt(table[:, idx].mean(axis=1))
+        a = math.sqrt(auto[idx].mean())
+        ratios.append(a / errors.min())
+        accepted += a <= 1.1 * errors.min() and a <= math.sqrt(plain[idx].mean())
+    lo, mid, hi = np.percentile(ratios, [5, 50, 95])
+    return {
+        "ratio_p05": float(lo),
+        "ratio_p50": float(mid),
+        "ratio_p95": float(hi),
+        "accepted": accepted / resamples,
+    }
+
+
+def split_half(squares: dict[float, np.ndarray], splits: int = 200) -> float:
+    """How often the sweep itself, measured on one random half of the seeds, picks a level that is
+    accepted on the other half: the noise ceiling of the acceptance for any rule (numpy PCG64, seed 1).
+
+    A level chosen from the model's own exact sweep on 512 independent seeds is the best any rule that
+    does not see the reported seeds can do; where it is accepted rarely, the 1,024-seed RMS cannot
+    tell the levels apart (a few seeds whose sample changes mode carry most of the squared error)."""
+    rng = np.random.default_rng(1)
+    levels = sorted(squares)
+    table = np.stack([squares[level] for level in levels])
+    top = levels.index(max(levels))
+    n = table.shape[1]
+    accepted = 0
+    for _ in range(splits):
+        perm = rng.permutation(n)
+        half_a, half_b = perm[: n // 2], perm[n // 2 :]
+        pick = int(np.argmin(table[:, half_a].mean(axis=1)))
+        on_b = np.sqrt(table[:, half_b].mean(axis=1))
+        accepted += on_b[pick] <= 1.1 * on_b.min() and on_b[pick] <= on_b[top]
+    return accepted / splits
 
 
 def main() -> None:
@@ -66,15 +137,19 @@ def main() -> None:
     )
     parser.add_argument(
         "--target",
-        choices=("digits", "mixture"),
+        choices=("digits", *MIXTURES),
         default="digits",
-        help="the digits network, or an analytic mixture with an exact denoiser",
+        help="the digits network, or an analytic mixture of benchmarks/solvers.py with an exact denoiser "
+        "(mixture: d = 32, 6 components; hard-mixture: d = 1024, 10 components of rank 16)",
+    )
+    parser.add_argument(
+        "--seeds", type=int, default=1024, help="reported seeds 0..N-1 (default 1024; 16 with --quick)"
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output directory")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
-    seeds = 16 if args.quick else 64
+    seeds = 16 if args.quick else args.seeds
     solvers = args.solvers or (SOLVERS[:2] if args.quick else SOLVERS)
     nfes = (4, 10) if args.quick else NFES
     start = time.perf_counter()
@@ -82,27 +157,36 @@ def main() -> None:
         ev = gaussport.digits.evaluator(seeds=range(seeds), cache_dir=endpoint_cache_dir(), disable=True)
         data = training_split() if args.source == "data" else None
     else:
-        target = anisotropic_mixture(dim=32, n_components=6, spread=2.0, eigenvalue_range=(1e-3, 0.1), seed=0)
-        ev = Evaluator(target, target.moments(), shape=(32,), seeds=range(seeds), model_dtype=torch.float64)
+        target = MIXTURES[args.target]()
+        ev = Evaluator(
+            target, target.moments(), shape=target.shape, seeds=range(seeds), model_dtype=torch.float64
+        )
         # 2,000 exact draws of the target as its "training data" (seed 10000: disjoint from the reported)
         data = (
             target.sample(2000, 0.0, torch.Generator().manual_seed(10_000)) if args.source == "data" else None
         )
-    ev.reference()
+    reference = ev.reference()
     t0 = time.perf_counter()
     record = probe(ev.denoiser, ev.gaussian, data, seed=10_000, cache=False)
     probe_seconds = time.perf_counter() - t0
     rows, cells = [], []
+    arrays: dict[str, np.ndarray] = {}
     for solver in solvers:
         for nfe in nfes:
             grid = ev.budget(solver, nfe).grid
             t1 = time.perf_counter()
             level = auto_sigma_skip(ev.denoiser, ev.gaussian, grid, solver, teleport="respace", probes=record)
             auto_seconds = time.perf_counter() - t1
-            sweep = {skip: error_of(ev, solver, nfe, skip) for skip in SKIPS}
-            auto = error_of(ev, solver, nfe, level)
+            squares = {skip: per_seed_squares(ev, reference, solver, nfe, skip) for skip in SKIPS}
+            auto_squares = per_seed_squares(ev, reference, solver, nfe, level)
+            sweep = {skip: math.sqrt(v.mean()) for skip, v in squares.items()}
+            auto = math.sqrt(auto_squares.mean())
             best_skip = min(sweep, key=sweep.get)
             best, plain = sweep[best_skip], sweep[80.0]
+            spread = bootstrap(squares, auto_squares)
+            ceiling = split_half(squares)
+            arrays[f"{solver}|{nfe}|auto"] = auto_squares
+            arrays.update({f"{solver}|{nfe}|{skip:g}": v for skip, v in squares.items()})
             cell = {
                 "solver": solver,
                 "nfe": nfe,
@@ -113,9 +197,15 @@ def main() -> None:
                 "plain_error": plain,
                 "auto_seconds": auto_seconds,
                 "sweep": sweep,
+                "bootstrap": spread,
+                "split_half_oracle": ceiling,
+                "median_seed_error": {
+                    f"{skip:g}": float(np.sqrt(np.median(v))) for skip, v in squares.items()
+                },
             }
             cells.append(cell)
             ok = auto <= 1.1 * best and auto <= plain
+            cell["accepted"] = bool(ok)
             rows.append(
                 [
                     solver,
@@ -125,6 +215,9 @@ def main() -> None:
                     f"{auto:.4g}",
                     f"{best:.4g}",
                     f"{auto / best:.3f}",
+                    f"{spread['ratio_p05']:.2f}-{spread['ratio_p95']:.2f}",
+                    f"{spread['accepted']:.2f}",
+                    f"{ceiling:.2f}",
                     f"{auto / plain:.3f}",
                     "yes" if ok else "**no**",
                 ]
@@ -149,22 +242,32 @@ def main() -> None:
             "auto error",
             "best error",
             "auto/best",
+            "auto/best 90% (bootstrap)",
+            "P(accepted)",
+            "P(oracle accepted)",
             "auto/none",
             "accepted",
         ],
         rows,
     )
     text = (
-        f"{'Digits' if args.target == 'digits' else 'Analytic 32-d 6-component mixture (exact denoiser)'}, "
+        f"{DESCRIPTIONS[args.target]}, "
         f"seeds 0..{seeds - 1}, Karras rho 7 80 -> 0.002, teleport='respace'. Probe: "
         f"{record.evaluations} single-sample evaluations ({record.probes} probes x {len(record.levels)} "
         f"levels, source {record.source}, seed 10000) in {probe_seconds:.2f} s. Load average "
         f"{load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}; total {time.perf_counter() - start:.0f} s.\n\n{table}\n"
+        f"\nAccepted in {sum(c['accepted'] for c in cells)} of {len(cells)} cells; mean P(accepted) "
+        f"{np.mean([c['bootstrap']['accepted'] for c in cells]):.2f}; the split-half oracle's mean "
+        f"{np.mean([c['split_half_oracle'] for c in cells]):.2f} (expected cells accepted "
+        f"{sum(c['split_half_oracle'] for c in cells):.1f}).\n"
     )
     args.out.mkdir(parents=True, exist_ok=True)
     name = "auto_level_quick" if args.quick else "auto_level"
-    name += ("" if args.source == "data" else "_gaussian") + ("" if args.target == "digits" else "_mixture")
+    name += ("" if args.source == "data" else "_gaussian") + (
+        "" if args.target == "digits" else "_" + args.target.replace("-", "_")
+    )
     (args.out / f"{name}.md").write_text(text)
+    np.savez_compressed(args.out / f"{name}_per_seed.npz", **arrays)
     (args.out / f"{name}.json").write_text(
         json.dumps(
             {

@@ -15,11 +15,10 @@ grid's first level to ``sigma_skip``; the ``teleport=`` mode says what the solve
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import threading
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,11 +28,11 @@ from torch import Tensor
 from . import _deprecation
 from . import grids as _grids
 from ._checks import Grid, as_grid, check_state, noise_level, state_dtype
+from ._warm_statistics import with_warm_start_statistics
 from .analytic import Gaussian
 from .denoiser import Denoiser, DenoiserCall, check_output
-from .ems import EMS, analytic_ems
 from .loop import Callback, StepInfo, Teleport, finish, integrate
-from .solvers import Solver, StatisticsSolver
+from .solvers import Solver
 from .solvers import get as get_solver
 
 __all__ = [
@@ -165,58 +164,6 @@ def load_warm_start(warm_start: Any, cache: StatisticsCache | None = None) -> An
             "Gaussian.load(path) or Gaussian.fit(data)."
         )
     return warm_start
-
-
-def with_warm_start_statistics(
-    solver: Solver,
-    warm_start: Any,
-    sigmas: Sequence[float],
-    *,
-    cache: MutableMapping[tuple[float, float, int], EMS] | None = None,
-) -> Solver:
-    """The solver as it runs over ``sigmas`` with ``warm_start``: the one place of the EMS rule.
-
-    A statistics-based solver (:class:`gaussport.solvers.StatisticsSolver`, i.e. DPM-Solver-v3)
-    whose ``ems`` is ``None`` gets the analytic EMS of the warm-start Gaussian
-    (:func:`gaussport.ems.analytic_ems`) over the positive levels of ``sigmas`` with the solver's
-    ``ems_intervals`` (for a warm start that is not a :class:`~gaussport.analytic.Gaussian` but
-    carries one as ``statistics``, e.g. :class:`gaussport.analytic.MixtureFlow`, the EMS of that
-    Gaussian); every other solver, and a warm start without a Gaussian, leave it unchanged (the
-    solver then uses the degenerate EMS). :func:`sample` applies it whenever a warm start is given
-    -- also when the teleport is a no-op -- and so do the adapters and the evaluation harness.
-
-    Building the EMS costs 0.01 s for the shipped 8x8-digits Gaussian (d = 64, 1200 intervals),
-    about 5% of sampling 32 digits at 10 NFE; nothing is cached unless the caller passes ``cache``,
-    a mapping it owns (keyed by ``(sigma_min, sigma_max, intervals)``, for one warm start).
-    """
-    if not isinstance(solver, StatisticsSolver) or solver.ems is not None:
-        return solver
-    # A warm start that is not itself a Gaussian (a mixture's flow) may carry the Gaussian of its
-    # moments as ``statistics``: the EMS are built from that.
-    statistics = warm_start if isinstance(warm_start, Gaussian) else getattr(warm_start, "statistics", None)
-    if not isinstance(statistics, Gaussian):
-        logger.info(
-            "%s: warm start %s is not a Gaussian and carries none; using degenerate EMS",
-            type(solver).__name__,
-            type(warm_start).__name__,
-        )
-        return solver
-    warm_start = statistics
-    positive = [float(s) for s in sigmas if s > 0.0]
-    if len(positive) < 2:
-        return solver
-    key = (positive[-1], positive[0], int(solver.ems_intervals))
-    ems = cache.get(key) if cache is not None else None
-    if ems is None:
-        ems = analytic_ems(warm_start, sigma_min=key[0], sigma_max=key[1], intervals=key[2])
-        logger.debug("%s: analytic EMS for sigma in [%g, %g], %d intervals", type(solver).__name__, *key)
-        if cache is not None:
-            cache[key] = ems
-    # The solver's guard (DPM-Solver-v3: docs/ems.md#the-guard) may revise warm-start statistics.
-    revise = getattr(solver, "warm_start_statistics", None)
-    if revise is not None:
-        ems = revise(ems, positive)
-    return dataclasses.replace(solver, ems=ems)  # type: ignore[type-var]
 
 
 def solve(

@@ -70,12 +70,16 @@ def test_teleport_term_matches_the_closed_form_of_a_mean_shift() -> None:
 
 
 @pytest.mark.slow
-def test_surrogate_sweep_is_the_sweep_when_the_model_is_the_surrogate() -> None:
+@pytest.mark.parametrize("solver", ["dpmpp_2m", "dpm_solver_v3"])
+def test_surrogate_sweep_is_the_sweep_when_the_model_is_the_surrogate(solver: str) -> None:
     # The model IS the mixture the probe fits to the data (same data, same seed): then
     # |D - D_G| = |D_M - D_G| on every probe, beta = 1 and the surrogate is the model, so S(s) must
     # equal the teleported solve on the model against the model's reference
     # solve from the same draws (computed here through gaussport.sample and reference_solve).
+    # For DPM-Solver-v3 this also checks that the sweep runs the solver as sample() does: with the
+    # warm start's analytic EMS revised by its guard (NFE 5: the guard's long-step rule applies).
     from gaussport.reference import reference_solve
+    from gaussport.sampling import with_warm_start_statistics
     from gaussport.tuning.probes import fit_surrogate
 
     gen = torch.Generator().manual_seed(3)
@@ -86,19 +90,19 @@ def test_surrogate_sweep_is_the_sweep_when_the_model_is_the_surrogate() -> None:
     assert record.surrogate is not None
     assert record.absolute_rms == pytest.approx(record.surrogate.rms, rel=1e-12)
     grid = grids.karras(5, 0.002, 80.0)
-    terms = error_model(
-        warm, grid, gaussport.solvers.get("dpmpp_2m"), record, candidates=[1.0], draws=4, seed=7
-    )
+    terms = error_model(warm, grid, gaussport.solvers.get(solver), record, candidates=[1.0], draws=4, seed=7)
     x_top = warm.sample(4, 80.0, torch.Generator().manual_seed(7), dtype=torch.float64).to(torch.float64)
     reference = reference_solve(model, x_top, grid, steps_per_unit=20)
     teleported = gaussport.sample(
-        model, x_top, grid, "dpmpp_2m", warm_start=warm, sigma_skip=1.0, teleport="respace"
+        model, x_top, grid, solver, warm_start=warm, sigma_skip=1.0, teleport="respace"
     )
-    plain = gaussport.solve(model, x_top, grid, "dpmpp_2m")
+    plain = gaussport.solve(
+        model, x_top, grid, with_warm_start_statistics(gaussport.solvers.get(solver), warm, grid)
+    )
     rms = lambda v: float(v.norm(dim=1).square().mean().sqrt())  # noqa: E731
     assert terms[80.0][0] == 0.0  # T: the Gaussian-only teleport term (tested in closed form above)
     gaussian_only = error_model(
-        warm, grid, gaussport.solvers.get("dpmpp_2m"), record, candidates=[1.0], surrogate=False
+        warm, grid, gaussport.solvers.get(solver), record, candidates=[1.0], surrogate=False
     )
     assert terms[1.0][0] == gaussian_only[1.0][0]
     assert terms[1.0][1] == pytest.approx(rms(teleported.x - reference), rel=1e-6)

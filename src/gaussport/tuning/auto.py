@@ -21,7 +21,6 @@ record).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -34,12 +33,12 @@ from torch import Tensor
 
 from .. import grids as _grids
 from .._checks import as_grid
+from .._warm_statistics import with_warm_start_statistics
 from ..analytic import Gaussian
 from ..denoiser import DenoiserCall
-from ..ems import analytic_ems
 from ..loop import integrate
 from ..reference import reference_solve
-from ..solvers import Solver, StatisticsSolver
+from ..solvers import Solver
 from ..solvers import get as get_solver
 from .probes import PROBE_BUDGET_PER_NFE, ProbeRecord, probe
 
@@ -111,20 +110,6 @@ def _below(grid: Sequence[float], s: float, teleport: Any) -> tuple[float, ...]:
     if isinstance(teleport, _grids.GridFamily):
         return tuple(_grids.respace(grid, s, teleport))
     raise ValueError(f"teleport must be 'truncate', 'respace' or a grids.GridFamily; got {teleport!r}.")
-
-
-def _with_statistics(solver: Solver, gaussian: Gaussian, below: Sequence[float]) -> Solver:
-    """The EMS rule of :func:`gaussport.sampling.with_warm_start_statistics` (which this layer cannot
-    import without a cycle): analytic EMS of the warm start for a statistics solver left at ``None``."""
-    if not isinstance(solver, StatisticsSolver) or solver.ems is not None:
-        return solver
-    positive = [float(v) for v in below if v > 0.0]
-    if len(positive) < 2:
-        return solver
-    ems = analytic_ems(
-        gaussian, sigma_min=positive[-1], sigma_max=positive[0], intervals=solver.ems_intervals
-    )
-    return dataclasses.replace(solver, ems=ems)  # type: ignore[type-var]
 
 
 def _rms(x: Tensor) -> float:
@@ -201,9 +186,10 @@ def _surrogate_model(
     call = DenoiserCall(surrogate, model_dtype=torch.float64, state_dtype=torch.float64)
     end = grid[-1]
     out: dict[float, tuple[float, float]] = {}
+    ems_cache: dict[Any, Any] = {}
     for s in levels:
         below = _below(grid, s, teleport) if s < top else tuple(grid)
-        run = _with_statistics(solver, warm_start, below)
+        run = with_warm_start_statistics(solver, warm_start, below, cache=ems_cache)
         x_s = warm_start.flow(x_top, top, s) if s < top else x_top
         x_end, _ = integrate(call, run, x_s, as_grid(below), disable=True)
         t_rest = _teleport_error(record, warm_start, s, top, end, values=rest)
@@ -247,9 +233,10 @@ def error_model(
         )
     gen = torch.Generator().manual_seed(int(seed))
     out: dict[float, tuple[float, float]] = {}
+    ems_cache: dict[Any, Any] = {}
     for s in levels:
         below = _below(grid, s, teleport) if s < top else tuple(grid)
-        run = _with_statistics(solver, warm_start, below)
+        run = with_warm_start_statistics(solver, warm_start, below, cache=ems_cache)
         x_s = warm_start.sample(draws, s, gen, dtype=torch.float64).to(torch.float64)
         exact = warm_start.flow(x_s, s, end)
         call = DenoiserCall(warm_start, model_dtype=torch.float64, state_dtype=torch.float64)

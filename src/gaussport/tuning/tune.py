@@ -13,6 +13,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .._warm_statistics import with_warm_start_statistics
 from .probes import fingerprint_model, fingerprint_statistics
 from .recipe import Recipe, RecipeEntry
 
@@ -475,8 +476,6 @@ def _solve_plain(
 ) -> Any:
     """No teleport: the solver from ``sigma_max`` (the warm start's analytic statistics for
     DPM-Solver-v3, as with a teleport)."""
-    from ..sampling import with_warm_start_statistics
-
     return solve(
         denoiser,
         x,
