@@ -145,6 +145,13 @@ def main() -> None:
     parser.add_argument(
         "--seeds", type=int, default=1024, help="reported seeds 0..N-1 (default 1024; 16 with --quick)"
     )
+    parser.add_argument(
+        "--reuse",
+        type=Path,
+        default=None,
+        help="a _per_seed.npz of an earlier run on the same target and seeds: its sweep levels are "
+        "read instead of run (the sweep does not depend on the rule; only the auto levels are run)",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output directory")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -170,6 +177,14 @@ def main() -> None:
     record = probe(ev.denoiser, ev.gaussian, data, seed=10_000, cache=False)
     probe_seconds = time.perf_counter() - t0
     rows, cells = [], []
+    earlier = dict(np.load(args.reuse)) if args.reuse is not None else {}
+
+    def squares_of(solver: str, nfe: int, skip: float) -> np.ndarray:
+        key = f"{solver}|{nfe}|{skip:g}"
+        if key in earlier and len(earlier[key]) == seeds:
+            return earlier[key]
+        return per_seed_squares(ev, reference, solver, nfe, skip)
+
     arrays: dict[str, np.ndarray] = {}
     for solver in solvers:
         for nfe in nfes:
@@ -177,7 +192,7 @@ def main() -> None:
             t1 = time.perf_counter()
             level = auto_sigma_skip(ev.denoiser, ev.gaussian, grid, solver, teleport="respace", probes=record)
             auto_seconds = time.perf_counter() - t1
-            squares = {skip: per_seed_squares(ev, reference, solver, nfe, skip) for skip in SKIPS}
+            squares = {skip: squares_of(solver, nfe, skip) for skip in SKIPS}
             auto_squares = per_seed_squares(ev, reference, solver, nfe, level)
             sweep = {skip: math.sqrt(v.mean()) for skip, v in squares.items()}
             auto = math.sqrt(auto_squares.mean())
