@@ -270,7 +270,13 @@ def main() -> None:
         f"seeds 0..{seeds - 1}, Karras rho 7 80 -> 0.002, teleport='respace'. Probe: "
         f"{record.evaluations} single-sample evaluations ({record.probes} probes x {len(record.levels)} "
         f"levels, source {record.source}, seed 10000) in {probe_seconds:.2f} s. Load average "
-        f"{load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}; total {time.perf_counter() - start:.0f} s.\n\n{table}\n"
+        f"{load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}; total {time.perf_counter() - start:.0f} s"
+        + (
+            ""
+            if args.reuse is None
+            else " (the sweep levels read from an earlier run of this script, same seeds)"
+        )
+        + f".\n\n{table}\n"
         f"\nAccepted in {sum(c['accepted'] for c in cells)} of {len(cells)} cells; mean P(accepted) "
         f"{np.mean([c['bootstrap']['accepted'] for c in cells]):.2f}; the split-half oracle's mean "
         f"{np.mean([c['split_half_oracle'] for c in cells]):.2f} (expected cells accepted "
@@ -291,6 +297,7 @@ def main() -> None:
                 "target": args.target,
                 "probe": record.to_json(),
                 "probe_seconds": probe_seconds,
+                "sweep_reused_from": None if args.reuse is None else str(args.reuse),
                 "load": load,
                 "cells": cells,
             },
