@@ -207,8 +207,10 @@ def test_autocast_keeps_the_gaussian_part_in_float32(dtype: torch.dtype) -> None
     torch.testing.assert_close(out, g(x32, s32), rtol=0, atol=1e-5)
 
 
-def test_docs_example_runs() -> None:
-    """Every python block of docs/training.md runs as written (in one namespace, in order)."""
+def test_docs_example_runs(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Every python block of docs/training.md runs as written (in one namespace, in order), in a
+    temporary directory: the example writes its checkpoints to ``run/``."""
+    monkeypatch.chdir(tmp_path)
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "training.md").read_text(), flags=re.S)
     assert blocks, "docs/training.md has no python example"
     namespace: dict[str, object] = {}
@@ -216,3 +218,4 @@ def test_docs_example_runs() -> None:
         exec(compile(block, "docs/training.md", "exec"), namespace)
     assert math.isfinite(float(namespace["loss"].detach()))  # type: ignore[attr-defined]
     assert bool(torch.isfinite(namespace["out"].x).all())  # type: ignore[attr-defined]
+    assert (tmp_path / "run" / "checkpoint.safetensors").is_file()

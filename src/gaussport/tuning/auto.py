@@ -180,8 +180,8 @@ def _surrogate_model(
     reference = reference_solve(surrogate, x_top, grid, steps_per_unit=_REFERENCE_STEPS_PER_UNIT)
     # The model's whole first-order teleport error, not only the part the surrogate misses: the
     # surrogate's own teleport error is the mixture's, not the model's, and counting both teleport
-    # errors biases towards shorter teleports (measured: 10 of 24 digits cells within 10% of the
-    # sweep's best vs 8 with the remainder max(0, a - b) only; docs/auto-level.md#measured).
+    # errors biases towards shorter teleports, which measured better than a term from the residual
+    # |D - D_s| alone (docs/auto-level.md#the-surrogate).
     rest = list(record.absolute_rms)
     call = DenoiserCall(surrogate, model_dtype=torch.float64, state_dtype=torch.float64)
     end = grid[-1]
