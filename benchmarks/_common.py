@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -41,3 +42,11 @@ def k_diffusion_sampler(fn_name: str, **kwargs: Any) -> Callable[..., torch.Tens
             return fn(denoiser, x.clone(), sigmas, disable=True, **extra)
 
     return run
+
+
+def bootstrap_resamples(n: int, count: int = 2000, seed: int = 0) -> Iterator[np.ndarray]:
+    """``count`` paired bootstrap resamples of ``n`` seeds: index arrays drawn with replacement
+    (numpy PCG64 with ``seed``), the same for every statistic computed from one call."""
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        yield rng.integers(0, n, n)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import endpoint_cache_dir
+from _common import bootstrap_resamples, endpoint_cache_dir
 
 import gaussport.digits
 from gaussport.analytic import anisotropic_mixture
@@ -85,14 +85,11 @@ def bootstrap(squares: dict[float, np.ndarray], auto: np.ndarray, resamples: int
 
     Returns the 5th/50th/95th percentiles of auto/best and the fraction of resamples in which the auto
     level is accepted (within 10% of the resample's best level and not worse than no teleport)."""
-    rng = np.random.default_rng(0)
-    n = len(auto)
     levels = sorted(squares)
     table = np.stack([squares[level] for level in levels])  # [levels, seeds]
     plain = table[levels.index(max(levels))]
     ratios, accepted = [], 0
-    for _ in range(resamples):
-        idx = rng.integers(0, n, n)
+    for idx in bootstrap_resamples(len(auto), resamples):
         errors = np.sqrt(table[:, idx].mean(axis=1))
         a = math.sqrt(auto[idx].mean())
         ratios.append(a / errors.min())

@@ -198,12 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     family_rows: dict[str, dict[int, float]] = {}
     trimmed_rows: dict[str, dict[int, float]] = {}
     records: list[dict[str, Any]] = []
+    trim = max(1, round(TRIM_FRACTION * cfg["seeds"]))
     for entry in recipe.entries:
         e = evaluate_entry(ev, recipe, entry.solver, entry.nfe)
         recipe_rows.setdefault(entry.solver, {})[entry.nfe] = e.error
         # The RMS over seeds is dominated by a few seeds with large errors: the same without them.
         per_seed = (e.samples.to(torch.float64) - exact).square().flatten(1).mean(1).sort(descending=True)[0]
-        trim = max(1, round(TRIM_FRACTION * len(per_seed)))
         trimmed = float(per_seed[trim:].mean().sqrt())
         trimmed_rows.setdefault(entry.solver, {})[entry.nfe] = trimmed
         rec = {

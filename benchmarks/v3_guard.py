@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import endpoint_cache_dir
+from _common import bootstrap_resamples, endpoint_cache_dir
 
 import gaussport.digits
 from gaussport._files import atomic_writer
@@ -64,11 +64,8 @@ def ratio_interval(
 ) -> tuple[float, float]:
     """5th and 95th percentiles of RMS(numerator)/RMS(denominator) over a paired bootstrap of the
     seeds (numpy PCG64, seed 0)."""
-    rng = np.random.default_rng(0)
-    n = len(numerator)
     ratios = []
-    for _ in range(resamples):
-        idx = rng.integers(0, n, n)
+    for idx in bootstrap_resamples(len(numerator), resamples):
         ratios.append(math.sqrt(numerator[idx].mean() / denominator[idx].mean()))
     lo, hi = np.percentile(ratios, [5, 95])
     return float(lo), float(hi)

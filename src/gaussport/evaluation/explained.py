@@ -311,8 +311,5 @@ def plot_explained_variance(
         ax.set_xlabel("noise level sigma")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0.0, 0.0, 1.0, 0.95) if title else (0.0, 0.0, 1.0, 1.0))
-    _save_figure(plt, fig, path)
+    _save_figure(plt, fig, path, title)
     return True

@@ -57,8 +57,16 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save_figure(plt: Any, fig: Any, path: str | os.PathLike[str]) -> None:
-    """Write ``fig`` through the atomic writer (the format from the suffix, PNG by default) and close it."""
+def _save_figure(
+    plt: Any, fig: Any, path: str | os.PathLike[str], title: str | None = None, top: float = 0.95
+) -> None:
+    """Lay ``fig`` out (with ``title`` above the axes, if given, the axes below ``top`` of the
+    height), write it through the atomic writer (the format from the suffix, PNG by default) and
+    close it."""
+    if title:
+        fig.suptitle(title, fontsize=9)
+    # Leave the top strip to the title, or tight_layout lets the axes' labels run into it.
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, top) if title else (0.0, 0.0, 1.0, 1.0))
     fmt = os.path.splitext(os.fspath(path))[1].lstrip(".").lower() or "png"
     try:
         with atomic_writer(path) as f:
@@ -138,11 +146,7 @@ def plot_quality(
         a.xaxis.set_minor_locator(NullLocator())
         a.grid(True, which="both", alpha=0.3)
         a.legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    # Leave the top strip to the title, or tight_layout lets the axes' labels run into it.
-    fig.tight_layout(rect=(0.0, 0.0, 1.0, 0.95) if title else (0.0, 0.0, 1.0, 1.0))
-    _save_figure(plt, fig, path)
+    _save_figure(plt, fig, path, title)
     return True
 
 
@@ -196,7 +200,6 @@ def plot_heatmap(
     if title:
         ax.set_title(title, fontsize=9)
     if own:
-        fig.tight_layout()
         _save_figure(plt, fig, path)
     return True
 
@@ -259,8 +262,5 @@ def save_sample_panels(
             ax.imshow((grid + 1.0) / 2.0, interpolation="nearest")
         ax.set_title(name, fontsize=8)
         ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - 0.3 / height) if title else (0.0, 0.0, 1.0, 1.0))
-    _save_figure(plt, fig, path)
+    _save_figure(plt, fig, path, title, top=1.0 - 0.3 / height)
     return True
