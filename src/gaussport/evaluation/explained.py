@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from .._checks import as_int
+from ..tuning.probes import denoise_probes
 from .analysis import safe_level
 from .reporting import _pyplot, _save_figure
 
@@ -232,8 +233,7 @@ def explained_variance(
             ratios_d: dict[str, list[Tensor]] = {name: [] for name in models}
             for start in range(0, probes, batch_size):
                 x = x0[start : start + batch_size] + level * noise[start : start + batch_size]
-                sigma = torch.full((x.shape[0],), level, dtype=torch.float64)
-                d = denoiser(x.to(where, model_dtype), sigma.to(where, model_dtype)).to("cpu", torch.float64)
+                sigma, d = denoise_probes(denoiser, x, level, model_dtype=model_dtype, where=where)
                 velocity = (x - d).flatten(1).square().sum(1)  # sigma^2 |v|^2 = sigma^4 |s|^2
                 size = d.flatten(1).square().sum(1)
                 for name, model in models.items():

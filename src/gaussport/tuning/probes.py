@@ -46,6 +46,7 @@ __all__ = [
     "fit_surrogate",
     "probe",
     "velocity_error",
+    "denoise_probes",
     "default_cache_dir",
     "fingerprint_model",
     "fingerprint_statistics",
@@ -63,6 +64,22 @@ DEFAULT_LEVELS: tuple[float, ...] = tuple(float(f"{80.0 * (0.05 / 80.0) ** (k / 
 PROBE_BUDGET_PER_NFE = 50
 """A probe may cost at most 50 single-sample evaluations per NFE of the budget: 5% of sampling 1,000
 samples at that NFE (200 at NFE 4)."""
+
+
+def denoise_probes(
+    denoiser: Callable[[Tensor, Tensor], Tensor],
+    x: Tensor,
+    level: float,
+    *,
+    model_dtype: torch.dtype,
+    where: torch.device,
+) -> tuple[Tensor, Tensor]:
+    """``(sigma, D(x, sigma))`` for float64 CPU probes ``x`` at one noise level: the model runs in
+    ``model_dtype`` on ``where``; ``sigma`` and the result are float64 on the CPU (the probes'
+    dtype, in which the warm start and the ratios are computed). One model call."""
+    sigma = torch.full((x.shape[0],), level, dtype=torch.float64)
+    d = denoiser(x.to(where, model_dtype), sigma.to(where, model_dtype)).to("cpu", torch.float64)
+    return sigma, d
 
 
 def velocity_error(
@@ -101,8 +118,7 @@ def velocity_error(
     with torch.no_grad():
         for level in chosen:
             x = x0 + level * torch.randn(x0.shape, generator=gen, dtype=torch.float64)
-            sigma = torch.full((x.shape[0],), level, dtype=torch.float64)
-            d = denoiser(x.to(where, model_dtype), sigma.to(where, model_dtype)).to("cpu", torch.float64)
+            sigma, d = denoise_probes(denoiser, x, level, model_dtype=model_dtype, where=where)
             d_g = gaussian(x, sigma).to("cpu", torch.float64)
             ratio = (d - d_g).flatten(1).norm(dim=1) / (x - d).flatten(1).norm(dim=1)
             out[level] = float(ratio.mean())
@@ -517,8 +533,7 @@ def probe(
                 x = x0 + level * torch.randn(x0.shape, generator=gen, dtype=torch.float64)
             else:
                 x = warm_start.sample(probes, level, gen, dtype=torch.float64).to(torch.float64)
-            sigma = torch.full((probes,), level, dtype=torch.float64)
-            d = denoiser(x.to(where, model_dtype), sigma.to(where, model_dtype)).to("cpu", torch.float64)
+            sigma, d = denoise_probes(denoiser, x, level, model_dtype=model_dtype, where=where)
             d_g = warm_start(x, sigma).to("cpu", torch.float64)
             diff = (d - d_g).flatten(1).norm(dim=1)
             ratio = diff / (x - d).flatten(1).norm(dim=1).clamp_min(1e-300)
