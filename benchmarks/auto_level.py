@@ -133,6 +133,12 @@ def main() -> None:
         "--source", choices=("data", "gaussian"), default="data", help="where the probes come from"
     )
     parser.add_argument(
+        "--departure",
+        action="store_true",
+        help="probe with departure=True: the surrogate carries the model's affine departure from the "
+        "data mixture (docs/auto-level.md#the-surrogate)",
+    )
+    parser.add_argument(
         "--target",
         choices=("digits", *MIXTURES),
         default="digits",
@@ -171,7 +177,7 @@ def main() -> None:
         )
     reference = ev.reference()
     t0 = time.perf_counter()
-    record = probe(ev.denoiser, ev.gaussian, data, seed=10_000, cache=False)
+    record = probe(ev.denoiser, ev.gaussian, data, seed=10_000, cache=False, departure=args.departure)
     probe_seconds = time.perf_counter() - t0
     rows, cells = [], []
     earlier = dict(np.load(args.reuse)) if args.reuse is not None else {}
@@ -281,8 +287,10 @@ def main() -> None:
     )
     args.out.mkdir(parents=True, exist_ok=True)
     name = "auto_level_quick" if args.quick else "auto_level"
-    name += ("" if args.source == "data" else "_gaussian") + (
-        "" if args.target == "digits" else "_" + args.target.replace("-", "_")
+    name += (
+        ("" if args.source == "data" else "_gaussian")
+        + ("_departure" if args.departure else "")
+        + ("" if args.target == "digits" else "_" + args.target.replace("-", "_"))
     )
     (args.out / f"{name}.md").write_text(text)
     np.savez_compressed(args.out / f"{name}_per_seed.npz", **arrays)
@@ -291,6 +299,7 @@ def main() -> None:
             {
                 "seeds": seeds,
                 "source": args.source,
+                "departure": args.departure,
                 "target": args.target,
                 "probe": record.to_json(),
                 "probe_seconds": probe_seconds,

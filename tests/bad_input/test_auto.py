@@ -89,6 +89,29 @@ def test_probe_file_is_validated(tmp_path, change) -> None:
     assert path.read_bytes() == before
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"gains": [[0.1, 0.2, 0.3], [0.1, 0.2]]},
+        {"gains": [[0.1, 0.2]]},
+        {"shifts": [[0.0], [0.0]]},
+        {"gains": [[0.1, float("nan")], [0.1, 0.2]]},
+    ],
+)
+def test_probe_file_surrogate_is_validated(tmp_path, change) -> None:
+    data = torch.randn(10, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    warm = Gaussian.fit(data)
+    record = probe(
+        warm, warm, data, levels=[1.0, 10.0], probes=3, cache=False, model_dtype=torch.float64, departure=True
+    )
+    values = record.to_json()
+    values["surrogate"] = {**values["surrogate"], **change}
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(values))
+    error = rejected(lambda: ProbeRecord.load(path))
+    assert str(path) in str(error)
+
+
 def test_probe_file_that_is_not_json(tmp_path) -> None:
     path = tmp_path / "bad.json"
     path.write_text("{not json")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -72,23 +73,39 @@ def test_teleport_term_matches_the_closed_form_of_a_mean_shift() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("solver", ["dpmpp_2m", "dpm_solver_v3"])
 def test_surrogate_sweep_is_the_sweep_when_the_model_is_the_surrogate(solver: str) -> None:
-    # The model IS the mixture the probe fits to the data (same data, same seed): then
-    # |D - D_G| = |D_M - D_G| on every probe, beta = 1 and the surrogate is the model, so S(s) must
-    # equal the teleported solve on the model against the model's reference
-    # solve from the same draws (computed here through gaussport.sample and reference_solve).
-    # For DPM-Solver-v3 this also checks that the sweep runs the solver as sample() does: with the
-    # warm start's analytic EMS revised by its guard (NFE 5: the guard's long-step rule applies).
+    # The model IS the mixture the probe fits to the data (same data, same seed) plus an affine
+    # departure of the fitted form, shift + g0 (x - mu) + g1 H_sigma (x - mu) with constant
+    # coefficients: the probe's least squares recover it exactly at every level (the model is in the
+    # fitted family), so the surrogate is the model and S(s) must equal the teleported solve on the
+    # model against the model's reference solve from the same draws (computed here through
+    # gaussport.sample and reference_solve). For DPM-Solver-v3 this also checks that the sweep runs
+    # the solver as sample() does: with the warm start's analytic EMS revised by its guard (NFE 5:
+    # the guard's long-step rule applies).
     from gaussport.reference import reference_solve
     from gaussport.sampling import with_warm_start_statistics
     from gaussport.tuning.probes import fit_surrogate
 
     gen = torch.Generator().manual_seed(3)
     data = torch.cat([torch.randn(20, D, generator=gen, dtype=torch.float64) * 0.3 + c for c in (-1.0, 1.0)])
-    model = fit_surrogate(data, seed=5).mixture()
-    warm = isotropic(data.mean(0), float(data.var(0).mean()))
-    record = probe(model, warm, data, probes=4, seed=5, cache=False, model_dtype=torch.float64)
+    mixture = fit_surrogate(data, seed=5).mixture()
+    # An anisotropic warm start, so that (x - mu) and H (x - mu) are not collinear.
+    warm = Gaussian(data.mean(0), Diagonal(torch.linspace(0.2, 2.0, D, dtype=torch.float64)))
+    shift = torch.linspace(-0.05, 0.05, D, dtype=torch.float64)
+    g0, g1 = -0.02, 0.3
+
+    def model(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        s2 = float(sigma.reshape(-1)[0]) ** 2
+        centred = x - warm.mean
+        held = warm.cov.apply(centred, lambda lam: lam / (lam + s2))
+        return mixture(x, sigma) + shift + g0 * centred + g1 * held
+
+    record = probe(
+        model, warm, data, probes=4, seed=5, cache=False, model_dtype=torch.float64, departure=True
+    )
     assert record.surrogate is not None
-    assert record.absolute_rms == pytest.approx(record.surrogate.rms, rel=1e-12)
+    for fitted_shift, (f0, f1) in zip(record.surrogate.shifts, record.surrogate.gains, strict=True):
+        assert torch.tensor(fitted_shift, dtype=torch.float64) == pytest.approx(shift, abs=1e-9)
+        assert (f0, f1) == pytest.approx((g0, g1), abs=1e-9)
     grid = grids.karras(5, 0.002, 80.0)
     terms = error_model(warm, grid, gaussport.solvers.get(solver), record, candidates=[1.0], draws=4, seed=7)
     x_top = warm.sample(4, 80.0, torch.Generator().manual_seed(7), dtype=torch.float64).to(torch.float64)
@@ -100,10 +117,40 @@ def test_surrogate_sweep_is_the_sweep_when_the_model_is_the_surrogate(solver: st
         model, x_top, grid, with_warm_start_statistics(gaussport.solvers.get(solver), warm, grid)
     )
     rms = lambda v: float(v.norm(dim=1).square().mean().sqrt())  # noqa: E731
-    assert terms[80.0][0] == 0.0  # T: the Gaussian-only teleport term (tested in closed form above)
-    gaussian_only = error_model(
-        warm, grid, gaussport.solvers.get(solver), record, candidates=[1.0], surrogate=False
-    )
-    assert terms[1.0][0] == gaussian_only[1.0][0]
+    # The surrogate carries the model's departure: no separate teleport term.
+    assert terms[80.0][0] == 0.0 and terms[1.0][0] == 0.0
     assert terms[1.0][1] == pytest.approx(rms(teleported.x - reference), rel=1e-6)
     assert terms[80.0][1] == pytest.approx(rms(plain.x - reference), rel=1e-6)
+    # Without the departure fit (the default: the beta-scaled mixture) the sweep is another one.
+    bare = dataclasses.replace(record, surrogate=dataclasses.replace(record.surrogate, shifts=(), gains=()))
+    without = error_model(warm, grid, gaussport.solvers.get(solver), bare, candidates=[1.0], draws=4, seed=7)
+    assert without[80.0][1] != pytest.approx(terms[80.0][1], rel=1e-3)
+
+
+def test_departure_fit_is_least_squares() -> None:
+    # fit_departure against an independent least-squares solve on the stacked columns
+    # [1 (per coordinate), x - mu, H (x - mu)] of a random departure.
+    from gaussport.tuning.probes import fit_departure
+
+    gen = torch.Generator().manual_seed(11)
+    warm = Gaussian(
+        torch.randn(D, generator=gen, dtype=torch.float64),
+        Diagonal(torch.rand(D, generator=gen, dtype=torch.float64) + 0.1),
+    )
+    x = torch.randn(6, D, generator=gen, dtype=torch.float64) * 2.0
+    r = torch.randn(6, D, generator=gen, dtype=torch.float64)
+    shift, gains = fit_departure(warm, x, r, 0.7)
+    centred = x - warm.mean
+    held = centred * (warm.cov.variances / (warm.cov.variances + 0.49))
+    # Unknowns: D shifts and 2 gains; rows: every (probe, coordinate).
+    design = torch.zeros(6 * D, D + 2, dtype=torch.float64)
+    design[:, :D] = torch.eye(D, dtype=torch.float64).repeat(6, 1)
+    design[:, D] = centred.reshape(-1)
+    design[:, D + 1] = held.reshape(-1)
+    solution = torch.linalg.lstsq(design, r.reshape(-1, 1)).solution.reshape(-1)
+    assert shift == pytest.approx(solution[:D], abs=1e-10)
+    assert gains == pytest.approx(solution[D:], abs=1e-10)
+    # One probe: nothing to fit a gain from; the shift is the whole departure.
+    shift, gains = fit_departure(warm, x[:1], r[:1], 0.7)
+    assert gains.abs().max() == 0.0
+    assert shift == pytest.approx(r[0], abs=1e-12)

@@ -108,6 +108,15 @@ def test_data_probes_carry_a_surrogate_fitted_to_the_data(tmp_path) -> None:
     model, warm = _pair()
     record = probe(model, warm, data, levels=[0.5, 5.0], probes=3, cache=False, model_dtype=torch.float64)
     assert record.surrogate is not None and len(record.surrogate.rms) == 2
+    assert record.surrogate.shifts == record.surrogate.gains == ()  # only with departure=True
+    fitted = probe(
+        model, warm, data, levels=[0.5, 5.0], probes=3, cache=False, model_dtype=torch.float64, departure=True
+    )
+    assert fitted.surrogate is not None
+    assert len(fitted.surrogate.shifts) == len(fitted.surrogate.gains) == 2
+    assert fitted.surrogate.rms == record.surrogate.rms
+    fitted.save(tmp_path / "fitted.json")
+    assert ProbeRecord.load(tmp_path / "fitted.json") == fitted
     path = tmp_path / "probe.json"
     record.save(path)
     assert ProbeRecord.load(path) == record

@@ -3,10 +3,13 @@
 The level minimises an error model ``E(s) = T(s) + S(s)`` (derived in docs/auto-level.md):
 
 * with a probe record that carries a data-fitted :class:`~gaussport.tuning.probes.Surrogate`
-  (probed from data): the sweep itself, run on the surrogate denoiser
-  ``D_s = D_G + beta(sigma) (D_M - D_G)`` (``D_M`` the data mixture, ``beta = min(1, |D - D_G| /
-  |D_M - D_G|)`` per probe level): ``S(s)`` is the teleported solver's distance to the surrogate's
-  own reference solve from the same draws, ``T(s)`` the model's first-order teleport error (below);
+  (probed from data): the sweep itself, run on a surrogate denoiser, and ``S(s)`` the teleported
+  solver's distance to the surrogate's own reference solve from the same draws. By default the
+  surrogate is ``D_s = D_G + beta(sigma) (D_M - D_G)`` (``D_M`` the data mixture, ``beta = min(1,
+  |D - D_G| / |D_M - D_G|)`` per probe level) and ``T(s)`` the model's first-order teleport error
+  (below); with ``probe(..., departure=True)`` it is ``D_s = D_M + shift + g0 (x - mu) + g1 H_sigma
+  (x - mu)``, the mixture plus the model's affine departure from it (least squares on the probes per
+  level), on 64 draws, and ``T = 0``;
 * without one, on the warm-start Gaussian alone: ``T(s)``, the teleport's error at the end of the
   grid, ``integral_s^{sigma_max} |D - D_G|(sigma) k(sigma) dsigma / sigma`` with ``k`` the Gaussian
   flow's exact gain (first order in the velocity error, exact when model and warm start differ only
@@ -14,9 +17,10 @@ The level minimises an error model ``E(s) = T(s) + S(s)`` (derived in docs/auto-
   flow.
 
 Cost: the probe record (:func:`gaussport.tuning.probes.probe`, model calls, cached on disk) and zero
-model calls here: about 25 solver runs on 16 draws (plus one RK4 reference solve of the surrogate);
-0.1-3 s for the 8x8 digits. Choices are kept in memory per (solver, options, grid, teleport, probe
-record).
+model calls here: about 25 solver runs plus one RK4 reference solve of the surrogate on 16 draws
+(64 with the departure fit; no reference solve without a surrogate); 0.1-3 s for the 8x8 digits,
+4-7 s with the departure fit. Choices are kept in
+memory per (solver, options, grid, teleport, probe record).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from ..loop import integrate
 from ..reference import reference_solve
 from ..solvers import Solver
 from ..solvers import get as get_solver
-from .probes import PROBE_BUDGET_PER_NFE, ProbeRecord, probe
+from .probes import PROBE_BUDGET_PER_NFE, ProbeRecord, departure, probe
 
 __all__ = ["auto_sigma_skip", "error_model"]
 
@@ -48,17 +52,17 @@ logger = logging.getLogger("gaussport")
 
 _CHOICES: dict[Any, float] = {}
 _CANDIDATES = 24
-_DRAWS = 16
+_DRAWS = 16  # the Gaussian-only model and the beta-scaled mixture (as measured)
+_SURROGATE_DRAWS = 64  # the departure surrogate: with 16 draws its choice changed with the draw seed
 _SEED = 10_001  # the draws inside the error model: disjoint from the reported seeds 0..127
 PROBE_SEED = 10_000  # the probes auto makes itself (probes=None)
 _REFERENCE_STEPS_PER_UNIT = 20  # RK4 on the surrogate: ~1e-6 relative, far below the errors compared
 
 
-def _interpolate(record: ProbeRecord, sigma: float, values: Sequence[float] | None = None) -> float:
-    """``|D - D_G|`` RMS at ``sigma`` (or ``values`` per record level): log-log interpolation in the
-    record, constant outside it."""
+def _interpolate(record: ProbeRecord, sigma: float) -> float:
+    """``|D - D_G|`` RMS at ``sigma``: log-log interpolation in the record, constant outside it."""
     levels = record.levels[::-1]  # increasing
-    values = (record.absolute_rms if values is None else tuple(values))[::-1]
+    values = record.absolute_rms[::-1]
     if sigma <= levels[0]:
         return values[0]
     if sigma >= levels[-1]:
@@ -79,7 +83,6 @@ def _teleport_error(
     sigma_max: float,
     end: float,
     points: int = 48,
-    values: Sequence[float] | None = None,
 ) -> float:
     """``T(s) = integral_s^{sigma_max} a(sigma) k(sigma) dsigma / sigma`` (trapezoid in log sigma).
 
@@ -98,7 +101,7 @@ def _teleport_error(
     for v in logs.tolist():
         sigma = math.exp(v)
         gain = _rms(warm_start.flow(e, sigma, end) - warm_start.flow(zero, sigma, end)) / _rms(e)
-        terms.append(_interpolate(record, sigma, values) * gain)
+        terms.append(_interpolate(record, sigma) * gain)
     return float(torch.trapezoid(torch.tensor(terms, dtype=torch.float64), logs))
 
 
@@ -116,41 +119,64 @@ def _rms(x: Tensor) -> float:
     return float(x.flatten(1).norm(dim=1).square().mean().sqrt())
 
 
-class _SurrogateDenoiser:
-    """``D_s = D_G + beta(sigma) (D_M - D_G)``: the data mixture ``D_M`` pulled towards the warm start
-    where the model is closer to it than the mixture is (docs/auto-level.md#the-surrogate).
+def _log_interpolate(logs: Sequence[float], values: Sequence[Any], sigma: float) -> Any:
+    """Linear interpolation in ``log sigma`` of ``values`` at increasing ``logs``, constant outside."""
+    t = math.log(sigma) if sigma > 0 else -math.inf
+    if t <= logs[0]:
+        return values[0]
+    if t >= logs[-1]:
+        return values[-1]
+    for k in range(1, len(logs)):
+        if t <= logs[k]:
+            f = (t - logs[k - 1]) / (logs[k] - logs[k - 1])
+            return values[k - 1] + f * (values[k] - values[k - 1])
+    return values[-1]
 
-    ``beta = min(1, |D - D_G| / |D_M - D_G|)`` per probe level (both RMS on the same probes),
-    interpolated linearly in ``log sigma`` and constant outside the probed levels. One ``sigma`` per
-    call (the solvers and the reference solve call with a single level per batch).
+
+class _SurrogateDenoiser:
+    """The stand-in for the model's flow (docs/auto-level.md#the-surrogate), one of two forms:
+
+    * the record carries the model's affine departure from the data mixture (``probe(...,
+      departure=True)``): ``D_s = D_M + shift + g0 (x - mu) + g1 H_sigma (x - mu)`` with
+      ``H_sigma = Sigma (Sigma + sigma^2 I)^-1``, shift and gains per probe level
+      (:func:`~gaussport.tuning.probes.fit_departure`);
+    * otherwise ``D_s = D_G + beta(sigma) (D_M - D_G)``: the mixture pulled towards the warm start
+      where the model is closer to it than the mixture is, ``beta = min(1, |D - D_G| / |D_M - D_G|)``
+      per probe level (both RMS on the same probes).
+
+    Per-level values are interpolated linearly in ``log sigma`` and constant outside the probed
+    levels. One ``sigma`` per call (the solvers and the reference solve call with a single level per
+    batch).
     """
 
     def __init__(self, warm_start: Gaussian, record: ProbeRecord) -> None:
         assert record.surrogate is not None
+        sur = record.surrogate
         self.gaussian = warm_start
-        self.mixture = record.surrogate.mixture()
-        ratios = [
-            min(1.0, a / b) if b > 0 else 1.0
-            for a, b in zip(record.absolute_rms, record.surrogate.rms, strict=True)
-        ]
+        self.mixture = sur.mixture()
         self.logs = [math.log(v) for v in record.levels[::-1]]  # increasing
+        self.shifts = [torch.tensor(v, dtype=torch.float64) for v in sur.shifts[::-1]]
+        self.gains = [torch.tensor(g, dtype=torch.float64) for g in sur.gains[::-1]]
+        ratios = [
+            min(1.0, a / b) if b > 0 else 1.0 for a, b in zip(record.absolute_rms, sur.rms, strict=True)
+        ]
         self.betas = ratios[::-1]
 
-    def beta(self, sigma: float) -> float:
-        t = math.log(sigma) if sigma > 0 else -math.inf
-        if t <= self.logs[0]:
-            return self.betas[0]
-        if t >= self.logs[-1]:
-            return self.betas[-1]
-        for k in range(1, len(self.logs)):
-            if t <= self.logs[k]:
-                f = (t - self.logs[k - 1]) / (self.logs[k] - self.logs[k - 1])
-                return self.betas[k - 1] + f * (self.betas[k] - self.betas[k - 1])
-        return self.betas[-1]
+    @property
+    def carries_departure(self) -> bool:
+        return bool(self.shifts)
 
     def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
+        level = float(sigma.reshape(-1)[0])
+        if self.carries_departure:
+            d_m = self.mixture(x, sigma)
+            if level <= 0.0:
+                return d_m
+            shift = _log_interpolate(self.logs, self.shifts, level)
+            gains = _log_interpolate(self.logs, self.gains, level)
+            return d_m + departure(self.gaussian, x, shift, gains, level).to(d_m.dtype)
         d_g = self.gaussian(x, sigma)
-        beta = self.beta(float(sigma.reshape(-1)[0]))
+        beta = _log_interpolate(self.logs, self.betas, level)
         if beta == 0.0:
             return d_g
         return d_g + beta * (self.mixture(x, sigma) - d_g)
@@ -169,8 +195,10 @@ def _surrogate_model(
     """``{s: (T(s), S_s(s))}``: the sweep run on the surrogate (zero model calls).
 
     ``S_s(s)``: the solver teleported to ``s`` on the surrogate vs the surrogate's own reference solve
-    from the same states at ``sigmas[0]`` (teleport and discretisation error of the surrogate);
-    ``T(s)``: the first-order teleport error of the model's ``|D - D_G|`` (the Gaussian-only term).
+    from the same states at ``sigmas[0]`` (teleport and discretisation error of the surrogate).
+    ``T(s)``: with the beta-scaled mixture, the first-order teleport error of the model's
+    ``|D - D_G|`` (the Gaussian-only term); with the departure fit, 0: that surrogate's own teleport
+    error already follows the model's affine departure (docs/auto-level.md#the-surrogate).
     """
     assert record.surrogate is not None
     top = grid[0]
@@ -178,13 +206,7 @@ def _surrogate_model(
     gen = torch.Generator().manual_seed(int(seed))
     x_top = warm_start.sample(draws, top, gen, dtype=torch.float64).to(torch.float64)
     reference = reference_solve(surrogate, x_top, grid, steps_per_unit=_REFERENCE_STEPS_PER_UNIT)
-    # The model's whole first-order teleport error, not only the part the surrogate misses: the
-    # surrogate's own teleport error is the mixture's, not the model's, and counting both teleport
-    # errors biases towards shorter teleports, which measured better than a term from the residual
-    # |D - D_s| alone (docs/auto-level.md#the-surrogate).
-    rest = list(record.absolute_rms)
     call = DenoiserCall(surrogate, model_dtype=torch.float64, state_dtype=torch.float64)
-    end = grid[-1]
     out: dict[float, tuple[float, float]] = {}
     ems_cache: dict[Any, Any] = {}
     for s in levels:
@@ -192,8 +214,11 @@ def _surrogate_model(
         run = with_warm_start_statistics(solver, warm_start, below, cache=ems_cache)
         x_s = warm_start.flow(x_top, top, s) if s < top else x_top
         x_end, _ = integrate(call, run, x_s, as_grid(below), disable=True)
-        t_rest = _teleport_error(record, warm_start, s, top, end, values=rest)
-        out[s] = (t_rest, _rms(x_end - reference))
+        # The model's whole first-order teleport error for the beta-scaled mixture, not only the part
+        # the surrogate misses: counting both teleport errors biases towards shorter teleports, which
+        # measured better than a term from the residual |D - D_s| alone.
+        t = 0.0 if surrogate.carries_departure else _teleport_error(record, warm_start, s, top, grid[-1])
+        out[s] = (t, _rms(x_end - reference))
     return out
 
 
@@ -205,7 +230,7 @@ def error_model(
     *,
     teleport: Any = "respace",
     candidates: Sequence[float] | None = None,
-    draws: int = _DRAWS,
+    draws: int | None = None,
     seed: int = _SEED,
     surrogate: bool = True,
 ) -> dict[float, tuple[float, float]]:
@@ -224,7 +249,9 @@ def error_model(
     levels = sorted({float(v) for v in candidates if low < v <= top} | {top}, reverse=True)
     if surrogate and record.surrogate is not None:
         if tuple(record.surrogate.sample_shape) == tuple(warm_start.shape):
-            return _surrogate_model(warm_start, grid, solver, record, teleport, levels, draws, seed)
+            fitted = bool(record.surrogate.shifts)
+            n = draws if draws is not None else (_SURROGATE_DRAWS if fitted else _DRAWS)
+            return _surrogate_model(warm_start, grid, solver, record, teleport, levels, n, seed)
         logger.warning(
             "the probe record's surrogate has sample shape %s, the warm start %s: using the Gaussian "
             "error model",
@@ -237,7 +264,8 @@ def error_model(
     for s in levels:
         below = _below(grid, s, teleport) if s < top else tuple(grid)
         run = with_warm_start_statistics(solver, warm_start, below, cache=ems_cache)
-        x_s = warm_start.sample(draws, s, gen, dtype=torch.float64).to(torch.float64)
+        x_s = warm_start.sample(_DRAWS if draws is None else draws, s, gen, dtype=torch.float64)
+        x_s = x_s.to(torch.float64)
         exact = warm_start.flow(x_s, s, end)
         call = DenoiserCall(warm_start, model_dtype=torch.float64, state_dtype=torch.float64)
         x_end, _ = integrate(call, run, x_s, as_grid(below), disable=True)

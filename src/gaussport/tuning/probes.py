@@ -7,8 +7,9 @@
 * :func:`probe` -- measures a record, or reads it from the file cache keyed by (model fingerprint,
   statistics fingerprint, probe settings);
 * :class:`Surrogate` / :func:`fit_surrogate` -- with data, a diagonal Gaussian mixture fitted to it
-  (k-means, K = 10, zero model calls) and its ``|D_M - D_G|`` on the same probes: what the auto
-  level runs its sweep on (docs/auto-level.md#the-surrogate).
+  (k-means, K = 10, zero model calls), its ``|D_M - D_G|`` on the same probes, and per probe level
+  the affine part of the model's departure from the mixture (a shift and two gains, least squares
+  on the probes): what the auto level runs its sweep on (docs/auto-level.md#the-surrogate).
 
 Where the probes come from matters (docs/auto-level.md#probes): from ``data`` the probes are
 ``x0 + sigma * eps`` with ``x0`` real data rows, the marginal the model was trained on; without data
@@ -44,6 +45,8 @@ __all__ = [
     "ProbeRecord",
     "Surrogate",
     "fit_surrogate",
+    "fit_departure",
+    "departure",
     "probe",
     "velocity_error",
     "denoise_probes",
@@ -56,7 +59,7 @@ __all__ = [
 
 logger = logging.getLogger("gaussport")
 
-FORMAT = "gaussport.probe-record/1"
+FORMAT = "gaussport.probe-record/2"
 
 DEFAULT_LEVELS: tuple[float, ...] = tuple(float(f"{80.0 * (0.05 / 80.0) ** (k / 11):.6g}") for k in range(12))
 """12 levels, geometric from 80 down to 0.05 (the range a VE model with sigma_max = 80 teleports in)."""
@@ -188,12 +191,16 @@ SURROGATE_COMPONENTS = 10
 
 @dataclass(frozen=True)
 class Surrogate:
-    """A diagonal Gaussian mixture fitted to the probe data: the stand-in for the model's flow.
+    """A diagonal Gaussian mixture fitted to the probe data, and the model's affine departure from it
+    per probe level: the stand-in for the model's flow (docs/auto-level.md#the-surrogate).
 
     ``sample_shape`` is the shape of one sample, ``weights`` the K mixture weights, ``means`` and
     ``variances`` K flattened mean vectors and K diagonal covariances, ``rms`` the RMS of
-    ``|D_M - D_G|`` per probe level on the same probes as the record's ``absolute_rms``
-    (docs/auto-level.md#the-surrogate).
+    ``|D_M - D_G|`` per probe level on the same probes as the record's ``absolute_rms``.
+    ``shifts`` (one flattened vector per probe level) and ``gains`` (``(g0, g1)`` per level) are the
+    least-squares fit ``D - D_M ~ shift + g0 (x - mu) + g1 Sigma (Sigma + sigma^2 I)^-1 (x - mu)`` on
+    the probes (:func:`fit_departure`); both empty unless the probe was asked for them
+    (``probe(..., departure=True)``).
     """
 
     sample_shape: tuple[int, ...]
@@ -201,6 +208,8 @@ class Surrogate:
     means: tuple[tuple[float, ...], ...]
     variances: tuple[tuple[float, ...], ...]
     rms: tuple[float, ...]
+    shifts: tuple[tuple[float, ...], ...] = ()
+    gains: tuple[tuple[float, float], ...] = ()
 
     def mixture(self) -> Any:
         """The :class:`~gaussport.analytic.GaussianMixture` (float64, diagonal components)."""
@@ -222,22 +231,27 @@ class Surrogate:
             "means": [list(m) for m in self.means],
             "variances": [list(v) for v in self.variances],
             "rms": list(self.rms),
+            "shifts": [list(v) for v in self.shifts],
+            "gains": [list(g) for g in self.gains],
         }
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> Surrogate:
-        keys = {"sample_shape", "weights", "means", "variances", "rms"}
+        keys = {"sample_shape", "weights", "means", "variances", "rms", "shifts", "gains"}
         if not isinstance(data, dict) or set(data) != keys:
             raise ValueError(
                 f"{where}: 'surrogate' must be null or an object with keys sample_shape, weights, "
-                "means, variances, rms."
+                "means, variances, rms, shifts, gains."
             )
         shape = data["sample_shape"]
         if not isinstance(shape, list) or not all(isinstance(n, int) and n > 0 for n in shape):
             raise ValueError(f"{where}: surrogate 'sample_shape' must be a list of positive integers.")
-        for name in ("means", "variances"):
+        for name in ("means", "variances", "shifts", "gains"):
             if not isinstance(data[name], list):
                 raise ValueError(f"{where}: surrogate {name!r} must be a list of lists.")
+        gains = tuple(_signed_list(g, "surrogate gains", where) for g in data["gains"])
+        if any(len(g) != 2 for g in gains):
+            raise ValueError(f"{where}: surrogate 'gains' must hold two numbers per level.")
         return cls(
             sample_shape=tuple(shape),
             weights=_finite_list(data["weights"], "surrogate weights", where, positive=True),
@@ -246,6 +260,8 @@ class Surrogate:
                 _finite_list(v, "surrogate variances", where, positive=True) for v in data["variances"]
             ),
             rms=_finite_list(data["rms"], "surrogate rms", where),
+            shifts=tuple(_signed_list(v, "surrogate shifts", where) for v in data["shifts"]),
+            gains=tuple((g[0], g[1]) for g in gains),
         )
 
 
@@ -283,6 +299,51 @@ def fit_surrogate(
         means.append(tuple(rows.mean(0).tolist()))
         variances.append(tuple((rows.var(0, unbiased=False) + floor).tolist()))
     return Surrogate(tuple(data.shape[1:]), tuple(weights), tuple(means), tuple(variances), ())
+
+
+def fit_departure(warm_start: Any, x: Tensor, difference: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
+    """Least-squares affine fit of a model's departure ``r = D - D_M`` on probes ``x`` at one level.
+
+    The fit is ``r ~ shift + g0 (x - mu) + g1 H (x - mu)`` with ``H = Sigma (Sigma + sigma^2 I)^-1``
+    the warm start's own denoising gain: a model that denoises like a Gaussian with a misjudged mean
+    and covariance scale departs in this form, and at high noise the digits network's departure is
+    mostly affine (docs/auto-level.md#the-surrogate). Two gains, not one per direction, so that 16
+    probes determine them; with collinear columns (one probe, an isotropic ``Sigma``) the
+    minimum-norm solution. Order ``O(P d)`` plus two products with ``Sigma`` (``cov.apply``).
+
+    Args:
+        warm_start: the :class:`~gaussport.analytic.Gaussian` (``mean``, ``cov``).
+        x: the probes ``[P, *shape]`` (float64).
+        difference: ``r`` at the probes, same shape.
+        sigma: the level.
+
+    Returns:
+        ``(shift [d], gains [2])``, float64.
+    """
+    v = x.reshape(x.shape[0], -1).to(torch.float64)
+    r = difference.reshape(v.shape).to(torch.float64)
+    s2 = float(sigma) ** 2
+    gain = lambda lam: lam / (lam + s2)  # noqa: E731
+    vc, rc = v - v.mean(0, keepdim=True), r - r.mean(0, keepdim=True)
+    hc = warm_start.cov.apply(vc, gain)
+    cols = (vc, hc)
+    normal = torch.tensor([[float((a * b).sum()) for b in cols] for a in cols], dtype=torch.float64)
+    rhs = torch.tensor([float((a * rc).sum()) for a in cols], dtype=torch.float64)
+    gains = torch.linalg.pinv(normal, rtol=1e-10) @ rhs
+    no_shift = torch.zeros(v.shape[1], dtype=torch.float64)
+    fitted = departure(warm_start, v.mean(0, keepdim=True), no_shift, gains, sigma)
+    return (r.mean(0, keepdim=True) - fitted).reshape(-1), gains
+
+
+def departure(
+    warm_start: Any, x: Tensor, shift: Tensor, gains: Tensor | Sequence[float], sigma: float
+) -> Tensor:
+    """The fitted departure ``shift + g0 (x - mu) + g1 H_sigma (x - mu)`` at ``x`` (float64, x's shape)."""
+    centred = x.reshape(x.shape[0], -1).to(torch.float64) - warm_start.mean.reshape(1, -1).to(torch.float64)
+    s2 = float(sigma) ** 2
+    held = warm_start.cov.apply(centred, lambda lam: lam / (lam + s2))
+    g0, g1 = (float(g) for g in gains)
+    return (shift.to(torch.float64) + g0 * centred + g1 * held).reshape(x.shape)
 
 
 @dataclass(frozen=True)
@@ -428,6 +489,14 @@ def _record_problem(record: ProbeRecord) -> str | None:
             return f"the surrogate's means and variances must have {d} values each"
         if len(sur.rms) != n:
             return f"the surrogate's rms has {len(sur.rms)} values for {n} levels"
+        sizes = (len(sur.shifts), len(sur.gains))
+        if any(sizes) and sizes != (n, n):
+            return (
+                f"the surrogate's shifts and gains need one entry per level ({n}) or none; got "
+                f"{sizes[0]} and {sizes[1]}"
+            )
+        if any(len(v) != d for v in sur.shifts):
+            return f"the surrogate's shifts must have {d} values each"
     return None
 
 
@@ -461,6 +530,7 @@ def probe(
     cache: bool | str | os.PathLike[str] | None = None,
     model_dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
+    departure: bool = False,
 ) -> ProbeRecord:
     """Measure (or read from the cache) the warm start's velocity error per noise level.
 
@@ -482,10 +552,16 @@ def probe(
             state dict is never cached.
         model_dtype: the dtype the model receives.
         device: where the model runs.
+        departure: with data and a :class:`~gaussport.analytic.Gaussian` warm start, also fit the
+            model's affine departure from the data mixture per level (:func:`fit_departure`, no extra
+            model call): ``sigma_skip="auto"`` then runs its sweep on the mixture plus that departure
+            (docs/auto-level.md#the-surrogate). Measured better on a trained network whose
+            high-noise error is affine (the digits), worse on an exact mixture denoiser.
 
     Raises:
         ValueError: for bad levels, ``probes < 1``, empty data, or no data with a warm start that
-            cannot ``sample``.
+            cannot ``sample``; ``departure=True`` without data or with a warm start that is not a
+            Gaussian.
     """
     chosen = sorted(set(_checked_levels(DEFAULT_LEVELS if levels is None else levels)), reverse=True)
     if isinstance(probes, bool) or not isinstance(probes, int) or probes < 1:
@@ -500,6 +576,12 @@ def probe(
             "probing without data needs a warm start with sample(n, sigma) "
             "(gaussport.analytic.Gaussian); pass data=... to probe from training data."
         )
+    if departure and (data is None or not (hasattr(warm_start, "cov") and hasattr(warm_start, "mean"))):
+        raise ValueError(
+            "departure=True fits the model's departure from a mixture fitted to data, in the "
+            "warm start's eigenbasis: pass data=... and a gaussport.analytic.Gaussian warm start, "
+            "or drop departure=True."
+        )
     key = {
         "model": fingerprint_model(denoiser),
         "statistics": fingerprint_statistics(warm_start),
@@ -509,6 +591,7 @@ def probe(
         "seed": int(seed),
         "format": FORMAT,
         "surrogate": None if data is None else SURROGATE_COMPONENTS,
+        "departure": bool(departure),
     }
     path = _cache_file(cache, key)
     if path is not None and path.is_file():
@@ -525,7 +608,8 @@ def probe(
     where = torch.device(device) if device is not None else torch.device("cpu")
     surrogate = None if data is None else fit_surrogate(data, seed=int(seed))
     mixture = None if surrogate is None else surrogate.mixture()
-    mean, p90, rms, mixture_rms = [], [], [], []
+    fit = departure and mixture is not None
+    mean, p90, rms, mixture_rms, shifts, gains = [], [], [], [], [], []
     started = time.perf_counter()
     with torch.no_grad():
         for level in chosen:
@@ -543,8 +627,17 @@ def probe(
             if mixture is not None:
                 d_m = mixture(x.reshape(probes, *surrogate.sample_shape), sigma).reshape(d_g.shape)
                 mixture_rms.append(float((d_m - d_g).flatten(1).norm(dim=1).square().mean().sqrt()))
+                if fit:
+                    shift, gain = fit_departure(warm_start, x, d - d_m, level)
+                    shifts.append(tuple(shift.tolist()))
+                    gains.append((float(gain[0]), float(gain[1])))
     if surrogate is not None:
-        surrogate = dataclasses.replace(surrogate, rms=tuple(mixture_rms))
+        surrogate = dataclasses.replace(
+            surrogate,
+            rms=tuple(mixture_rms),
+            shifts=tuple(shifts),
+            gains=tuple(gains),
+        )
     record = ProbeRecord(
         levels=tuple(chosen),
         relative_mean=tuple(mean),
