@@ -67,13 +67,8 @@ def _interpolate(record: ProbeRecord, sigma: float) -> float:
         return values[0]
     if sigma >= levels[-1]:
         return values[-1]
-    for k in range(1, len(levels)):
-        if sigma <= levels[k]:
-            lo, hi = levels[k - 1], levels[k]
-            a, b = max(values[k - 1], 1e-300), max(values[k], 1e-300)
-            f = math.log(sigma / lo) / math.log(hi / lo)
-            return math.exp(math.log(a) + f * (math.log(b) - math.log(a)))
-    return values[-1]
+    logs = [math.log(max(v, 1e-300)) for v in values]
+    return math.exp(_log_interpolate([math.log(v) for v in levels], logs, sigma))
 
 
 def _teleport_error(

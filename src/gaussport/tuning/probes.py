@@ -608,7 +608,6 @@ def probe(
     where = torch.device(device) if device is not None else torch.device("cpu")
     surrogate = None if data is None else fit_surrogate(data, seed=int(seed))
     mixture = None if surrogate is None else surrogate.mixture()
-    fit = departure and mixture is not None
     mean, p90, rms, mixture_rms, shifts, gains = [], [], [], [], [], []
     started = time.perf_counter()
     with torch.no_grad():
@@ -627,7 +626,7 @@ def probe(
             if mixture is not None:
                 d_m = mixture(x.reshape(probes, *surrogate.sample_shape), sigma).reshape(d_g.shape)
                 mixture_rms.append(float((d_m - d_g).flatten(1).norm(dim=1).square().mean().sqrt()))
-                if fit:
+                if departure:  # implies data, hence a mixture (checked above)
                     shift, gain = fit_departure(warm_start, x, d - d_m, level)
                     shifts.append(tuple(shift.tolist()))
                     gains.append((float(gain[0]), float(gain[1])))
