@@ -35,6 +35,32 @@ def test_probe_writes_table_plot_and_json_for_the_shipped_model(
     assert result["auto_level"]["solver"] == "dpmpp_2m" and result["auto_level"]["nfe"] == 6
 
 
+@pytest.mark.slow
+def test_probe_departure_flag_chooses_the_level_with_the_departure_surrogate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gaussport import grids
+    from gaussport.cli.probe import _training_split
+    from gaussport.tuning import auto_sigma_skip
+
+    monkeypatch.setenv("GAUSSPORT_CACHE", str(tmp_path / "cache"))
+    record = tmp_path / "probe.json"
+    words = ["probe", "--probes", "4", "--levels", "5", "--no-empirical", "--mixture", "none"]
+    assert cli.main([*words, "--departure", "--json", str(record), "--quiet"]) == 0
+    auto = json.loads(record.read_text())["auto_level"]
+    expected = auto_sigma_skip(
+        digits.load_digits_denoiser(),
+        digits.load_digits_gaussian(),
+        grids.karras(6, 0.002, 80.0),  # dpmpp_2m at NFE 6: six positive levels
+        "dpmpp_2m",
+        data=_training_split(None),
+        departure=True,
+        cache=False,
+    )
+    assert auto["departure"] is True and auto["sigma_skip"] == expected
+    assert f"auto level (dpmpp_2m, NFE 6, departure surrogate): {expected:.4g}" in capsys.readouterr().out
+
+
 def test_probe_on_given_data_with_a_kmeans_mixture_matches_the_library(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -15,8 +16,11 @@ import torch
 from PIL import Image
 
 from gaussport import cli
+from gaussport.analytic import Gaussian
+from gaussport.cli.probe import _training_split
 from gaussport.digits import load_digits_denoiser, load_digits_gaussian
-from gaussport.generate import MANIFEST, load_samples, sample_seed, sample_to_disk
+from gaussport.generate import MANIFEST, budget_grid, load_samples, sample_seed, sample_to_disk
+from gaussport.tuning import auto_sigma_skip
 
 SHAPE = (1, 8, 8)
 
@@ -147,10 +151,58 @@ def test_command_line_round_trip(
     assert "holds samples of other settings" in capsys.readouterr().err
 
 
+def test_auto_level_is_chosen_once_recorded_and_resumed(tmp_path: Path) -> None:
+    # The exact denoiser of N(0, I) data with a warm start N(0.5, I): auto's level is the one
+    # auto_sigma_skip picks for the run's own NFE grid (probed the same way, from the warm start's
+    # marginal), the samples are those of that level given by hand, and a second call resumes.
+    warm = Gaussian.diagonal(torch.full(SHAPE, 0.5), torch.ones(SHAPE))
+    common = dict(count=3, nfe=5, warm_start=warm, formats="npz", shard_size=2, disable=True)
+    grid, _, _ = budget_grid("dpmpp_2m", 5)
+    level = auto_sigma_skip(_elementwise, warm, grid, "dpmpp_2m", cache=False)
+    assert grid[-2] < level < grid[0]  # a real teleport: the warm start is only 0.5 off
+    run = sample_to_disk(_elementwise, SHAPE, tmp_path / "auto", sigma_skip="auto", **common)
+    settings = run.manifest["settings"]
+    assert settings["sigma_skip"] == level and settings["sigma_skip_rule"] == "auto"
+    given = sample_to_disk(_elementwise, SHAPE, tmp_path / "given", sigma_skip=level, **common)
+    assert "sigma_skip_rule" not in given.manifest["settings"]  # older manifests keep resuming
+    assert torch.equal(load_samples(tmp_path / "auto")[0], load_samples(tmp_path / "given")[0])
+    again = sample_to_disk(_elementwise, SHAPE, tmp_path / "auto", sigma_skip="auto", **common)
+    assert again.written == () and again.skipped == (0, 1)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"sigma_skip": "auto", "teleport": "truncate"}, "chooses the level for teleport='respace'"),
+        ({"sigma_skip": "best"}, "sigma_skip must be a noise level, None or 'auto'"),
+        ({"sigma_skip": 2.0, "probes": torch.zeros(4, 1, 8, 8)}, "probes= is only used with"),
+    ],
+)
+def test_auto_level_refuses_what_it_cannot_choose(tmp_path: Path, options: dict, message: str) -> None:
+    warm = Gaussian.diagonal(torch.zeros(SHAPE), torch.ones(SHAPE))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        sample_to_disk(_elementwise, SHAPE, tmp_path / "out", count=2, nfe=4, warm_start=warm, **options)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_command_line_auto_level_probes_the_digits_training_split(
+    digits: torch.nn.Module, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GAUSSPORT_CACHE", str(tmp_path / "cache"))  # the probe record's cache
+    words = ["sample", "digits", "--out", str(tmp_path / "cli"), "--count", "2", "--nfe", "6"]
+    assert cli.main([*words, "--sigma-skip", "auto", "--format", "npz", "--quiet"]) == 0
+    settings = json.loads((tmp_path / "cli" / MANIFEST).read_text())["settings"]
+    expected = auto_sigma_skip(
+        digits, load_digits_gaussian(), settings["grid"], "dpmpp_2m", data=_training_split(None), cache=False
+    )
+    assert settings["sigma_skip"] == expected and settings["sigma_skip_rule"] == "auto"
+    assert f"teleport to {expected:g} (auto)" in capsys.readouterr().out
+
+
 def test_command_line_samples_a_diffusers_pipeline_folder(tmp_path: Path, capsys) -> None:
     diffusers = pytest.importorskip("diffusers")
     from gaussport.adapters.diffusers import DiffusersDenoiser
-    from gaussport.analytic import Gaussian
 
     with torch.random.fork_rng():  # module initialisation draws from the global RNG; keep it local
         torch.manual_seed(0)
@@ -197,6 +249,8 @@ def test_command_line_samples_a_diffusers_pipeline_folder(tmp_path: Path, capsys
     ("words", "env", "message"),
     [
         (["--teleport", "truncate"], {}, "give --sigma-skip S too"),
+        (["--sigma-skip", "auto", "--teleport", "truncate"], {}, "--sigma-skip auto chooses the level for"),
+        (["--sigma-skip", "automatic"], {}, "'automatic' is not a number"),
         ([], {"RANK": "1"}, "set both"),
         ([], {"RANK": "x", "WORLD_SIZE": "2"}, "RANK='x' is not an integer"),
         ([], {"RANK": "2", "WORLD_SIZE": "2"}, "outside 0..WORLD_SIZE-1"),

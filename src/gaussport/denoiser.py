@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-__all__ = ["Denoiser", "FlowMap", "DenoiserCall", "CountingDenoiser", "check_output"]
+__all__ = ["Denoiser", "FlowMap", "DenoiserCall", "CountingDenoiser", "check_output", "model_device"]
 
 
 @runtime_checkable
@@ -78,6 +78,21 @@ class DenoiserCall:
         )
         self.nfe += 1
         return out.to(self.state_dtype)
+
+
+def model_device(denoiser: object) -> torch.device:
+    """Where a model runs when the caller does not say: the device of its first parameter (an
+    ``nn.Module``), else the CPU (a function, or an adapter that holds its model without exposing
+    ``parameters``: pass the device explicitly for those)."""
+    parameters = getattr(denoiser, "parameters", None)
+    if callable(parameters):
+        try:
+            for p in parameters():
+                if isinstance(p, Tensor):
+                    return p.device
+        except TypeError:  # a ``parameters`` attribute that is not the module's method
+            pass
+    return torch.device("cpu")
 
 
 def check_output(out: object, x: Tensor, what: str, hint: str = "it must keep the shape of x") -> None:

@@ -60,6 +60,7 @@ from . import __version__
 from . import grids as _grids
 from ._checks import as_grid
 from ._files import Array, atomic_writer, read_npz, write_npz
+from .denoiser import model_device
 from .evaluation.endpoints import fingerprint as _module_fingerprint
 from .evaluation.harness import SIGMA_MAX, SIGMA_MIN, Evaluator
 from .sampling import load_warm_start, resolve_solver, sample, solve, with_warm_start_statistics
@@ -223,8 +224,9 @@ def sample_to_disk(
     nfe: int | None = None,
     sigmas: Sequence[float] | Tensor | None = None,
     warm_start: Any = None,
-    sigma_skip: float | None = None,
+    sigma_skip: float | str | None = None,
     teleport: str = "respace",
+    probes: Any = None,
     seed: int = 0,
     batch_size: int = 64,
     shard_size: int = 1000,
@@ -257,8 +259,13 @@ def sample_to_disk(
         sigmas: an explicit grid instead of ``nfe``.
         warm_start: the Gaussian to teleport with (needs ``sigma_skip``), or the path of its
             statistics file; also gives DPM-Solver-v3 its analytic EMS without a teleport.
-        sigma_skip: the teleport level; ``None``: no teleport.
+        sigma_skip: the teleport level; ``None``: no teleport; ``"auto"``: the level
+            :func:`gaussport.tuning.auto.auto_sigma_skip` picks for the solver and the ``nfe`` grid
+            (``teleport="respace"`` only; chosen once, before the first shard, and written into the
+            manifest as ``sigma_skip`` with ``sigma_skip_rule: "auto"``).
         teleport: ``"respace"`` or ``"truncate"`` (:func:`gaussport.sample`).
+        probes: with ``sigma_skip="auto"``: a :class:`gaussport.tuning.probes.ProbeRecord`, the path
+            of one, or training data to probe from (as in :func:`gaussport.sample`).
         seed: the run's seed, ``0 <= seed < 2**64``; sample ``i`` uses :func:`sample_seed` ``(seed, i)``.
         batch_size: samples per model call (at most ``shard_size`` are used).
         shard_size: samples per shard (the unit of resuming and of the split over processes).
@@ -303,9 +310,27 @@ def sample_to_disk(
     solver_name = solver if isinstance(solver, str) else type(solver_obj).__name__
     if sigma_skip is not None and warm_start is None:
         raise ValueError("sigma_skip was given without warm_start; pass the Gaussian to teleport with.")
-    if sigma_skip is not None:
-        sigma_skip = float(sigma_skip)  # 2 and 2.0 are the same settings in the manifest
+    auto = isinstance(sigma_skip, str)
+    if probes is not None and not auto:
+        raise ValueError("probes= is only used with sigma_skip='auto'; drop it or pass sigma_skip='auto'.")
     warm_start = load_warm_start(warm_start)  # a statistics file is read once, not once per batch
+    device = _device(denoiser, device)
+    if auto:
+        sigma_skip = _auto_level(
+            denoiser,
+            warm_start,
+            solver_obj,
+            sigma_skip,
+            teleport,
+            probes,
+            device,
+            nfe,
+            sigmas,
+            sigma_min,
+            sigma_max,
+        )
+    elif sigma_skip is not None:
+        sigma_skip = float(sigma_skip)  # 2 and 2.0 are the same settings in the manifest
     grid, solver_grid, used = budget_grid(
         solver_obj,
         nfe,
@@ -315,7 +340,6 @@ def sample_to_disk(
         sigma_min=sigma_min,
         sigma_max=sigma_max,
     )
-    device = _device(denoiser, device)
     settings = {
         "model": model_id if model_id is not None else _describe(denoiser),
         "warm_start": _describe(warm_start) if warm_start is not None else "none",
@@ -333,6 +357,8 @@ def sample_to_disk(
         "shard_size": shard_size,
         "dtype": "float32",
     }
+    if auto:  # only then: the manifests of runs with a given level keep their settings (resume)
+        settings["sigma_skip_rule"] = "auto"
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
     out = Path(out_dir)
     _check_manifest(out, settings)
@@ -450,6 +476,36 @@ def budget_grid(
     return tuple(grid), tuple(below), int(solver_obj.evaluations(below))
 
 
+def _auto_level(
+    denoiser: Any,
+    warm_start: Any,
+    solver: Solver,
+    rule: str,
+    teleport: str,
+    probes: Any,
+    device: torch.device,
+    nfe: int | None,
+    sigmas: Sequence[float] | Tensor | None,
+    sigma_min: float,
+    sigma_max: float,
+) -> float:
+    """``sigma_skip="auto"`` of :func:`sample_to_disk`: the level for the run's grid, chosen once."""
+    from .sampling import _auto_level as sample_auto_level
+
+    if rule != "auto":
+        raise ValueError(f"sigma_skip must be a noise level, None or 'auto'; got {rule!r}.")
+    if teleport != "respace":
+        raise ValueError(
+            "sigma_skip='auto' chooses the level for teleport='respace' (the budget stays the NFE); "
+            "a truncated grid's budget depends on the level: pass teleport='respace', or a numeric "
+            "sigma_skip with 'truncate'."
+        )
+    grid, _, _ = budget_grid(solver, nfe, sigmas, sigma_min=sigma_min, sigma_max=sigma_max)
+    level = sample_auto_level(denoiser, warm_start, as_grid(grid), solver, teleport, probes, device, {})
+    logger.info("gaussport sample: sigma_skip='auto' chose %g", level)
+    return float(level)
+
+
 def _identity(x: Tensor, sigma: Tensor) -> Tensor:
     return x
 
@@ -460,11 +516,7 @@ def _device(denoiser: Any, device: torch.device | str | None) -> torch.device:
             return torch.device(device)
         except (RuntimeError, TypeError) as exc:
             raise ValueError(f"device {device!r} is not a torch device; give e.g. 'cpu' or 'cuda'.") from exc
-    parameters = getattr(denoiser, "parameters", None)
-    if callable(parameters):
-        for p in parameters():
-            return p.device
-    return torch.device("cpu")
+    return model_device(denoiser)
 
 
 class _Runner:

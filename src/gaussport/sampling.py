@@ -375,7 +375,7 @@ def sample(
         if isinstance(sigma_skip, str):
             if sigma_skip != "auto":
                 raise ValueError(f"sigma_skip must be a noise level or 'auto'; got {sigma_skip!r}.")
-            sigma_skip = _auto_level(denoiser, warm_start, grid, solver, teleport, probes, options)
+            sigma_skip = _auto_level(denoiser, warm_start, grid, solver, teleport, probes, x.device, options)
         elif probes is not None:
             raise ValueError(
                 "probes= is only used with sigma_skip='auto'; drop it or pass sigma_skip='auto'."
@@ -407,9 +407,11 @@ def _auto_level(
     solver: Any,
     teleport: Any,
     probes: Any,
+    device: torch.device,
     options: dict[str, Any],
 ) -> float:
-    """``sigma_skip="auto"``: :func:`gaussport.tuning.auto.auto_sigma_skip` for this call."""
+    """``sigma_skip="auto"``: :func:`gaussport.tuning.auto.auto_sigma_skip` for this call (the model is
+    probed on ``device``, where the caller's state lives)."""
     from .tuning.auto import auto_sigma_skip
     from .tuning.probes import ProbeRecord
 
@@ -427,7 +429,15 @@ def _auto_level(
             f"probe from; got {type(probes).__name__}."
         )
     return auto_sigma_skip(
-        denoiser, warm_start, grid, solver, teleport=teleport, probes=probes, data=data, **options
+        denoiser,
+        warm_start,
+        grid,
+        solver,
+        teleport=teleport,
+        probes=probes,
+        data=data,
+        device=device,
+        **options,
     )
 
 

@@ -59,6 +59,14 @@ def test_bad_probe_calls() -> None:
     rejected(lambda: probe(WARM, lambda x, s: x, cache=False))  # no data and no sample()
 
 
+def test_auto_departure_needs_data_and_no_record() -> None:
+    from gaussport.tuning import auto_sigma_skip
+
+    record = probe(WARM, WARM, levels=[1.0, 10.0], probes=2, cache=False, model_dtype=torch.float64)
+    rejected(lambda: auto_sigma_skip(WARM, WARM, GRID, "dpmpp_2m", probes=record, departure=True))
+    rejected(lambda: auto_sigma_skip(WARM, WARM, GRID, "dpmpp_2m", departure=True, cache=False))
+
+
 def _valid(tmp_path):
     record = probe(WARM, WARM, levels=[1.0, 10.0], probes=2, cache=False, model_dtype=torch.float64)
     return record.to_json()

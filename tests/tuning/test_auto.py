@@ -154,3 +154,61 @@ def test_departure_fit_is_least_squares() -> None:
     shift, gains = fit_departure(warm, x[:1], r[:1], 0.7)
     assert gains.abs().max() == 0.0
     assert shift == pytest.approx(r[0], abs=1e-12)
+
+
+class _OffsetGaussian(torch.nn.Module):
+    """The warm start's denoiser plus a constant offset: a module, so its probe record is cached."""
+
+    def __init__(self, warm: Gaussian, offset: float) -> None:
+        super().__init__()
+        self.warm = warm
+        self.offset = torch.nn.Parameter(torch.full((D,), offset, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return self.warm(x.double(), sigma.double()) + self.offset
+
+
+@pytest.mark.parametrize("departure", [False, True])
+def test_auto_probes_with_or_without_the_departure_fit_as_asked(tmp_path, departure: bool) -> None:
+    # auto_sigma_skip(data=..., departure=...) probes through the cache: the cached record carries
+    # the departure fit exactly when asked (a constant offset: every level's fitted shift is it),
+    # and the level is the one that record gives when passed in.
+    from gaussport.tuning import ProbeRecord
+
+    gen = torch.Generator().manual_seed(4)
+    data = torch.cat([torch.randn(12, D, generator=gen, dtype=torch.float64) * 0.3 + c for c in (-1.0, 1.0)])
+    warm = Gaussian.fit(data)
+    model = _OffsetGaussian(warm, 0.05)
+    level = auto_sigma_skip(model, warm, SIGMAS, "dpmpp_2m", data=data, cache=tmp_path, departure=departure)
+    (path,) = (tmp_path / "probes").glob("*.json")
+    record = ProbeRecord.load(path)
+    assert record.surrogate is not None
+    assert bool(record.surrogate.shifts) == departure
+    assert auto_sigma_skip(model, warm, SIGMAS, "dpmpp_2m", probes=record) == level
+
+
+class _StandardNormalDenoiser(torch.nn.Module):
+    """The exact denoiser of N(0, I) data, ``x / (1 + sigma^2)``, as a module (it has a device)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return self.scale * x / (1 + sigma[:, None] ** 2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_auto_probes_a_gpu_model_where_the_state_is(tmp_path, monkeypatch) -> None:
+    # sample(..., sigma_skip="auto") with the model and the state on the GPU: the probe must run the
+    # model there (it used to send the CPU probes to it), and the level is the CPU model's.
+    warm = isotropic(torch.full((D,), 0.5, dtype=torch.float64), 1.0)
+    x = 80.0 * torch.randn(3, D, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    monkeypatch.setenv("GAUSSPORT_CACHE", str(tmp_path / "cpu"))  # each run probes its own model
+    on_cpu = gaussport.sample(_StandardNormalDenoiser().double(), x, SIGMAS, "dpmpp_2m", warm_start=warm,
+                              sigma_skip="auto", teleport="respace")  # fmt: skip
+    monkeypatch.setenv("GAUSSPORT_CACHE", str(tmp_path / "gpu"))
+    on_gpu = gaussport.sample(_StandardNormalDenoiser().double().cuda(), x.cuda(), SIGMAS, "dpmpp_2m",
+                              warm_start=warm, sigma_skip="auto", teleport="respace")  # fmt: skip
+    assert on_gpu.teleport == pytest.approx(on_cpu.teleport, rel=1e-6)
+    assert on_gpu.x.device.type == "cuda"

@@ -51,6 +51,17 @@ class ModelSource(Directory):
         return super().convert(text)
 
 
+class LevelOrAuto(Number):
+    """A noise level in ``(low, high]``, or the word ``auto``."""
+
+    name = "noise level or 'auto'"
+
+    def convert(self, text: str) -> float | str:  # type: ignore[override]
+        if text == "auto":
+            return text
+        return super().convert(text)
+
+
 def _is_pipeline(model: Path | str) -> bool:
     return model != SHIPPED and (Path(model) / PIPELINE_INDEX).is_file()
 
@@ -87,6 +98,11 @@ def check(args: argparse.Namespace) -> None:
 
     if args.teleport is not None and args.sigma_skip is None:
         raise ValueError("--teleport applies to a teleport; give --sigma-skip S too, or drop --teleport.")
+    if args.sigma_skip == "auto" and args.teleport == "truncate":
+        raise ValueError(
+            "--sigma-skip auto chooses the level for --teleport respace (the budget stays --nfe); drop "
+            "--teleport truncate, or give a numeric --sigma-skip."
+        )
     _launcher()
     if args.warm_start is not None and getattr(args, "loaded_warm_start", None) is None:
         from ..sampling import load_statistics
@@ -101,7 +117,8 @@ def check(args: argparse.Namespace) -> None:
             )
         return  # its noise range is read from the pipeline's scheduler: the grid is checked on loading
     # The grid the run will use (a budget too small for one step of the solver is refused here).
-    budget_grid(args.solver, args.nfe, sigma_skip=args.sigma_skip, teleport=args.teleport or "respace")
+    given = None if args.sigma_skip == "auto" else args.sigma_skip
+    budget_grid(args.solver, args.nfe, sigma_skip=given, teleport=args.teleport or "respace")
 
 
 def _device(args: argparse.Namespace, local_rank: int | None) -> Any:
@@ -164,6 +181,13 @@ def run(args: argparse.Namespace) -> int:
     denoiser, gaussian, shape, grid_range, label = load(args.model, device)
     warm_start = args.loaded_warm_start if args.warm_start is not None else gaussian
     start = time.perf_counter()
+    probes = None
+    if args.sigma_skip == "auto" and not _is_pipeline(args.model):
+        from .probe import _training_split
+
+        # The digits model is probed from its own training split (the surrogate is fitted to it);
+        # a pipeline from its warm start's marginal.
+        probes = _training_split(None if args.model == SHIPPED else args.model)
     result = sample_to_disk(
         denoiser,
         shape,
@@ -174,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
         warm_start=warm_start,
         sigma_skip=args.sigma_skip,
         teleport=args.teleport or "respace",
+        probes=probes,
         seed=args.seed,
         batch_size=args.batch_size,
         shard_size=args.shard_size,
@@ -187,7 +212,9 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     who = f" (rank {rank} of {world})" if world is not None and world > 1 else ""
     rate = f", {result.samples / seconds:.1f} samples/s" if result.samples else ""
-    teleport = "" if args.sigma_skip is None else f", teleport to {args.sigma_skip:g}"
+    teleport, level = "", result.manifest["settings"]["sigma_skip"]
+    if level is not None:
+        teleport = f", teleport to {level:g}" + (" (auto)" if args.sigma_skip == "auto" else "")
     print(
         f"gaussport sample{who}: {label}, {args.solver} at NFE {result.nfe}{teleport}, seed {args.seed}: "
         f"{result.samples} samples in {len(result.written)} shard(s) written, {len(result.skipped)} "
@@ -251,9 +278,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--sigma-skip",
-        type=Number(SIGMA_MIN, SIGMA_MAX),
+        type=LevelOrAuto(SIGMA_MIN, SIGMA_MAX),
         metavar="S",
-        help="teleport to this noise level with the model's Gaussian (default: no teleport)",
+        help="teleport to this noise level with the model's Gaussian (default: no teleport), or auto: "
+        "the level gaussport.tuning.auto_sigma_skip picks for --solver at --nfe (the digits model is "
+        "probed from its training split, a pipeline from its --warm-start's marginal; 192 model "
+        "evaluations, cached; docs/auto-level.md)",
     )
     parser.add_argument(
         "--teleport",

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from .._checks import as_int
+from ..denoiser import model_device
 from ..tuning.probes import denoise_probes
 from .analysis import safe_level
 from .reporting import _pyplot, _save_figure
@@ -192,7 +193,7 @@ def explained_variance(
         percentile: the percentile of the per-probe ratio reported beside the mean, in [0, 100].
         batch_size: probes per model call.
         model_dtype: the dtype the model runs in.
-        device: where the model runs (default CPU).
+        device: where the model runs; default the device of its parameters, else the CPU.
         disable: hide the progress bar (``None``: hide it when not on a terminal).
 
     Raises:
@@ -220,7 +221,7 @@ def explained_variance(
             "data must be a tensor [N, *sample_shape] with N >= 1 clean samples; got "
             f"{tuple(data.shape) if isinstance(data, Tensor) else type(data).__name__}."
         )
-    where = torch.device(device) if device is not None else torch.device("cpu")
+    where = torch.device(device) if device is not None else model_device(denoiser)
     gen = torch.Generator().manual_seed(seed)
     x0 = data.detach().to("cpu", torch.float64)[_probe_rows(data.shape[0], probes, gen)]
     score: dict[str, list[Tensor]] = {name: [] for name in models}

@@ -285,6 +285,8 @@ def auto_sigma_skip(
     probes: ProbeRecord | str | os.PathLike[str] | None = None,
     data: Tensor | None = None,
     cache: bool | str | os.PathLike[str] | None = None,
+    device: torch.device | str | None = None,
+    departure: bool = False,
     **options: Any,
 ) -> float:
     """The teleport level for ``solver`` on ``sigmas``: the argmin of the error model ``T(s) + S(s)``.
@@ -299,13 +301,18 @@ def auto_sigma_skip(
             ``denoiser`` (from ``data`` if given) through the cache ``cache``.
         data: training data to probe from.
         cache: the probe cache (see :func:`~gaussport.tuning.probes.probe`).
+        device: where the model runs while it is probed (default: the device of its parameters,
+            else the CPU).
+        departure: probe with ``departure=True`` (:func:`~gaussport.tuning.probes.probe`; needs
+            ``data``): the sweep runs on the data mixture plus the model's affine departure from it.
 
     Returns:
         A level in ``[min positive level, sigmas[0]]``; ``sigmas[0]`` (no teleport) whenever the model
         does not predict a teleport to beat it.
 
     Raises:
-        ValueError: a warm start that is not a Gaussian, a grid with fewer than two levels.
+        ValueError: a warm start that is not a Gaussian, a grid with fewer than two levels,
+            ``departure=True`` with a probe record (the record fixes the surrogate) or without data.
         TypeError: options with a solver instance.
     """
     if not isinstance(warm_start, Gaussian):
@@ -321,12 +328,19 @@ def auto_sigma_skip(
         raise TypeError("solver options were given with a solver instance; configure the instance instead.")
     else:
         solver_obj = solver
+    if departure and probes is not None:
+        raise ValueError(
+            "departure=True applies when auto probes the model; a probe record fixes its surrogate: "
+            "make the record with probe(..., departure=True), or drop departure."
+        )
     if isinstance(probes, ProbeRecord):
         record = probes
     elif probes is not None:
         record = ProbeRecord.load(probes)
     else:
-        record = probe(denoiser, warm_start, data, seed=PROBE_SEED, cache=cache)
+        record = probe(
+            denoiser, warm_start, data, seed=PROBE_SEED, cache=cache, device=device, departure=departure
+        )
     nfe = solver_obj.evaluations(grid)
     if record.evaluations > PROBE_BUDGET_PER_NFE * nfe:
         logger.warning(

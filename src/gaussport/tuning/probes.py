@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from .._files import atomic_writer, finite_json
+from ..denoiser import model_device
 
 __all__ = [
     "ProbeRecord",
@@ -116,7 +117,7 @@ def velocity_error(
         raise ValueError(f"need at least one data row and repeats >= 1; got {data.shape[0]} rows, {repeats}.")
     x0 = data.detach().to("cpu", torch.float64).repeat(repeats, *([1] * (data.dim() - 1)))
     gen = torch.Generator().manual_seed(int(seed))
-    where = torch.device(device) if device is not None else torch.device("cpu")
+    where = torch.device(device) if device is not None else model_device(denoiser)
     out: dict[float, float] = {}
     with torch.no_grad():
         for level in chosen:
@@ -551,7 +552,7 @@ def probe(
             statistics' fingerprints, the data's hash and the probe settings; a model without a
             state dict is never cached.
         model_dtype: the dtype the model receives.
-        device: where the model runs.
+        device: where the model runs; default the device of its parameters, else the CPU.
         departure: with data and a :class:`~gaussport.analytic.Gaussian` warm start, also fit the
             model's affine departure from the data mixture per level (:func:`fit_departure`, no extra
             model call): ``sigma_skip="auto"`` then runs its sweep on the mixture plus that departure
@@ -605,7 +606,7 @@ def probe(
     if data is not None:
         rows = torch.randint(0, data.shape[0], (probes,), generator=gen)
         x0 = data.detach().to("cpu", torch.float64)[rows]
-    where = torch.device(device) if device is not None else torch.device("cpu")
+    where = torch.device(device) if device is not None else model_device(denoiser)
     surrogate = None if data is None else fit_surrogate(data, seed=int(seed))
     mixture = None if surrogate is None else surrogate.mixture()
     mean, p90, rms, mixture_rms, shifts, gains = [], [], [], [], [], []
