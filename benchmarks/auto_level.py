@@ -36,6 +36,7 @@ import gaussport.digits
 from gaussport.analytic import anisotropic_mixture
 from gaussport.evaluation import Evaluator, markdown_table
 from gaussport.tuning import auto_sigma_skip, probe
+from gaussport.tuning.auto import surrogate_form
 
 logger = logging.getLogger("gaussport.benchmarks")
 
@@ -133,10 +134,11 @@ def main() -> None:
         "--source", choices=("data", "gaussian"), default="data", help="where the probes come from"
     )
     parser.add_argument(
-        "--departure",
-        action="store_true",
-        help="probe with departure=True: the surrogate carries the model's affine departure from the "
-        "data mixture (docs/auto-level.md#the-surrogate)",
+        "--surrogate",
+        choices=("auto", "departure", "mixture"),
+        default="auto",
+        help="the surrogate of the sweep (auto_sigma_skip's surrogate=): auto (default; chosen from the "
+        "probe record), departure or mixture (docs/auto-level.md#which-surrogate)",
     )
     parser.add_argument(
         "--target",
@@ -177,7 +179,8 @@ def main() -> None:
         )
     reference = ev.reference()
     t0 = time.perf_counter()
-    record = probe(ev.denoiser, ev.gaussian, data, seed=10_000, cache=False, departure=args.departure)
+    record = probe(ev.denoiser, ev.gaussian, data, seed=10_000, cache=False)
+    form = surrogate_form(record) if args.surrogate == "auto" else args.surrogate
     probe_seconds = time.perf_counter() - t0
     rows, cells = [], []
     earlier = dict(np.load(args.reuse)) if args.reuse is not None else {}
@@ -193,7 +196,9 @@ def main() -> None:
         for nfe in nfes:
             grid = ev.budget(solver, nfe).grid
             t1 = time.perf_counter()
-            level = auto_sigma_skip(ev.denoiser, ev.gaussian, grid, solver, teleport="respace", probes=record)
+            level = auto_sigma_skip(
+                ev.denoiser, ev.gaussian, grid, solver, teleport="respace", probes=record, surrogate=form
+            )
             auto_seconds = time.perf_counter() - t1
             squares = {skip: squares_of(solver, nfe, skip) for skip in SKIPS}
             auto_squares = per_seed_squares(ev, reference, solver, nfe, level)
@@ -272,7 +277,9 @@ def main() -> None:
         f"{DESCRIPTIONS[args.target]}, "
         f"seeds 0..{seeds - 1}, Karras rho 7 80 -> 0.002, teleport='respace'. Probe: "
         f"{record.evaluations} single-sample evaluations ({record.probes} probes x {len(record.levels)} "
-        f"levels, source {record.source}, seed 10000) in {probe_seconds:.2f} s. Load average "
+        f"levels, source {record.source}, seed 10000) in {probe_seconds:.2f} s; surrogate {args.surrogate}"
+        + (f" ({form} form)" if args.surrogate == "auto" else " form")
+        + ". Load average "
         f"{load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}; total {time.perf_counter() - start:.0f} s"
         + (
             ""
@@ -289,7 +296,7 @@ def main() -> None:
     name = "auto_level_quick" if args.quick else "auto_level"
     name += (
         ("" if args.source == "data" else "_gaussian")
-        + ("_departure" if args.departure else "")
+        + ("" if args.surrogate == "auto" else f"_{args.surrogate}-form")
         + ("" if args.target == "digits" else "_" + args.target.replace("-", "_"))
     )
     (args.out / f"{name}.md").write_text(text)
@@ -299,7 +306,8 @@ def main() -> None:
             {
                 "seeds": seeds,
                 "source": args.source,
-                "departure": args.departure,
+                "surrogate": args.surrogate,
+                "surrogate_form": form,
                 "target": args.target,
                 "probe": record.to_json(),
                 "probe_seconds": probe_seconds,

@@ -33,10 +33,12 @@ def test_probe_writes_table_plot_and_json_for_the_shipped_model(
     gaussian_curve = result["models"]["gaussian"]["unexplained_score"]
     assert 0.0 < gaussian_curve[1] < gaussian_curve[0] < 1.0  # more is explained at sigma 20 than at 1
     assert result["auto_level"]["solver"] == "dpmpp_2m" and result["auto_level"]["nfe"] == 6
+    # The digits network departs from its Gaussian 3-5x more than the data mixture does at high noise.
+    assert result["auto_level"]["surrogate"] == "departure"
 
 
 @pytest.mark.slow
-def test_probe_departure_flag_chooses_the_level_with_the_departure_surrogate(
+def test_probe_surrogate_flag_chooses_the_level_with_that_surrogate(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from gaussport import grids
@@ -46,7 +48,7 @@ def test_probe_departure_flag_chooses_the_level_with_the_departure_surrogate(
     monkeypatch.setenv("GAUSSPORT_CACHE", str(tmp_path / "cache"))
     record = tmp_path / "probe.json"
     words = ["probe", "--probes", "4", "--levels", "5", "--no-empirical", "--mixture", "none"]
-    assert cli.main([*words, "--departure", "--json", str(record), "--quiet"]) == 0
+    assert cli.main([*words, "--surrogate", "mixture", "--json", str(record), "--quiet"]) == 0
     auto = json.loads(record.read_text())["auto_level"]
     expected = auto_sigma_skip(
         digits.load_digits_denoiser(),
@@ -54,11 +56,11 @@ def test_probe_departure_flag_chooses_the_level_with_the_departure_surrogate(
         grids.karras(6, 0.002, 80.0),  # dpmpp_2m at NFE 6: six positive levels
         "dpmpp_2m",
         data=_training_split(None),
-        departure=True,
+        surrogate="mixture",
         cache=False,
     )
-    assert auto["departure"] is True and auto["sigma_skip"] == expected
-    assert f"auto level (dpmpp_2m, NFE 6, departure surrogate): {expected:.4g}" in capsys.readouterr().out
+    assert auto["surrogate"] == "mixture" and auto["sigma_skip"] == expected
+    assert f"auto level (dpmpp_2m, NFE 6, mixture surrogate): {expected:.4g}" in capsys.readouterr().out
 
 
 def test_probe_on_given_data_with_a_kmeans_mixture_matches_the_library(

@@ -59,12 +59,30 @@ def test_bad_probe_calls() -> None:
     rejected(lambda: probe(WARM, lambda x, s: x, cache=False))  # no data and no sample()
 
 
-def test_auto_departure_needs_data_and_no_record() -> None:
+@pytest.mark.parametrize("form", ["departure", "mixture", "best"])
+def test_auto_surrogate_the_record_cannot_give_is_rejected(form) -> None:
     from gaussport.tuning import auto_sigma_skip
 
+    # Probed from the Gaussian's marginal (no data): no surrogate of any form, and no such form.
     record = probe(WARM, WARM, levels=[1.0, 10.0], probes=2, cache=False, model_dtype=torch.float64)
-    rejected(lambda: auto_sigma_skip(WARM, WARM, GRID, "dpmpp_2m", probes=record, departure=True))
-    rejected(lambda: auto_sigma_skip(WARM, WARM, GRID, "dpmpp_2m", departure=True, cache=False))
+    rejected(lambda: auto_sigma_skip(WARM, WARM, GRID, "dpmpp_2m", probes=record, surrogate=form))
+
+
+def test_auto_departure_surrogate_needs_the_fit() -> None:
+    from gaussport.tuning import auto_sigma_skip
+
+    data = torch.randn(10, D, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    record = probe(
+        WARM,
+        WARM,
+        data,
+        levels=[1.0, 10.0],
+        probes=2,
+        cache=False,
+        model_dtype=torch.float64,
+        departure=False,
+    )
+    rejected(lambda: auto_sigma_skip(WARM, WARM, GRID, "dpmpp_2m", probes=record, surrogate="departure"))
 
 
 def _valid(tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest
@@ -107,7 +106,16 @@ def test_surrogate_sweep_is_the_sweep_when_the_model_is_the_surrogate(solver: st
         assert torch.tensor(fitted_shift, dtype=torch.float64) == pytest.approx(shift, abs=1e-9)
         assert (f0, f1) == pytest.approx((g0, g1), abs=1e-9)
     grid = grids.karras(5, 0.002, 80.0)
-    terms = error_model(warm, grid, gaussport.solvers.get(solver), record, candidates=[1.0], draws=4, seed=7)
+    terms = error_model(
+        warm,
+        grid,
+        gaussport.solvers.get(solver),
+        record,
+        candidates=[1.0],
+        draws=4,
+        seed=7,
+        surrogate="departure",
+    )
     x_top = warm.sample(4, 80.0, torch.Generator().manual_seed(7), dtype=torch.float64).to(torch.float64)
     reference = reference_solve(model, x_top, grid, steps_per_unit=20)
     teleported = gaussport.sample(
@@ -122,8 +130,16 @@ def test_surrogate_sweep_is_the_sweep_when_the_model_is_the_surrogate(solver: st
     assert terms[1.0][1] == pytest.approx(rms(teleported.x - reference), rel=1e-6)
     assert terms[80.0][1] == pytest.approx(rms(plain.x - reference), rel=1e-6)
     # Without the departure fit (the default: the beta-scaled mixture) the sweep is another one.
-    bare = dataclasses.replace(record, surrogate=dataclasses.replace(record.surrogate, shifts=(), gains=()))
-    without = error_model(warm, grid, gaussport.solvers.get(solver), bare, candidates=[1.0], draws=4, seed=7)
+    without = error_model(
+        warm,
+        grid,
+        gaussport.solvers.get(solver),
+        record,
+        candidates=[1.0],
+        draws=4,
+        seed=7,
+        surrogate="mixture",
+    )
     assert without[80.0][1] != pytest.approx(terms[80.0][1], rel=1e-3)
 
 
@@ -168,23 +184,86 @@ class _OffsetGaussian(torch.nn.Module):
         return self.warm(x.double(), sigma.double()) + self.offset
 
 
-@pytest.mark.parametrize("departure", [False, True])
-def test_auto_probes_with_or_without_the_departure_fit_as_asked(tmp_path, departure: bool) -> None:
-    # auto_sigma_skip(data=..., departure=...) probes through the cache: the cached record carries
-    # the departure fit exactly when asked (a constant offset: every level's fitted shift is it),
-    # and the level is the one that record gives when passed in.
+def test_auto_probes_with_the_departure_fit_and_uses_the_form_asked_for(tmp_path) -> None:
+    # auto_sigma_skip(data=...) probes through the cache and, by default, fits the departure (a
+    # constant offset: the record carries it); each surrogate form gives the level that the same
+    # record gives when passed in with that form, and "auto" is the one surrogate_form names.
     from gaussport.tuning import ProbeRecord
+    from gaussport.tuning.auto import surrogate_form
 
     gen = torch.Generator().manual_seed(4)
     data = torch.cat([torch.randn(12, D, generator=gen, dtype=torch.float64) * 0.3 + c for c in (-1.0, 1.0)])
     warm = Gaussian.fit(data)
     model = _OffsetGaussian(warm, 0.05)
-    level = auto_sigma_skip(model, warm, SIGMAS, "dpmpp_2m", data=data, cache=tmp_path, departure=departure)
-    (path,) = (tmp_path / "probes").glob("*.json")
+    levels = {
+        form: auto_sigma_skip(model, warm, SIGMAS, "dpmpp_2m", data=data, cache=tmp_path, surrogate=form)
+        for form in ("auto", "departure", "mixture", "gaussian")
+    }
+    (path,) = (tmp_path / "probes").glob("*.json")  # one probe record served all four
     record = ProbeRecord.load(path)
-    assert record.surrogate is not None
-    assert bool(record.surrogate.shifts) == departure
-    assert auto_sigma_skip(model, warm, SIGMAS, "dpmpp_2m", probes=record) == level
+    assert record.surrogate is not None and len(record.surrogate.shifts) == len(record.levels)
+    for form, level in levels.items():
+        assert auto_sigma_skip(model, warm, SIGMAS, "dpmpp_2m", probes=record, surrogate=form) == level
+    assert levels["auto"] == levels[surrogate_form(record)]
+
+
+def _record_with_ratios(model_rms: list[float], mixture_rms: list[float], fitted: bool = True):
+    from gaussport.tuning import ProbeRecord, Surrogate
+
+    n = len(model_rms)
+    surrogate = Surrogate(
+        sample_shape=(D,),
+        weights=(1.0,),
+        means=((0.0,) * D,),
+        variances=((1.0,) * D,),
+        rms=tuple(mixture_rms),
+        shifts=((0.0,) * D,) * n if fitted else (),
+        gains=((0.0, 0.0),) * n if fitted else (),
+    )
+    levels = tuple(80.0 / 2**k for k in range(n))
+    return ProbeRecord(
+        levels=levels,
+        relative_mean=(0.1,) * n,
+        relative_p90=(0.2,) * n,
+        absolute_rms=tuple(model_rms),
+        probes=4,
+        seed=0,
+        source="data",
+        model=None,
+        statistics=None,
+        evaluations=4 * n,
+        surrogate=surrogate,
+    )
+
+
+@pytest.mark.parametrize(
+    ("model_rms", "mixture_rms", "fitted", "form"),
+    [
+        # upper half (80, 40, 20): ratios 4, 3, 2 -> median 3 >= 2; the lower half does not count
+        ([4.0, 3.0, 2.0, 0.1, 0.1, 0.1], [1.0] * 6, True, "departure"),
+        # ratios 4, 1.9, 1 -> median 1.9 < 2
+        ([4.0, 1.9, 1.0, 9.0, 9.0, 9.0], [1.0] * 6, True, "mixture"),
+        # odd count: upper half is the first 2 of 3 (80, 40): ratios 2, 2 -> median exactly 2
+        ([2.0, 4.0, 0.0], [1.0, 2.0, 1.0], True, "departure"),
+        # a mixture that equals the Gaussian there (b = 0): an infinite ratio
+        ([1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0], True, "departure"),
+        # no departure fit in the record: the mixture form whatever the ratios
+        ([4.0, 3.0, 2.0, 0.1], [1.0] * 4, False, "mixture"),
+    ],
+)
+def test_surrogate_form_follows_the_median_ratio_of_the_upper_levels(
+    model_rms, mixture_rms, fitted, form
+) -> None:
+    from gaussport.tuning.auto import surrogate_form
+
+    assert surrogate_form(_record_with_ratios(model_rms, mixture_rms, fitted)) == form
+
+
+def test_surrogate_form_without_data_is_the_gaussian() -> None:
+    from gaussport.tuning.auto import surrogate_form
+
+    model, warm, record = _record(0.1)
+    assert record.surrogate is None and surrogate_form(record) == "gaussian"
 
 
 class _StandardNormalDenoiser(torch.nn.Module):

@@ -106,12 +106,20 @@ def test_data_probes_carry_a_surrogate_fitted_to_the_data(tmp_path) -> None:
     assert sorted(m[0] for m in fitted.means) == [-1.0, 1.0]
     assert all(v == pytest.approx(1e-3, rel=1e-12) for var in fitted.variances for v in var)
     model, warm = _pair()
-    record = probe(model, warm, data, levels=[0.5, 5.0], probes=3, cache=False, model_dtype=torch.float64)
-    assert record.surrogate is not None and len(record.surrogate.rms) == 2
-    assert record.surrogate.shifts == record.surrogate.gains == ()  # only with departure=True
-    fitted = probe(
-        model, warm, data, levels=[0.5, 5.0], probes=3, cache=False, model_dtype=torch.float64, departure=True
+    record = probe(
+        model,
+        warm,
+        data,
+        levels=[0.5, 5.0],
+        probes=3,
+        cache=False,
+        model_dtype=torch.float64,
+        departure=False,
     )
+    assert record.surrogate is not None and len(record.surrogate.rms) == 2
+    assert record.surrogate.shifts == record.surrogate.gains == ()  # not asked for
+    # By default, with data and a Gaussian warm start, the departure is fitted.
+    fitted = probe(model, warm, data, levels=[0.5, 5.0], probes=3, cache=False, model_dtype=torch.float64)
     assert fitted.surrogate is not None
     assert len(fitted.surrogate.shifts) == len(fitted.surrogate.gains) == 2
     assert fitted.surrogate.rms == record.surrogate.rms

@@ -104,20 +104,20 @@ def _training_split(directory: Any) -> Any:
     return pixels_to_model(pixels[train]).unsqueeze(1).double()
 
 
-def _auto_level(net: Any, gaussian: Any, data: Any, args: argparse.Namespace) -> float:
-    """The level ``sample(..., sigma_skip="auto")`` picks for ``--solver`` at ``--nfe`` (Karras grid
-    from 80), probed from ``data`` (with ``--departure``: the surrogate carries the model's affine
-    departure from the data mixture)."""
+def _auto_level(net: Any, gaussian: Any, data: Any, args: argparse.Namespace) -> tuple[float, str]:
+    """``(level, surrogate form)``: the level ``sample(..., sigma_skip="auto")`` picks for ``--solver``
+    at ``--nfe`` (Karras grid from 80), probed from ``data`` (the record cached as auto caches it),
+    with the surrogate ``--surrogate`` (``auto``: chosen from the probe record)."""
     from ..grids import karras
     from ..solvers import get as get_solver
-    from ..tuning.auto import auto_sigma_skip
+    from ..tuning.auto import PROBE_SEED, auto_sigma_skip, surrogate_form
+    from ..tuning.probes import probe
 
     sigmas = karras(_levels_for(get_solver(args.solver), args.nfe), SIGMA_MIN, SIGMA_MAX)
-    return float(
-        auto_sigma_skip(
-            net, gaussian, sigmas, args.solver, data=data, device=args.device, departure=args.departure
-        )
-    )
+    record = probe(net, gaussian, data, seed=PROBE_SEED, device=args.device)
+    form = surrogate_form(record) if args.surrogate == "auto" else args.surrogate
+    level = auto_sigma_skip(net, gaussian, sigmas, args.solver, probes=record, surrogate=args.surrogate)
+    return float(level), form
 
 
 def _load_data(args: argparse.Namespace) -> tuple[Any, str]:
@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
             disable=args.quiet or None,
         )
         safe = result.safe_level("gaussian", args.tau)
-        auto = _auto_level(net, gaussian, data, args)
+        auto, form = _auto_level(net, gaussian, data, args)
         seconds = time.perf_counter() - start
     finally:
         torch.set_num_threads(previous)
@@ -195,8 +195,7 @@ def run(args: argparse.Namespace) -> int:
     print(markdown_table(result.header(), result.rows()))
     safe_text = f"{safe:g}" if math.isfinite(safe) else "none (no level below tau)"
     print(f"safe level (gaussian, tau {args.tau:g}): {safe_text}")
-    surrogate = ", departure surrogate" if args.departure else ""
-    print(f"auto level ({args.solver}, NFE {args.nfe}{surrogate}): {auto:.4g}")
+    print(f"auto level ({args.solver}, NFE {args.nfe}, {form} surrogate): {auto:.4g}")
     if args.plot is not None:
         os.makedirs(args.plot.parent, exist_ok=True)
         drawn = plot_explained_variance(
@@ -223,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
                 "solver": args.solver,
                 "nfe": args.nfe,
                 "sigma_skip": auto,
-                "departure": bool(args.departure),
+                "surrogate": form,
             },
             model="shipped digits model" if args.model is None else os.fspath(args.model),
             statistics=None if args.statistics is None else os.fspath(args.statistics),
@@ -353,11 +352,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="the budget the auto level is chosen for (default 6; Karras grid from sigma 80)",
     )
     probe.add_argument(
-        "--departure",
-        action="store_true",
-        help="choose the auto level with the departure surrogate: the data mixture plus the model's "
-        "affine departure from it, fitted on the probes (no extra model call; measured better on the "
-        "digits network, worse on an exact mixture denoiser: docs/auto-level.md)",
+        "--surrogate",
+        choices=("auto", "departure", "mixture"),
+        default="auto",
+        help="what the auto level's sweep runs on: auto (default; the departure form where the model "
+        "departs from its Gaussian by at least twice as much as the data mixture does, else the "
+        "mixture form), departure (the data mixture plus the model's affine departure from it), "
+        "mixture (the data mixture pulled towards the Gaussian); docs/auto-level.md#which-surrogate",
     )
     probe.add_argument(
         "--plot", type=OutputFile((".png",), "plot"), metavar="FILE", help="write the plot (PNG)"

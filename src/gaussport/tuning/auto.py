@@ -4,23 +4,29 @@ The level minimises an error model ``E(s) = T(s) + S(s)`` (derived in docs/auto-
 
 * with a probe record that carries a data-fitted :class:`~gaussport.tuning.probes.Surrogate`
   (probed from data): the sweep itself, run on a surrogate denoiser, and ``S(s)`` the teleported
-  solver's distance to the surrogate's own reference solve from the same draws. By default the
-  surrogate is ``D_s = D_G + beta(sigma) (D_M - D_G)`` (``D_M`` the data mixture, ``beta = min(1,
-  |D - D_G| / |D_M - D_G|)`` per probe level) and ``T(s)`` the model's first-order teleport error
-  (below); with ``probe(..., departure=True)`` it is ``D_s = D_M + shift + g0 (x - mu) + g1 H_sigma
-  (x - mu)``, the mixture plus the model's affine departure from it (least squares on the probes per
-  level), on 64 draws, and ``T = 0``;
-* without one, on the warm-start Gaussian alone: ``T(s)``, the teleport's error at the end of the
-  grid, ``integral_s^{sigma_max} |D - D_G|(sigma) k(sigma) dsigma / sigma`` with ``k`` the Gaussian
-  flow's exact gain (first order in the velocity error, exact when model and warm start differ only
-  in their mean), and ``S(s)``, the solver's discretisation error on the Gaussian against its exact
-  flow.
+  solver's distance to the surrogate's own reference solve from the same draws. The surrogate takes
+  one of two forms, chosen from the record by :func:`surrogate_form`:
+
+  - ``"departure"`` where the model departs from its Gaussian by at least twice as much as the data
+    mixture ``D_M`` does (median over the upper half of the probe levels; a trained network's own
+    high-noise error): ``D_s = D_M + shift + g0 (x - mu) + g1 H_sigma (x - mu)``, the mixture plus
+    the model's affine departure from it (least squares on the probes per level), on 64 draws, and
+    ``T = 0``;
+  - ``"mixture"`` otherwise (a model close to the data's own structure):
+    ``D_s = D_G + beta(sigma) (D_M - D_G)`` with ``beta = min(1, |D - D_G| / |D_M - D_G|)`` per
+    probe level, on 16 draws, and ``T(s)`` the model's first-order teleport error (below);
+
+* without one, on the warm-start Gaussian alone (``"gaussian"``): ``T(s)``, the teleport's error at
+  the end of the grid, ``integral_s^{sigma_max} |D - D_G|(sigma) k(sigma) dsigma / sigma`` with
+  ``k`` the Gaussian flow's exact gain (first order in the velocity error, exact when model and warm
+  start differ only in their mean), and ``S(s)``, the solver's discretisation error on the Gaussian
+  against its exact flow.
 
 Cost: the probe record (:func:`gaussport.tuning.probes.probe`, model calls, cached on disk) and zero
 model calls here: about 25 solver runs plus one RK4 reference solve of the surrogate on 16 draws
-(64 with the departure fit; no reference solve without a surrogate); 0.1-3 s for the 8x8 digits,
-4-7 s with the departure fit. Choices are kept in
-memory per (solver, options, grid, teleport, probe record).
+(64 with the departure form; no reference solve without a surrogate); 0.1-3 s for the 8x8 digits,
+4-7 s with the departure form. Choices are kept in memory per (solver, options, grid, teleport,
+probe record, surrogate).
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ from ..solvers import Solver
 from ..solvers import get as get_solver
 from .probes import PROBE_BUDGET_PER_NFE, ProbeRecord, departure, probe
 
-__all__ = ["auto_sigma_skip", "error_model"]
+__all__ = ["DEPARTURE_RATIO", "SURROGATES", "auto_sigma_skip", "error_model", "surrogate_form"]
 
 logger = logging.getLogger("gaussport")
 
@@ -57,6 +63,35 @@ _SURROGATE_DRAWS = 64  # the departure surrogate: with 16 draws its choice chang
 _SEED = 10_001  # the draws inside the error model: disjoint from the reported seeds 0..127
 PROBE_SEED = 10_000  # the probes auto makes itself (probes=None)
 _REFERENCE_STEPS_PER_UNIT = 20  # RK4 on the surrogate: ~1e-6 relative, far below the errors compared
+SURROGATES = ("auto", "departure", "mixture", "gaussian")
+# The departure form is chosen where |D - D_G| >= 2 |D_M - D_G| (median over the upper half of the
+# probe levels): then |D - D_M| >= |D - D_G| / 2, at least half the model's departure from its
+# Gaussian is not the data mixture's, which the mixture form (beta <= 1) cannot carry. Measured
+# (three probe seeds each): 3.2-4.5 on the digits network, 0.7-0.8 and 1.0 on the exact mixtures.
+DEPARTURE_RATIO = 2.0
+
+
+def surrogate_form(record: ProbeRecord) -> str:
+    """The surrogate ``sigma_skip="auto"`` sweeps on for this record (docs/auto-level.md#which-surrogate).
+
+    ``"gaussian"`` without a data-fitted surrogate; ``"departure"`` when the record carries the
+    departure fit and the model's ``|D - D_G|`` is at least :data:`DEPARTURE_RATIO` times the
+    mixture's ``|D_M - D_G|`` (median of the ratio over the upper half of the probe levels, where
+    the teleport is decided); ``"mixture"`` otherwise.
+    """
+    sur = record.surrogate
+    if sur is None:
+        return "gaussian"
+    if not sur.shifts:
+        return "mixture"
+    upper = (len(record.levels) + 1) // 2  # levels are stored decreasing
+    ratios = sorted(
+        a / b if b > 0 else math.inf
+        for a, b in zip(record.absolute_rms[:upper], sur.rms[:upper], strict=True)
+    )
+    middle = len(ratios) // 2
+    median = ratios[middle] if len(ratios) % 2 else 0.5 * (ratios[middle - 1] + ratios[middle])
+    return "departure" if median >= DEPARTURE_RATIO else "mixture"
 
 
 def _interpolate(record: ProbeRecord, sigma: float) -> float:
@@ -131,21 +166,22 @@ def _log_interpolate(logs: Sequence[float], values: Sequence[Any], sigma: float)
 class _SurrogateDenoiser:
     """The stand-in for the model's flow (docs/auto-level.md#the-surrogate), one of two forms:
 
-    * the record carries the model's affine departure from the data mixture (``probe(...,
-      departure=True)``): ``D_s = D_M + shift + g0 (x - mu) + g1 H_sigma (x - mu)`` with
+    * ``"departure"``: the data mixture plus the model's affine departure from it,
+      ``D_s = D_M + shift + g0 (x - mu) + g1 H_sigma (x - mu)`` with
       ``H_sigma = Sigma (Sigma + sigma^2 I)^-1``, shift and gains per probe level
       (:func:`~gaussport.tuning.probes.fit_departure`);
-    * otherwise ``D_s = D_G + beta(sigma) (D_M - D_G)``: the mixture pulled towards the warm start
-      where the model is closer to it than the mixture is, ``beta = min(1, |D - D_G| / |D_M - D_G|)``
-      per probe level (both RMS on the same probes).
+    * ``"mixture"``: ``D_s = D_G + beta(sigma) (D_M - D_G)``, the mixture pulled towards the warm
+      start where the model is closer to it than the mixture is,
+      ``beta = min(1, |D - D_G| / |D_M - D_G|)`` per probe level (both RMS on the same probes).
 
     Per-level values are interpolated linearly in ``log sigma`` and constant outside the probed
     levels. One ``sigma`` per call (the solvers and the reference solve call with a single level per
     batch).
     """
 
-    def __init__(self, warm_start: Gaussian, record: ProbeRecord) -> None:
-        assert record.surrogate is not None
+    def __init__(self, warm_start: Gaussian, record: ProbeRecord, form: str) -> None:
+        assert record.surrogate is not None and form in ("departure", "mixture")
+        self.form = form
         sur = record.surrogate
         self.gaussian = warm_start
         self.mixture = sur.mixture()
@@ -159,7 +195,7 @@ class _SurrogateDenoiser:
 
     @property
     def carries_departure(self) -> bool:
-        return bool(self.shifts)
+        return self.form == "departure"
 
     def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
         level = float(sigma.reshape(-1)[0])
@@ -186,8 +222,9 @@ def _surrogate_model(
     levels: Sequence[float],
     draws: int,
     seed: int,
+    form: str,
 ) -> dict[float, tuple[float, float]]:
-    """``{s: (T(s), S_s(s))}``: the sweep run on the surrogate (zero model calls).
+    """``{s: (T(s), S_s(s))}``: the sweep run on the surrogate of ``form`` (zero model calls).
 
     ``S_s(s)``: the solver teleported to ``s`` on the surrogate vs the surrogate's own reference solve
     from the same states at ``sigmas[0]`` (teleport and discretisation error of the surrogate).
@@ -197,7 +234,7 @@ def _surrogate_model(
     """
     assert record.surrogate is not None
     top = grid[0]
-    surrogate = _SurrogateDenoiser(warm_start, record)
+    surrogate = _SurrogateDenoiser(warm_start, record, form)
     gen = torch.Generator().manual_seed(int(seed))
     x_top = warm_start.sample(draws, top, gen, dtype=torch.float64).to(torch.float64)
     reference = reference_solve(surrogate, x_top, grid, steps_per_unit=_REFERENCE_STEPS_PER_UNIT)
@@ -217,6 +254,28 @@ def _surrogate_model(
     return out
 
 
+def _checked_surrogate(record: ProbeRecord, surrogate: bool | str) -> str:
+    """The form ``surrogate`` asks for (``True``/``"auto"``: :func:`surrogate_form`), checked against
+    what the record carries."""
+    if surrogate is True or surrogate == "auto":
+        return surrogate_form(record)
+    if surrogate is False or surrogate == "gaussian":
+        return "gaussian"
+    if surrogate not in SURROGATES:
+        raise ValueError(f"surrogate must be one of {', '.join(SURROGATES)}; got {surrogate!r}.")
+    if record.surrogate is None:
+        raise ValueError(
+            f"surrogate={surrogate!r} needs a probe record made from data (probe(model, gaussian, "
+            "data)); this one was probed from the Gaussian's marginal. Pass data, or surrogate='auto'."
+        )
+    if surrogate == "departure" and not record.surrogate.shifts:
+        raise ValueError(
+            "surrogate='departure' needs a probe record with the departure fit (probe(..., "
+            "departure=True) or the default with data and a Gaussian warm start); this one has none."
+        )
+    return str(surrogate)
+
+
 def error_model(
     warm_start: Gaussian,
     sigmas: Sequence[float],
@@ -227,14 +286,15 @@ def error_model(
     candidates: Sequence[float] | None = None,
     draws: int | None = None,
     seed: int = _SEED,
-    surrogate: bool = True,
+    surrogate: bool | str = "auto",
 ) -> dict[float, tuple[float, float]]:
     """``{s: (T(s), S(s))}`` over candidate levels (default: 24 geometric levels above the grid's smallest
     positive level up to ``sigmas[0]``). Zero model calls; docs/auto-level.md derives both terms.
 
-    With a record that carries a :class:`~gaussport.tuning.probes.Surrogate` (probed from data) and
-    ``surrogate=True``, ``S`` comes from the sweep on the surrogate; otherwise from the Gaussian
-    alone."""
+    ``surrogate``: ``"auto"`` (or ``True``) -- the form :func:`surrogate_form` picks for the record;
+    ``"departure"`` or ``"mixture"`` -- the sweep on that form of the record's surrogate;
+    ``"gaussian"`` (or ``False``) -- ``S`` from the Gaussian alone."""
+    form = _checked_surrogate(record, surrogate)
     grid = [float(v) for v in as_grid(sigmas)]
     top, end = grid[0], grid[-1]
     low = min(v for v in grid if v > 0.0)
@@ -242,11 +302,11 @@ def error_model(
         ratio = top / low
         candidates = [low * ratio ** (k / _CANDIDATES) for k in range(1, _CANDIDATES + 1)]
     levels = sorted({float(v) for v in candidates if low < v <= top} | {top}, reverse=True)
-    if surrogate and record.surrogate is not None:
+    if form != "gaussian":
+        assert record.surrogate is not None
         if tuple(record.surrogate.sample_shape) == tuple(warm_start.shape):
-            fitted = bool(record.surrogate.shifts)
-            n = draws if draws is not None else (_SURROGATE_DRAWS if fitted else _DRAWS)
-            return _surrogate_model(warm_start, grid, solver, record, teleport, levels, n, seed)
+            n = draws if draws is not None else (_SURROGATE_DRAWS if form == "departure" else _DRAWS)
+            return _surrogate_model(warm_start, grid, solver, record, teleport, levels, n, seed, form)
         logger.warning(
             "the probe record's surrogate has sample shape %s, the warm start %s: using the Gaussian "
             "error model",
@@ -286,7 +346,7 @@ def auto_sigma_skip(
     data: Tensor | None = None,
     cache: bool | str | os.PathLike[str] | None = None,
     device: torch.device | str | None = None,
-    departure: bool = False,
+    surrogate: str = "auto",
     **options: Any,
 ) -> float:
     """The teleport level for ``solver`` on ``sigmas``: the argmin of the error model ``T(s) + S(s)``.
@@ -303,16 +363,18 @@ def auto_sigma_skip(
         cache: the probe cache (see :func:`~gaussport.tuning.probes.probe`).
         device: where the model runs while it is probed (default: the device of its parameters,
             else the CPU).
-        departure: probe with ``departure=True`` (:func:`~gaussport.tuning.probes.probe`; needs
-            ``data``): the sweep runs on the data mixture plus the model's affine departure from it.
+        surrogate: what the sweep runs on: ``"auto"`` (:func:`surrogate_form` decides from the
+            record), ``"departure"`` (the data mixture plus the model's affine departure from it),
+            ``"mixture"`` (the beta-scaled data mixture) or ``"gaussian"`` (the Gaussian alone);
+            the first three need a record probed from data.
 
     Returns:
         A level in ``[min positive level, sigmas[0]]``; ``sigmas[0]`` (no teleport) whenever the model
         does not predict a teleport to beat it.
 
     Raises:
-        ValueError: a warm start that is not a Gaussian, a grid with fewer than two levels,
-            ``departure=True`` with a probe record (the record fixes the surrogate) or without data.
+        ValueError: a warm start that is not a Gaussian, a grid with fewer than two levels, a
+            ``surrogate`` the record cannot give.
         TypeError: options with a solver instance.
     """
     if not isinstance(warm_start, Gaussian):
@@ -328,19 +390,12 @@ def auto_sigma_skip(
         raise TypeError("solver options were given with a solver instance; configure the instance instead.")
     else:
         solver_obj = solver
-    if departure and probes is not None:
-        raise ValueError(
-            "departure=True applies when auto probes the model; a probe record fixes its surrogate: "
-            "make the record with probe(..., departure=True), or drop departure."
-        )
     if isinstance(probes, ProbeRecord):
         record = probes
     elif probes is not None:
         record = ProbeRecord.load(probes)
     else:
-        record = probe(
-            denoiser, warm_start, data, seed=PROBE_SEED, cache=cache, device=device, departure=departure
-        )
+        record = probe(denoiser, warm_start, data, seed=PROBE_SEED, cache=cache, device=device)
     nfe = solver_obj.evaluations(grid)
     if record.evaluations > PROBE_BUDGET_PER_NFE * nfe:
         logger.warning(
@@ -350,19 +405,21 @@ def auto_sigma_skip(
             PROBE_BUDGET_PER_NFE,
             nfe,
         )
-    key = (repr(solver_obj), grid, repr(teleport), record, id(warm_start))
+    form = _checked_surrogate(record, surrogate)
+    key = (repr(solver_obj), grid, repr(teleport), record, id(warm_start), form)
     if key in _CHOICES:
         return _CHOICES[key]
-    model = error_model(warm_start, grid, solver_obj, record, teleport=teleport)
+    model = error_model(warm_start, grid, solver_obj, record, teleport=teleport, surrogate=form)
     totals = {s: t + d for s, (t, d) in model.items()}
     best = min(totals, key=lambda s: (totals[s], -s))
     if not totals[best] < totals[grid[0]]:
         best = grid[0]
     logger.info(
-        "sigma_skip='auto': %g for %s at NFE %d (predicted error %.3g, no teleport %.3g)",
+        "sigma_skip='auto': %g for %s at NFE %d (%s surrogate; predicted error %.3g, no teleport %.3g)",
         best,
         type(solver_obj).__name__,
         nfe,
+        form,
         totals[best],
         totals[grid[0]],
     )

@@ -200,8 +200,8 @@ class Surrogate:
     ``|D_M - D_G|`` per probe level on the same probes as the record's ``absolute_rms``.
     ``shifts`` (one flattened vector per probe level) and ``gains`` (``(g0, g1)`` per level) are the
     least-squares fit ``D - D_M ~ shift + g0 (x - mu) + g1 Sigma (Sigma + sigma^2 I)^-1 (x - mu)`` on
-    the probes (:func:`fit_departure`); both empty unless the probe was asked for them
-    (``probe(..., departure=True)``).
+    the probes (:func:`fit_departure`); both empty when the probe did not fit them
+    (``probe(..., departure=False)``, or a warm start that is not a Gaussian).
     """
 
     sample_shape: tuple[int, ...]
@@ -531,7 +531,7 @@ def probe(
     cache: bool | str | os.PathLike[str] | None = None,
     model_dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
-    departure: bool = False,
+    departure: bool | None = None,
 ) -> ProbeRecord:
     """Measure (or read from the cache) the warm start's velocity error per noise level.
 
@@ -553,11 +553,12 @@ def probe(
             state dict is never cached.
         model_dtype: the dtype the model receives.
         device: where the model runs; default the device of its parameters, else the CPU.
-        departure: with data and a :class:`~gaussport.analytic.Gaussian` warm start, also fit the
-            model's affine departure from the data mixture per level (:func:`fit_departure`, no extra
-            model call): ``sigma_skip="auto"`` then runs its sweep on the mixture plus that departure
-            (docs/auto-level.md#the-surrogate). Measured better on a trained network whose
-            high-noise error is affine (the digits), worse on an exact mixture denoiser.
+        departure: fit the model's affine departure from the data mixture per level
+            (:func:`fit_departure`, no extra model call; ``d + 2`` numbers per level in the record).
+            ``None`` (default): whenever ``data`` and a :class:`~gaussport.analytic.Gaussian` warm
+            start are given; ``True``: require them; ``False``: never. ``sigma_skip="auto"`` decides
+            from the record whether its sweep runs on the mixture plus that departure
+            (:func:`gaussport.tuning.auto.surrogate_form`, docs/auto-level.md#which-surrogate).
 
     Raises:
         ValueError: for bad levels, ``probes < 1``, empty data, or no data with a warm start that
@@ -577,12 +578,15 @@ def probe(
             "probing without data needs a warm start with sample(n, sigma) "
             "(gaussport.analytic.Gaussian); pass data=... to probe from training data."
         )
-    if departure and (data is None or not (hasattr(warm_start, "cov") and hasattr(warm_start, "mean"))):
+    fits_departure = data is not None and hasattr(warm_start, "cov") and hasattr(warm_start, "mean")
+    if departure and not fits_departure:
         raise ValueError(
             "departure=True fits the model's departure from a mixture fitted to data, in the "
             "warm start's eigenbasis: pass data=... and a gaussport.analytic.Gaussian warm start, "
             "or drop departure=True."
         )
+    if departure is None:
+        departure = fits_departure
     key = {
         "model": fingerprint_model(denoiser),
         "statistics": fingerprint_statistics(warm_start),
