@@ -182,12 +182,16 @@ def run(args: argparse.Namespace) -> int:
     warm_start = args.loaded_warm_start if args.warm_start is not None else gaussian
     start = time.perf_counter()
     probes = None
+    directory = None if args.model == SHIPPED else Path(args.model)
     if args.sigma_skip == "auto" and not _is_pipeline(args.model):
+        from ..digits.files import TEST_SET_FILE
         from .probe import _training_split
 
-        # The digits model is probed from its own training split (the surrogate is fitted to it);
-        # a pipeline from its warm start's marginal.
-        probes = _training_split(None if args.model == SHIPPED else args.model)
+        # A digits model is probed from its own training split (the surrogate is fitted to it) when
+        # its test split tells which images that is; otherwise, like a pipeline, from its warm
+        # start's marginal.
+        if directory is None or (directory / TEST_SET_FILE).is_file():
+            probes = _training_split(directory)
     result = sample_to_disk(
         denoiser,
         shape,
