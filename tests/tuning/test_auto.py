@@ -241,6 +241,8 @@ def _record_with_ratios(model_rms: list[float], mixture_rms: list[float], fitted
         ([2.0, 4.0, 0.0], [1.0, 2.0, 1.0], True, "departure"),
         # a mixture that equals the Gaussian there (b = 0): an infinite ratio
         ([1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0], True, "departure"),
+        # ... unless the model equals it too (a = b = 0): ratio 1
+        ([0.0, 0.0, 5.0, 5.0], [0.0, 0.0, 1.0, 1.0], True, "mixture"),
         # no departure fit in the record: the mixture form whatever the ratios
         ([4.0, 3.0, 2.0, 0.1], [1.0] * 4, False, "mixture"),
     ],

@@ -85,8 +85,10 @@ def surrogate_form(record: ProbeRecord) -> str:
     if not sur.shifts:
         return "mixture"
     upper = (len(record.levels) + 1) // 2  # levels are stored decreasing
+    # b = 0: the mixture is the Gaussian there; a model that departs from it is all departure (inf),
+    # one that does not departs as little as the mixture (ratio 1).
     ratios = sorted(
-        a / b if b > 0 else math.inf
+        a / b if b > 0 else (math.inf if a > 0 else 1.0)
         for a, b in zip(record.absolute_rms[:upper], sur.rms[:upper], strict=True)
     )
     middle = len(ratios) // 2
