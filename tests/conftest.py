@@ -28,6 +28,18 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _probe_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Probe records (``sigma_skip="auto"``) go to a directory of the run, not the user's cache."""
+    previous = os.environ.get("GAUSSPORT_CACHE")
+    os.environ["GAUSSPORT_CACHE"] = str(tmp_path_factory.mktemp("gaussport-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("GAUSSPORT_CACHE", None)
+    else:
+        os.environ["GAUSSPORT_CACHE"] = previous
+
+
 @pytest.fixture(params=gaussport.solvers.available())
 def solver_name(request: pytest.FixtureRequest) -> str:
     """Every registered solver, by name: contract tests run over all of them automatically."""

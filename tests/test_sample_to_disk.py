@@ -200,8 +200,9 @@ def test_command_line_auto_level_probes_the_digits_training_split(
     assert f"teleport to {expected:g} (auto)" in capsys.readouterr().out
 
 
-def test_command_line_samples_a_diffusers_pipeline_folder(tmp_path: Path, capsys) -> None:
+def test_command_line_samples_a_diffusers_pipeline_folder(tmp_path: Path, capsys, monkeypatch) -> None:
     diffusers = pytest.importorskip("diffusers")
+    monkeypatch.setenv("GAUSSPORT_CACHE", str(tmp_path / "cache"))  # the auto level's probe record
     from gaussport.adapters.diffusers import DiffusersDenoiser
 
     with torch.random.fork_rng():  # module initialisation draws from the global RNG; keep it local
@@ -243,6 +244,15 @@ def test_command_line_samples_a_diffusers_pipeline_folder(tmp_path: Path, capsys
         disable=True,
     )
     assert torch.equal(load_samples(tmp_path / "cli")[0], load_samples(tmp_path / "lib")[0])
+    # --sigma-skip auto on a pipeline: probed from the warm start's marginal (it has no data), the
+    # level chosen on the pipeline's own noise range and recorded.
+    words[words.index("--out") + 1] = str(tmp_path / "auto")
+    words[words.index("--sigma-skip") + 1] = "auto"
+    assert cli.main([*words, "--warm-start", str(tmp_path / "stats.safetensors")]) == 0
+    auto = json.loads((tmp_path / "auto" / MANIFEST).read_text())["settings"]
+    assert auto["sigma_skip_rule"] == "auto" and auto["grid"] == settings["grid"]
+    assert auto["grid"][-2] < auto["sigma_skip"] <= auto["grid"][0]
+    assert f"teleport to {auto['sigma_skip']:g} (auto)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
