@@ -368,7 +368,8 @@ def auto_sigma_skip(
         surrogate: what the sweep runs on: ``"auto"`` (:func:`surrogate_form` decides from the
             record), ``"departure"`` (the data mixture plus the model's affine departure from it),
             ``"mixture"`` (the beta-scaled data mixture) or ``"gaussian"`` (the Gaussian alone);
-            the first three need a record probed from data.
+            ``"departure"`` and ``"mixture"`` need a record probed from data (``"auto"`` without
+            one is ``"gaussian"``).
 
     Returns:
         A level in ``[min positive level, sigmas[0]]``; ``sigmas[0]`` (no teleport) whenever the model
