@@ -287,3 +287,33 @@ def test_auto_probes_a_gpu_model_where_the_state_is(tmp_path, monkeypatch) -> No
                               warm_start=warm, sigma_skip="auto", teleport="respace")  # fmt: skip
     assert on_gpu.teleport == pytest.approx(on_cpu.teleport, rel=1e-6)
     assert on_gpu.x.device.type == "cuda"
+
+
+def test_surrogate_reference_is_shared_by_grids_with_the_same_ends(monkeypatch) -> None:
+    # The surrogate's reference solve depends on a grid only through its ends: a second grid over the
+    # same range reuses it (one solve for both), and the sweep equals the one computed afresh.
+    import gaussport.tuning.auto as auto
+    from gaussport.reference import reference_solve
+
+    gen = torch.Generator().manual_seed(2)
+    data = torch.cat([torch.randn(10, D, generator=gen, dtype=torch.float64) * 0.3 + c for c in (-1.0, 1.0)])
+    warm = Gaussian.fit(data)
+    record = probe(_OffsetGaussian(warm, 0.05), warm, data, probes=4, cache=False, model_dtype=torch.float64)
+    solves = []
+
+    def counted(*args, **kwargs):
+        solves.append(args[2])
+        return reference_solve(*args, **kwargs)
+
+    monkeypatch.setattr(auto, "reference_solve", counted)
+    monkeypatch.setattr(auto, "_REFERENCES", {})
+    coarse, fine = grids.karras(4, 0.002, 80.0), grids.karras(9, 0.002, 80.0)
+    solver = gaussport.solvers.get("dpmpp_2m")
+    first = error_model(warm, coarse, solver, record, surrogate="departure", draws=4)
+    shared = error_model(warm, fine, solver, record, surrogate="departure", draws=4)
+    assert len(solves) == 1
+    monkeypatch.setattr(auto, "_REFERENCES", {})
+    assert error_model(warm, fine, solver, record, surrogate="departure", draws=4) == shared
+    assert len(solves) == 2
+    assert error_model(warm, coarse, solver, record, surrogate="mixture", draws=4) != first  # another key
+    assert len(solves) == 3
