@@ -11,8 +11,8 @@ worse than no teleport.
 
 Surrogates: ``model`` (an analytic target's exact denoiser: no bias at all, draws only),
 ``departure`` and ``mixture`` (the two forms of :mod:`gaussport.tuning.auto`, from the probe record
-auto_level uses: 16 probes x 12 levels, seed 10000). The teleport term ``T`` of the mixture form is
-added as the rule adds it.
+auto_level uses: 16 probes x 12 levels, seed 10000; ``--probes`` and ``--probe-seed`` change it). The
+teleport term ``T`` of the mixture form is added as the rule adds it.
 
 Usage::
 
@@ -81,6 +81,8 @@ def main() -> None:
     parser.add_argument("--sweep", type=Path, required=True, help="auto_level.py's _per_seed.npz")
     parser.add_argument("--draws", type=int, nargs="+", default=[16, 64, 128, 256, 512])
     parser.add_argument("--draw-seeds", type=int, nargs="+", default=[10_001, 777])
+    parser.add_argument("--probes", type=int, default=16, help="probes per level of the record (auto: 16)")
+    parser.add_argument("--probe-seed", type=int, default=10_000, help="the record's probe seed")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -95,7 +97,7 @@ def main() -> None:
             target, target.moments(), shape=target.shape, seeds=range(8), model_dtype=torch.float64
         )
         data = target.sample(2000, 0.0, torch.Generator().manual_seed(10_000))
-    record = probe(ev.denoiser, ev.gaussian, data, seed=10_000, cache=False)
+    record = probe(ev.denoiser, ev.gaussian, data, seed=args.probe_seed, probes=args.probes, cache=False)
     if args.surrogate == "model":
         surrogate = ev.denoiser
     else:
@@ -121,10 +123,14 @@ def main() -> None:
     text = (
         f"Cells (of 24) whose pick among the 14 sweep levels is within 10 % of the measured 1,024-seed "
         f"best and not worse than no teleport; target {args.target}, surrogate {args.surrogate}, sweep "
-        f"{args.sweep.name}. Load average {load[0]:.2f}; {time.perf_counter() - start:.0f} s.\n\n{table}\n"
+        f"{args.sweep.name}; record: {args.probes} probes per level, seed {args.probe_seed}. Load average "
+        f"{load[0]:.2f}; {time.perf_counter() - start:.0f} s.\n\n{table}\n"
     )
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"surrogate_draws_{args.target.replace('-', '_')}_{args.surrogate}.md").write_text(text)
+    suffix = "" if (args.probes, args.probe_seed) == (16, 10_000) else f"_p{args.probes}_s{args.probe_seed}"
+    (args.out / f"surrogate_draws_{args.target.replace('-', '_')}_{args.surrogate}{suffix}.md").write_text(
+        text
+    )
     print(text)
 
 
