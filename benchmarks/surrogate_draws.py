@@ -37,35 +37,31 @@ import torch
 from auto_level import MIXTURES, NFES, SKIPS, SOLVERS, training_split
 
 import gaussport.digits
-from gaussport._checks import as_grid
-from gaussport._warm_statistics import with_warm_start_statistics
-from gaussport.denoiser import DenoiserCall
 from gaussport.evaluation import Evaluator, markdown_table
-from gaussport.loop import integrate
 from gaussport.reference import reference_solve
 from gaussport.solvers import get as get_solver
 from gaussport.tuning import probe
-from gaussport.tuning.auto import _below, _SurrogateDenoiser, _teleport_error
+from gaussport.tuning.auto import _SurrogateDenoiser, _sweep_distances, _teleport_error
 
 
 def squared_errors(ev, surrogate, record, solver_name: str, nfe: int, draws: int, seed: int, with_t: bool):
     """``{level: (T, per-draw squared endpoint error)}`` of the sweep on ``surrogate``."""
     gaussian = ev.gaussian
     grid = [float(v) for v in ev.budget(solver_name, nfe).grid]
-    solver, top = get_solver(solver_name), grid[0]
+    top = grid[0]
     x_top = gaussian.sample(draws, top, torch.Generator().manual_seed(seed), dtype=torch.float64)
     x_top = x_top.to(torch.float64)
     reference = reference_solve(surrogate, x_top, grid, steps_per_unit=20)
-    call = DenoiserCall(surrogate, model_dtype=torch.float64, state_dtype=torch.float64)
-    out = {}
-    for s in SKIPS:
-        below = _below(grid, s, "respace") if s < top else tuple(grid)
-        run = with_warm_start_statistics(solver, gaussian, below)
-        x_s = gaussian.flow(x_top, top, s) if s < top else x_top
-        x_end, _ = integrate(call, run, x_s, as_grid(below), disable=True)
-        t = _teleport_error(record, gaussian, s, top, grid[-1]) if with_t else 0.0
-        out[s] = (t, (x_end - reference).flatten(1).square().sum(1).numpy())
-    return out
+    distances = _sweep_distances(
+        surrogate, gaussian, grid, get_solver(solver_name), "respace", SKIPS, x_top, reference
+    )
+    return {
+        s: (
+            _teleport_error(record, gaussian, s, top, grid[-1]) if with_t else 0.0,
+            distance.square().numpy(),
+        )
+        for s, distance in distances.items()
+    }
 
 
 def pick(errors, n: int) -> float:

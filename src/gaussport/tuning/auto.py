@@ -252,19 +252,41 @@ def _surrogate_model(
         if len(_REFERENCES) >= 8:
             _REFERENCES.clear()
         _REFERENCES[key] = reference
-    call = DenoiserCall(surrogate, model_dtype=torch.float64, state_dtype=torch.float64)
+    distances = _sweep_distances(surrogate, warm_start, grid, solver, teleport, levels, x_top, reference)
     out: dict[float, tuple[float, float]] = {}
+    for s, distance in distances.items():
+        # The model's whole first-order teleport error for the beta-scaled mixture, not only the part
+        # the surrogate misses: counting both teleport errors biases towards shorter teleports, which
+        # measured better than a term from the residual |D - D_s| alone.
+        t = 0.0 if surrogate.carries_departure else _teleport_error(record, warm_start, s, top, grid[-1])
+        out[s] = (t, float(distance.square().mean().sqrt()))
+    return out
+
+
+def _sweep_distances(
+    denoiser: Any,
+    warm_start: Gaussian,
+    grid: Sequence[float],
+    solver: Solver,
+    teleport: Any,
+    levels: Sequence[float],
+    x_top: Tensor,
+    reference: Tensor,
+) -> dict[float, Tensor]:
+    """Per level ``s``: the per-draw distance between the solver teleported from ``x_top`` (at
+    ``grid[0]``) to ``s`` on ``denoiser`` and ``reference``, the denoiser's own endpoint (float64).
+    The sweep behind the surrogate model (and ``benchmarks/surrogate_draws.py``); zero model calls
+    when ``denoiser`` is analytic."""
+    top = grid[0]
+    call = DenoiserCall(denoiser, model_dtype=torch.float64, state_dtype=torch.float64)
+    out: dict[float, Tensor] = {}
     ems_cache: dict[Any, Any] = {}
     for s in levels:
         below = _below(grid, s, teleport) if s < top else tuple(grid)
         run = with_warm_start_statistics(solver, warm_start, below, cache=ems_cache)
         x_s = warm_start.flow(x_top, top, s) if s < top else x_top
         x_end, _ = integrate(call, run, x_s, as_grid(below), disable=True)
-        # The model's whole first-order teleport error for the beta-scaled mixture, not only the part
-        # the surrogate misses: counting both teleport errors biases towards shorter teleports, which
-        # measured better than a term from the residual |D - D_s| alone.
-        t = 0.0 if surrogate.carries_departure else _teleport_error(record, warm_start, s, top, grid[-1])
-        out[s] = (t, _rms(x_end - reference))
+        out[s] = (x_end - reference).flatten(1).norm(dim=1)
     return out
 
 

@@ -323,10 +323,8 @@ def fit_departure(warm_start: Any, x: Tensor, difference: Tensor, sigma: float) 
     """
     v = x.reshape(x.shape[0], -1).to(torch.float64)
     r = difference.reshape(v.shape).to(torch.float64)
-    s2 = float(sigma) ** 2
-    gain = lambda lam: lam / (lam + s2)  # noqa: E731
     vc, rc = v - v.mean(0, keepdim=True), r - r.mean(0, keepdim=True)
-    hc = warm_start.cov.apply(vc, gain)
+    hc = _held(warm_start, vc, sigma)
     cols = (vc, hc)
     normal = torch.tensor([[float((a * b).sum()) for b in cols] for a in cols], dtype=torch.float64)
     rhs = torch.tensor([float((a * rc).sum()) for a in cols], dtype=torch.float64)
@@ -341,10 +339,15 @@ def departure(
 ) -> Tensor:
     """The fitted departure ``shift + g0 (x - mu) + g1 H_sigma (x - mu)`` at ``x`` (float64, x's shape)."""
     centred = x.reshape(x.shape[0], -1).to(torch.float64) - warm_start.mean.reshape(1, -1).to(torch.float64)
-    s2 = float(sigma) ** 2
-    held = warm_start.cov.apply(centred, lambda lam: lam / (lam + s2))
     g0, g1 = (float(g) for g in gains)
-    return (shift.to(torch.float64) + g0 * centred + g1 * held).reshape(x.shape)
+    return (shift.to(torch.float64) + g0 * centred + g1 * _held(warm_start, centred, sigma)).reshape(x.shape)
+
+
+def _held(warm_start: Any, v: Tensor, sigma: float) -> Tensor:
+    """``H_sigma v = Sigma (Sigma + sigma^2 I)^-1 v`` for flattened rows ``v`` (the warm start's
+    denoising gain; one product with its covariance)."""
+    s2 = float(sigma) ** 2
+    return warm_start.cov.apply(v, lambda lam: lam / (lam + s2))
 
 
 @dataclass(frozen=True)
