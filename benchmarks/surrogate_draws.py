@@ -11,8 +11,9 @@ worse than no teleport.
 
 Surrogates: ``model`` (an analytic target's exact denoiser: no bias at all, draws only),
 ``departure`` and ``mixture`` (the two forms of :mod:`gaussport.tuning.auto`, from the probe record
-auto_level uses: 16 probes x 12 levels, seed 10000; ``--probes`` and ``--probe-seed`` change it). The
-teleport term ``T`` of the mixture form is added as the rule adds it.
+auto_level uses: 16 probes x 12 levels, seed 10000, 10 mixture components; ``--probes``,
+``--probe-seed`` and ``--components`` change it). The teleport term ``T`` of the mixture form is
+added as the rule adds it.
 
 Usage::
 
@@ -42,6 +43,7 @@ from gaussport.reference import reference_solve
 from gaussport.solvers import get as get_solver
 from gaussport.tuning import probe
 from gaussport.tuning.auto import _SurrogateDenoiser, _sweep_distances, _teleport_error
+from gaussport.tuning.probes import SURROGATE_COMPONENTS
 
 
 def squared_errors(ev, surrogate, record, solver_name: str, nfe: int, draws: int, seed: int, with_t: bool):
@@ -79,6 +81,13 @@ def main() -> None:
     parser.add_argument("--draw-seeds", type=int, nargs="+", default=[10_001, 777])
     parser.add_argument("--probes", type=int, default=16, help="probes per level of the record (auto: 16)")
     parser.add_argument("--probe-seed", type=int, default=10_000, help="the record's probe seed")
+    parser.add_argument(
+        "--components",
+        type=int,
+        default=SURROGATE_COMPONENTS,
+        help=f"k-means clusters of the record's data mixture (probe's surrogate_components; "
+        f"default {SURROGATE_COMPONENTS})",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -93,7 +102,15 @@ def main() -> None:
             target, target.moments(), shape=target.shape, seeds=range(8), model_dtype=torch.float64
         )
         data = target.sample(2000, 0.0, torch.Generator().manual_seed(10_000))
-    record = probe(ev.denoiser, ev.gaussian, data, seed=args.probe_seed, probes=args.probes, cache=False)
+    record = probe(
+        ev.denoiser,
+        ev.gaussian,
+        data,
+        seed=args.probe_seed,
+        probes=args.probes,
+        cache=False,
+        surrogate_components=args.components,
+    )
     if args.surrogate == "model":
         surrogate = ev.denoiser
     else:
@@ -119,11 +136,13 @@ def main() -> None:
     text = (
         f"Cells (of 24) whose pick among the 14 sweep levels is within 10 % of the measured 1,024-seed "
         f"best and not worse than no teleport; target {args.target}, surrogate {args.surrogate}, sweep "
-        f"{args.sweep.name}; record: {args.probes} probes per level, seed {args.probe_seed}. Load average "
+        f"{args.sweep.name}; record: {args.probes} probes per level, seed {args.probe_seed}, "
+        f"{args.components} mixture components. Load average "
         f"{load[0]:.2f}; {time.perf_counter() - start:.0f} s.\n\n{table}\n"
     )
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "" if (args.probes, args.probe_seed) == (16, 10_000) else f"_p{args.probes}_s{args.probe_seed}"
+    suffix += "" if args.components == SURROGATE_COMPONENTS else f"_k{args.components}"
     (args.out / f"surrogate_draws_{args.target.replace('-', '_')}_{args.surrogate}{suffix}.md").write_text(
         text
     )

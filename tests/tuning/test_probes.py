@@ -133,3 +133,33 @@ def test_data_probes_carry_a_surrogate_fitted_to_the_data(tmp_path) -> None:
     del legacy["surrogate"]
     assert ProbeRecord.from_json(legacy).surrogate is None
     assert probe(model, warm, levels=[0.5], probes=2, cache=False).surrogate is None
+
+
+def test_surrogate_components_set_the_mixture_and_the_cache_key(tmp_path) -> None:
+    # Three clusters of identical points: with 3 components k-means finds each point with its weight,
+    # with 1 the single component sits at the data mean (0.5 * -1 + 0.2 * 1 + 0.3 * 3 = 0.6).
+    points = [torch.full((D,), v, dtype=torch.float64) for v in (-1.0, 1.0, 3.0)]
+    data = torch.stack([points[0]] * 5 + [points[1]] * 2 + [points[2]] * 3)
+    model, warm = _pair()
+    options = dict(levels=[0.5, 5.0], probes=3, cache=tmp_path, model_dtype=torch.float64)
+    three = probe(model, warm, data, surrogate_components=3, **options)
+    assert three.surrogate is not None
+    assert sorted(zip((m[0] for m in three.surrogate.means), three.surrogate.weights, strict=True)) == [
+        (-1.0, 5.0),
+        (1.0, 2.0),
+        (3.0, 3.0),
+    ]
+    calls = model.samples
+    one = probe(model, warm, data, surrogate_components=1, **options)
+    assert model.samples == 2 * calls  # another cache file, not the 3-component record
+    assert one.surrogate is not None and one.surrogate.weights == (10.0,)
+    assert one.surrogate.means[0][0] == pytest.approx(0.6, rel=1e-12)
+    assert probe(model, warm, data, surrogate_components=3, **options) == three
+    assert model.samples == 2 * calls  # read back
+
+
+@pytest.mark.parametrize("bad", [0, -2, 2.5, True])
+def test_surrogate_components_must_be_a_positive_integer(bad) -> None:
+    model, warm = _pair()
+    with pytest.raises(ValueError, match="surrogate_components must be an integer >= 1"):
+        probe(model, warm, torch.zeros(4, D, dtype=torch.float64), surrogate_components=bad, cache=False)

@@ -535,6 +535,7 @@ def probe(
     model_dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
     departure: bool | None = None,
+    surrogate_components: int = SURROGATE_COMPONENTS,
 ) -> ProbeRecord:
     """Measure (or read from the cache) the warm start's velocity error per noise level.
 
@@ -562,15 +563,24 @@ def probe(
             start are given; ``True``: require them; ``False``: never. ``sigma_skip="auto"`` decides
             from the record whether its sweep runs on the mixture plus that departure
             (:func:`gaussport.tuning.auto.surrogate_form`, docs/auto-level.md#which-surrogate).
+        surrogate_components: the k-means clusters of the data mixture ``D_M`` (with data; at most
+            the rows of ``data``). 10 by default; more measured no better on the digits
+            (docs/auto-level.md#measured).
 
     Raises:
-        ValueError: for bad levels, ``probes < 1``, empty data, or no data with a warm start that
-            cannot ``sample``; ``departure=True`` without data or with a warm start that is not a
-            Gaussian.
+        ValueError: for bad levels, ``probes < 1`` or ``surrogate_components < 1``, empty data, or
+            no data with a warm start that cannot ``sample``; ``departure=True`` without data or
+            with a warm start that is not a Gaussian.
     """
     chosen = sorted(set(_checked_levels(DEFAULT_LEVELS if levels is None else levels)), reverse=True)
     if isinstance(probes, bool) or not isinstance(probes, int) or probes < 1:
         raise ValueError(f"probes must be an integer >= 1; got {probes!r}.")
+    if (
+        isinstance(surrogate_components, bool)
+        or not isinstance(surrogate_components, int)
+        or surrogate_components < 1
+    ):
+        raise ValueError(f"surrogate_components must be an integer >= 1; got {surrogate_components!r}.")
     if data is not None and (not isinstance(data, Tensor) or data.dim() < 2 or data.shape[0] == 0):
         raise ValueError(
             "data must be a [N, *shape] tensor with at least one row (or None to probe "
@@ -598,7 +608,7 @@ def probe(
         "probes": probes,
         "seed": int(seed),
         "format": FORMAT,
-        "surrogate": None if data is None else SURROGATE_COMPONENTS,
+        "surrogate": None if data is None else surrogate_components,
         "departure": bool(departure),
     }
     path = _cache_file(cache, key)
@@ -614,7 +624,7 @@ def probe(
         rows = torch.randint(0, data.shape[0], (probes,), generator=gen)
         x0 = data.detach().to("cpu", torch.float64)[rows]
     where = torch.device(device) if device is not None else model_device(denoiser)
-    surrogate = None if data is None else fit_surrogate(data, seed=int(seed))
+    surrogate = None if data is None else fit_surrogate(data, components=surrogate_components, seed=int(seed))
     mixture = None if surrogate is None else surrogate.mixture()
     mean, p90, rms, mixture_rms, shifts, gains = [], [], [], [], [], []
     started = time.perf_counter()
