@@ -69,6 +69,39 @@ def test_teleport_term_matches_the_closed_form_of_a_mean_shift() -> None:
     assert terms[80.0][0] == 0.0
 
 
+@pytest.mark.parametrize("representation", ["dense", "low_rank", "rank_deficient"])
+def test_teleport_term_gain_is_the_flow_maps_rms_gain(representation: str) -> None:
+    # With a constant |D - D_G| = 1 the term is the trapezoid of k(sigma) over log sigma, k the RMS
+    # gain of the flow map from sigma to the end on an isotropic random direction:
+    # k^2 = |F|_F^2 / d with F the map's linear part, read here column by column from
+    # Gaussian.flow itself (flow(e_i) - flow(0)), whatever the covariance's representation.
+    from gaussport.analytic.covariance import Dense, LowRankPlusIsotropic
+    from gaussport.tuning.auto import _teleport_error
+
+    d = 6
+    gen = torch.Generator().manual_seed(3)
+    basis, _ = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64))
+    lam = torch.tensor([2.0, 0.5, 0.1, 0.02, 0.003, 0.0004], dtype=torch.float64)
+    mean = torch.randn(d, generator=gen, dtype=torch.float64)
+    cov = {
+        "dense": Dense(lam, basis),
+        "low_rank": LowRankPlusIsotropic(lam[:3], basis[:, :3], residual=0.01),
+        "rank_deficient": LowRankPlusIsotropic(lam[:2], basis[:, :2], residual=0.0),
+    }[representation]
+    warm = Gaussian(mean, cov)
+    record = _record_with_ratios([1.0] * 6, [1.0] * 6)
+    s, top, end, points = 0.3, 80.0, 0.002, 48
+    eye, zero = torch.eye(d, dtype=torch.float64), torch.zeros(1, d, dtype=torch.float64)
+    logs = torch.linspace(math.log(s), math.log(top), points, dtype=torch.float64)
+    gains = []
+    for v in logs.tolist():
+        linear = warm.flow(eye, math.exp(v), end) - warm.flow(zero, math.exp(v), end)
+        gains.append(float(linear.square().sum() / d) ** 0.5)
+    expected = float(torch.trapezoid(torch.tensor(gains, dtype=torch.float64), logs))
+    assert _teleport_error(record, warm, s, top, end, points) == pytest.approx(expected, rel=1e-12)
+    assert _teleport_error(record, warm, top, top, end) == 0.0
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("solver", ["dpmpp_2m", "dpm_solver_v3"])
 def test_surrogate_sweep_is_the_sweep_when_the_model_is_the_surrogate(solver: str) -> None:

@@ -124,22 +124,21 @@ def _teleport_error(
     """``T(s) = integral_s^{sigma_max} a(sigma) k(sigma) dsigma / sigma`` (trapezoid in log sigma).
 
     ``a`` is the probes' ``|D - D_G|`` RMS and ``k(sigma)`` the gain of the Gaussian flow map from
-    ``sigma`` to ``end`` on a perturbation (its linear part; exact, the map is affine): the velocity
-    error ``a / sigma`` made at ``sigma`` moves the state by ``a dsigma / sigma`` and reaches the end
-    of the grid scaled by ``k`` (docs/auto-level.md#the-teleport-error).
+    ``sigma`` to ``end`` on a perturbation: the velocity error ``a / sigma`` made at ``sigma`` moves the
+    state by ``a dsigma / sigma`` and reaches the end of the grid scaled by ``k``
+    (docs/auto-level.md#the-teleport-error). The map's linear part is
+    ``(Sigma + end^2)^(1/2) (Sigma + sigma^2)^(-1/2)``, so its RMS gain on an isotropic random
+    direction is exactly ``k^2 = mean_i (lambda_i + end^2) / (lambda_i + sigma^2)`` over the ``d``
+    eigenvalues: O(d) per point from the spectrum, no matrix product.
     """
     if s >= sigma_max:
         return 0.0
     logs = torch.linspace(math.log(s), math.log(sigma_max), points, dtype=torch.float64)
-    gen = torch.Generator().manual_seed(1)
-    e = torch.randn((_DRAWS, *warm_start.shape), generator=gen, dtype=torch.float64)
-    zero = torch.zeros_like(e)
-    terms = []
-    for v in logs.tolist():
-        sigma = math.exp(v)
-        gain = _rms(warm_start.flow(e, sigma, end) - warm_start.flow(zero, sigma, end)) / _rms(e)
-        terms.append(_interpolate(record, sigma) * gain)
-    return float(torch.trapezoid(torch.tensor(terms, dtype=torch.float64), logs))
+    lam = warm_start.cov.spectrum().to(torch.float64)
+    sigma2 = torch.exp(2.0 * logs)
+    gains = ((lam + end * end)[None, :] / (lam[None, :] + sigma2[:, None])).mean(dim=1).sqrt()
+    a = torch.tensor([_interpolate(record, math.exp(v)) for v in logs.tolist()], dtype=torch.float64)
+    return float(torch.trapezoid(a * gains, logs))
 
 
 def _below(grid: Sequence[float], s: float, teleport: Any) -> tuple[float, ...]:
