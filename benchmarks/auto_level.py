@@ -27,6 +27,7 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -115,11 +116,19 @@ def error_of(squares: np.ndarray, statistic: str) -> np.ndarray:
     raise ValueError(f"statistic must be 'rms' or 'mean'; got {statistic!r}")
 
 
-def accepted_by(squares: dict[float, np.ndarray], auto: np.ndarray, statistic: str) -> bool:
-    """The acceptance (within 10% of the sweep's best, not worse than no teleport) under ``statistic``."""
+def judged_by(squares: dict[float, np.ndarray], auto: np.ndarray, statistic: str) -> dict[str, Any]:
+    """The acceptance (within 10% of the sweep's best, not worse than no teleport) under ``statistic``:
+    ``{"accepted", "best_level", "auto_over_best", "auto_over_none"}``."""
     errors = {level: float(error_of(v, statistic)) for level, v in squares.items()}
     a = float(error_of(auto, statistic))
-    return a <= 1.1 * min(errors.values()) and a <= errors[max(errors)]
+    best = min(errors, key=errors.get)
+    plain = errors[max(errors)]
+    return {
+        "accepted": bool(a <= 1.1 * errors[best] and a <= plain),
+        "best_level": best,
+        "auto_over_best": a / errors[best],
+        "auto_over_none": a / plain,
+    }
 
 
 def split_half(squares: dict[float, np.ndarray], splits: int = 200, statistic: str = "rms") -> float:
@@ -143,6 +152,17 @@ def split_half(squares: dict[float, np.ndarray], splits: int = 200, statistic: s
         on_b = error_of(table[:, half_b], statistic)
         accepted += on_b[pick] <= 1.1 * on_b.min() and on_b[pick] <= on_b[top]
     return accepted / splits
+
+
+def typical_misses(cells: list[dict[str, Any]]) -> str:
+    """``"; missed: solver NFE at auto level (best level, auto/best), ..."`` for the typical seed."""
+    missed = [
+        f"{c['solver']} {c['nfe']} at {c['auto_level']:.3g} ({c['typical_seed']['best_level']:g}, "
+        f"{c['typical_seed']['auto_over_best']:.2f}x)"
+        for c in cells
+        if not c["typical_seed"]["accepted"]
+    ]
+    return "; missed: " + ", ".join(missed) if missed else ""
 
 
 def main() -> None:
@@ -242,7 +262,7 @@ def main() -> None:
                 "bootstrap": spread,
                 "split_half_oracle": ceiling,
                 "typical_seed": {
-                    "accepted": bool(accepted_by(squares, auto_squares, "mean")),
+                    **judged_by(squares, auto_squares, "mean"),
                     "split_half_oracle": split_half(squares, statistic="mean"),
                 },
                 "median_seed_error": {
@@ -317,7 +337,9 @@ def main() -> None:
         "\nThe typical seed (the same acceptance on the mean per-seed distance instead of the RMS, "
         "less carried by the seeds whose sample changes mode): accepted in "
         f"{sum(c['typical_seed']['accepted'] for c in cells)} of {len(cells)} cells; the split-half "
-        f"oracle's expected count {sum(c['typical_seed']['split_half_oracle'] for c in cells):.1f}.\n"
+        f"oracle's expected count {sum(c['typical_seed']['split_half_oracle'] for c in cells):.1f}"
+        + typical_misses(cells)
+        + ".\n"
     )
     args.out.mkdir(parents=True, exist_ok=True)
     name = "auto_level_quick" if args.quick else "auto_level"
