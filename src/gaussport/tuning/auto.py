@@ -349,6 +349,7 @@ def error_model(
             warm_start.shape,
         )
     gen = torch.Generator().manual_seed(int(seed))
+    call = DenoiserCall(warm_start, model_dtype=torch.float64, state_dtype=torch.float64)
     out: dict[float, tuple[float, float]] = {}
     ems_cache: dict[Any, Any] = {}
     for s in levels:
@@ -357,7 +358,6 @@ def error_model(
         x_s = warm_start.sample(_DRAWS if draws is None else draws, s, gen, dtype=torch.float64)
         x_s = x_s.to(torch.float64)
         exact = warm_start.flow(x_s, s, end)
-        call = DenoiserCall(warm_start, model_dtype=torch.float64, state_dtype=torch.float64)
         x_end, _ = integrate(call, run, x_s, as_grid(below), disable=True)
         out[s] = (_teleport_error(record, warm_start, s, top, end), _rms(x_end - exact))
     return out
